@@ -1,0 +1,5 @@
+"""``python -m gpunn``: the same as the ``gpunn`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,265 @@
+"""The ``gpunn`` command line: ``train``, ``info`` and the commands other modules add.
+
+Errors the user can fix (bad options, bad data, no GPU) print one line,
+``Error: ...``, and exit with status 2 (usage) or 1 (runtime); never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+import numpy as np
+
+from . import __version__
+from .backend import BackendError, get_backend, parse_spec
+from .errors import GpunnError
+
+DEFAULT_HIDDEN = 64
+
+
+class LayerSizes(click.ParamType):
+    """``784,30,10``; ``,30,`` or ``30`` leave the input and output sizes to the data."""
+
+    name = "SIZES"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        parts = [p.strip() for p in str(value).split(",")]
+        if len(parts) == 1:  # only hidden layers given, e.g. "30"
+            parts = ["", parts[0], ""]
+        sizes = []
+        for i, part in enumerate(parts):
+            if part == "" and i in (0, len(parts) - 1):
+                sizes.append(None)
+                continue
+            if not part.isdigit() or int(part) < 1:
+                self.fail(f"{value!r}: each layer size must be a positive integer, e.g. 784,30,10", param, ctx)
+            sizes.append(int(part))
+        if len(sizes) < 2:
+            self.fail(f"{value!r}: give at least an input and an output size, e.g. 64,10", param, ctx)
+        return sizes
+
+
+class BackendSpec(click.ParamType):
+    name = "BACKEND"
+
+    def convert(self, value, param, ctx):
+        try:
+            parse_spec(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        return value
+
+
+class _Group(click.Group):
+    """A click group that turns user-fixable errors into ``Error: <one line>`` and exit 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (GpunnError, BackendError, ValueError, OSError) as exc:
+            raise click.ClickException(_one_line(exc)) from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or exc.__class__.__name__
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gpunn")
+def cli():
+    """gpunn: sigmoid networks trained by backprop, on NumPy or NVIDIA GPUs."""
+
+
+def resolve_sizes(sizes, n_features: int, n_classes: int) -> list[int]:
+    """Fill in inferred input/output sizes and check them against the data."""
+    sizes = list(sizes) if sizes else [None, DEFAULT_HIDDEN, None]
+    if sizes[0] is None:
+        sizes[0] = n_features
+    if sizes[-1] is None:
+        sizes[-1] = max(n_classes, 2)
+    if sizes[0] != n_features:
+        raise GpunnError(
+            f"--layers starts with {sizes[0]} inputs but the data has {n_features} features per sample; "
+            f"use --layers {n_features},{','.join(str(s) for s in sizes[1:])}"
+        )
+    if sizes[-1] < n_classes:
+        raise GpunnError(
+            f"--layers ends with {sizes[-1]} outputs but the data has labels 0..{n_classes - 1}; "
+            f"the output layer needs at least {n_classes} units"
+        )
+    return sizes
+
+
+class _Progress:
+    """A progress bar on stderr counted in steps, plus one line per epoch."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and sys.stderr.isatty()
+
+    def __call__(self, step, steps):
+        if self.enabled:
+            width = 30
+            done = int(width * (step + 1) / steps)
+            click.echo(f"\r  [{'#' * done}{'.' * (width - done)}] {step + 1}/{steps}", err=True, nl=False)
+
+    def clear(self):
+        if self.enabled:
+            click.echo("\r" + " " * 60 + "\r", err=True, nl=False)
+
+
+def _epoch_printer(progress: _Progress, samples: int, epochs: int, quiet: bool):
+    from .train import Callback
+
+    class EpochLine(Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            progress.clear()
+            if quiet:
+                return
+            test = f"  test acc {logs['val_accuracy']:.4f}" if "val_accuracy" in logs else ""
+            rate = samples / logs["seconds"] if logs["seconds"] > 0 else float("inf")
+            click.echo(
+                f"epoch {epoch + 1:>3}/{epochs}  loss {logs['loss']:.5f}  train acc {logs['accuracy']:.4f}"
+                f"{test}  {rate:,.0f} samples/s",
+                err=True,
+            )
+
+    return EpochLine()
+
+
+@cli.command()
+@click.option("--dataset", default="digits", show_default=True,
+              help="digits (embedded 8x8 digits), xor, mnist, fashion-mnist, or a .npz/.csv file.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Folder holding the four MNIST-format files (else the cache, downloading if needed).")
+@click.option("--test-split", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Fraction held out for testing when a user data set has no test arrays [default: 0.2].")
+@click.option("--layers", type=LayerSizes(), default=None,
+              help=f"Units per layer, e.g. 784,30,10; input/output sizes inferred when left out "
+                   f"[default: inputs,{DEFAULT_HIDDEN},classes].")
+@click.option("--epochs", type=click.IntRange(1, 100000), default=30, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 1 << 24), default=10, show_default=True)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=3.0, show_default=True,
+              help="Learning rate eta.")
+@click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(0), default=0.0, show_default=True)
+@click.option("--loss", type=click.Choice(["quadratic", "cross_entropy"]), default="quadratic", show_default=True)
+@click.option("--init", type=click.Choice(["normal", "scaled"]), default="scaled", show_default=True,
+              help="normal: N(0,1) as in the tutorial; scaled: N(0,1/n_in) weights.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
+@click.option("--backend", type=BackendSpec(), default=None,
+              help="auto, numpy, cupy or cupy:N [default: $GPUNN_BACKEND or auto].")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False), default=None, help="Save the trained model here (.npz).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary as the last line of stdout.")
+@click.option("--quiet", is_flag=True, help="No per-epoch lines.")
+def train(dataset, data_dir, test_split, layers, epochs, batch_size, lr, momentum, weight_decay, loss, init,
+          seed, backend, dtype, output, as_json, quiet):
+    """Train a network and report its accuracy on the test set."""
+    from .data import load_dataset
+    from .network import Network
+
+    data = load_dataset(dataset, **_data_options(data_dir, test_split))
+    sizes = resolve_sizes(layers, data.n_features, data.n_classes)
+    net = Network(sizes, loss=loss, init=init, backend=backend, dtype=dtype, seed=seed)
+    progress = _Progress(enabled=not quiet and not as_json)
+    if not quiet:
+        click.echo(f"training {net} on {data.name}: {len(data.X_train)} train / {len(data.X_test)} test samples",
+                   err=True)
+    started = time.perf_counter()
+    history = net.fit(data.X_train, data.y_train, epochs=epochs, batch_size=batch_size, lr=lr,
+                      momentum=momentum, weight_decay=weight_decay, validation_data=(data.X_test, data.y_test),
+                      callbacks=[_epoch_printer(progress, len(data.X_train), epochs, quiet)], progress=progress)
+    seconds = time.perf_counter() - started
+    train_result = net.evaluate(data.X_train, data.y_train)
+    logs = history.history
+    train_seconds = sum(logs["seconds"])
+    summary = {
+        "dataset": data.name,
+        "layers": sizes,
+        "epochs": net.epochs_done,
+        "test_accuracy": logs["val_accuracy"][-1],
+        "test_loss": logs["val_loss"][-1],
+        "train_accuracy": train_result["accuracy"],
+        "train_loss": train_result["loss"],
+        "seconds": round(seconds, 4),
+        "samples_per_second": round(len(data.X_train) * len(logs["seconds"]) / train_seconds, 1),
+        "backend": net.backend.label,
+        "dtype": net.dtype.name,
+        "seed": seed,
+    }
+    if output:
+        from .io import save
+
+        save(net, output, extra={"dataset": dataset, "data_dir": data_dir})
+        summary["output"] = output
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        click.echo(
+            f"test accuracy {summary['test_accuracy']:.4f}  train accuracy {summary['train_accuracy']:.4f}  "
+            f"{summary['seconds']:.2f} s  {summary['samples_per_second']:,.0f} samples/s  "
+            f"[{summary['backend']}, {summary['dtype']}]"
+        )
+
+
+def _data_options(data_dir, test_split) -> dict:
+    options = {}
+    if data_dir is not None:
+        options["data_dir"] = data_dir
+    if test_split is not None:
+        options["test_split"] = test_split
+    return options
+
+
+@cli.command()
+def info():
+    """Show the backend that auto picks and why, the device, and library versions."""
+    backend = get_backend("auto")
+    click.echo(f"gpunn {__version__}")
+    click.echo(f"numpy {np.__version__}")
+    click.echo(f"auto backend: {backend.label} ({backend.reason})")
+    try:
+        import cupy
+    except Exception as exc:  # reporting only: any import failure means "not usable"
+        click.echo(f"cupy: not available ({exc.__class__.__name__}: {exc})")
+        return
+    click.echo(f"cupy {cupy.__version__}")
+    try:
+        click.echo(f"CUDA runtime {cupy.cuda.runtime.runtimeGetVersion()}")
+        click.echo(f"CUDA driver {cupy.cuda.runtime.driverGetVersion()}")
+    except Exception as exc:
+        click.echo(f"CUDA: not usable ({exc})")
+    if backend.is_gpu:
+        props = cupy.cuda.runtime.getDeviceProperties(backend.device_id)
+        name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+        click.echo(f"device {backend.device_id}: {name}, {props['totalGlobalMem'] / 2**30:.1f} GiB")
+
+
+def _register_optional_commands() -> None:
+    """Commands that live in their own modules (added when those modules exist)."""
+    import importlib
+
+    for module, attr in (("gpunn.cli_data", "data_group"), ("gpunn.cli_model", "model_commands"),
+                         ("gpunn.bench", "bench")):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        found = getattr(mod, attr)
+        for command in found if isinstance(found, (list, tuple)) else [found]:
+            cli.add_command(command)
+
+
+_register_optional_commands()
+
+
+def main(argv=None) -> None:
+    """Console-script entry point."""
+    cli.main(args=argv, prog_name="gpunn")

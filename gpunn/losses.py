@@ -1,0 +1,41 @@
+"""The two costs a network can be trained on, as plain (allocating) reference formulas.
+
+The training step never calls these: it uses the fused ``output_delta`` operation
+(:mod:`gpunn.ops` and the CUDA kernels), which computes the same delta together with
+the loss sum and the correct-answer count in one pass.  These readable versions are
+what the fused ones are tested against, and what the docs point to.
+
+For one sample with output activations ``a``, one-hot target ``t`` and weighted
+inputs ``z`` of the output layer (``a = sigma(z)``):
+
+* quadratic (the tutorial's): ``E = 1/2 sum (a - t)^2``, ``dE/dz = (a - t) a (1 - a)``;
+* cross-entropy: ``E = -sum [t ln a + (1 - t) ln(1 - a)]``, ``dE/dz = a - t``: the
+  sigmoid's slope cancels, so saturated wrong outputs still learn fast.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .ops import CROSS_ENTROPY_FLOOR
+
+
+def one_hot(labels, classes: int, dtype=np.float64) -> np.ndarray:
+    """(classes, samples) one-hot columns for integer labels."""
+    t = np.zeros((classes, len(labels)), dtype=dtype)
+    t[labels, np.arange(len(labels))] = 1
+    return t
+
+
+def quadratic(a, t):
+    """Summed loss and dE/dz for the quadratic cost; ``a``, ``t`` are (classes, samples)."""
+    return 0.5 * np.sum((a - t) ** 2), (a - t) * a * (1 - a)
+
+
+def cross_entropy(a, t):
+    """Summed loss and dE/dz for the cross-entropy cost (log argument floored like the kernels)."""
+    inside = np.maximum(t * a + (1 - t) * (1 - a), CROSS_ENTROPY_FLOOR)
+    return -np.sum(np.log(inside)), a - t
+
+
+LOSS_FUNCTIONS = {"quadratic": quadratic, "cross_entropy": cross_entropy}

@@ -1,0 +1,325 @@
+"""The network: layers of sigmoid neurons, their parameters, forward pass and backprop.
+
+A neuron computes a weighted sum of its inputs plus a bias, ``v = sum_i x_i w_i + b``,
+and squashes it with the sigmoid, ``y = sigma(v)``.  A layer does that for many
+neurons at once and for a whole minibatch at once: with the examples as the columns
+of ``A_prev`` (units x samples), the layer's output is ``A = sigma(W^T A_prev + b)``.
+The most active node of the last layer is the network's answer.
+
+Parameters live in ONE flat buffer (:class:`ParameterLayout`): for each layer the
+weights ``W`` (inputs x outputs, row-major) followed by the biases ``b``, so that the
+block is the matrix ``[W; b]`` with the bias as its last row.  The gradients live in a
+second flat buffer with the same layout.  The SGD update is then one fused operation
+over the whole buffer, and a data-parallel all-reduce is one call.
+
+Activations carry an extra row of ones (:class:`Workspace`).  On NumPy the bias is
+folded into the matrix product, ``[W; b]^T [A_prev; 1]``, which saves one pass per
+layer and makes the bias gradient fall out of the weight-gradient product.  On the
+GPU backends the product leaves the bias out and the fused ``bias_sigmoid`` kernel
+adds it; the bias gradient is then the row sum of the layer's error.
+
+Limits: fully connected sigmoid layers only; float32 or float64; no autograd engine:
+backprop is written out layer by layer, exactly as the chain rule says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .backend import Backend, get_backend, to_numpy
+from .errors import DataError
+from .ops import LOSSES
+
+INITS = ("normal", "scaled")
+DTYPES = ("float32", "float64")
+#: Samples per forward pass in predict / evaluate.
+EVAL_CHUNK = 1024
+
+
+@dataclass(frozen=True)
+class ParameterLayout:
+    """Where each layer's ``[W; b]`` block sits in the flat parameter buffer."""
+
+    sizes: tuple[int, ...]
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.sizes) - 1
+
+    def block_shape(self, layer: int) -> tuple[int, int]:
+        return (self.sizes[layer] + 1, self.sizes[layer + 1])
+
+    def offsets(self) -> list[int]:
+        offsets, total = [], 0
+        for layer in range(self.n_layers):
+            offsets.append(total)
+            rows, cols = self.block_shape(layer)
+            total += rows * cols
+        return offsets + [total]
+
+    @property
+    def size(self) -> int:
+        return self.offsets()[-1]
+
+    def blocks(self, flat):
+        """Per-layer ``[W; b]`` views of a flat buffer (no copies)."""
+        offsets = self.offsets()
+        return [
+            flat[offsets[layer] : offsets[layer + 1]].reshape(self.block_shape(layer))
+            for layer in range(self.n_layers)
+        ]
+
+
+def check_sizes(sizes) -> tuple[int, ...]:
+    sizes = tuple(int(s) for s in sizes)
+    if len(sizes) < 2:
+        raise ValueError(f"a network needs at least an input and an output layer, got sizes {list(sizes)}")
+    if min(sizes) < 1:
+        raise ValueError(f"every layer needs at least one unit, got sizes {list(sizes)}")
+    if sizes[-1] < 2:
+        raise ValueError("the output layer needs at least 2 units (one per class)")
+    return sizes
+
+
+class Workspace:
+    """Preallocated buffers for forward and backward passes over ``m`` samples.
+
+    ``acts[l]`` is ``(sizes[l] + 1, m)``: the layer's activations with a row of ones
+    beneath them; ``acts[l][:-1]`` is the activation proper.  ``deltas[l]`` holds
+    dE/dz for layer ``l`` (``deltas[0]`` is unused).  ``labels`` and, on NumPy,
+    ``targets`` (one-hot) hold the batch's answers.
+    """
+
+    def __init__(self, backend: Backend, sizes, m: int, dtype, one_hot: bool):
+        xp = backend.xp
+        with backend.device():
+            self.acts = []
+            for n in sizes:
+                a = xp.empty((n + 1, m), dtype=dtype)
+                a[-1] = 1
+                self.acts.append(a)
+            self.deltas = [None] + [xp.empty((n, m), dtype=dtype) for n in sizes[1:]]
+            self.labels = xp.empty(m, dtype=np.int32)
+            self.targets = xp.empty((sizes[-1], m), dtype=dtype) if one_hot else None
+        self.m = m
+
+    @property
+    def inputs(self):
+        return self.acts[0][:-1]
+
+    @property
+    def outputs(self):
+        return self.acts[-1][:-1]
+
+
+class Network:
+    """A fully connected network of sigmoid layers, trained by backprop and minibatch SGD.
+
+    Args:
+        sizes: units per layer, input first, e.g. ``[784, 30, 10]``.
+        loss: ``"quadratic"`` (the tutorial's 1/2 (t - y)^2) or ``"cross_entropy"``.
+        init: ``"normal"`` draws every weight and bias from N(0, 1) (the tutorial's and
+            Nielsen's choice); ``"scaled"`` draws weights from N(0, 1/n_in) and biases from
+            N(0, 1), which keeps wide layers out of the sigmoid's flat tails.
+        backend: ``"auto"``, ``"numpy"``, ``"cupy"``, ``"cupy:N"`` or a Backend.
+        dtype: ``"float32"`` (default) or ``"float64"``.
+        seed: seeds the initial weights and the shuffling; same seed, same backend,
+            same result, bit for bit.
+    """
+
+    def __init__(self, sizes, loss="quadratic", init="normal", backend="auto", dtype="float32", seed=0):
+        self.sizes = check_sizes(sizes)
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}: use one of {', '.join(LOSSES)}")
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}: use one of {', '.join(INITS)}")
+        if str(dtype) not in DTYPES:
+            raise ValueError(f"unsupported dtype {dtype!r}: use float32 or float64")
+        self.loss = loss
+        self.init = init
+        self.dtype = np.dtype(str(dtype))
+        self.seed = int(seed)
+        self.backend = get_backend(backend)
+        self.layout = ParameterLayout(self.sizes)
+        self.fold_bias = self.backend.name == "numpy"
+        self.history = None
+        self.optimizer = None
+        self.epochs_done = 0
+        self.stop_training = False
+        self._workspaces: dict[int, Workspace] = {}
+        xp = self.backend.xp
+        with self.backend.device():
+            self.params = xp.asarray(self._initial_parameters(), dtype=self.dtype)
+            self.grads = xp.zeros(self.layout.size, dtype=self.dtype)
+        self._bind_views()
+
+    # -- parameters -------------------------------------------------------------
+    def _initial_parameters(self) -> np.ndarray:
+        rng = np.random.default_rng(self.seed)
+        flat = np.empty(self.layout.size)
+        for layer, block in enumerate(self.layout.blocks(flat)):
+            n_in = self.sizes[layer]
+            scale = 1.0 if self.init == "normal" else 1.0 / np.sqrt(n_in)
+            block[:-1] = rng.standard_normal(block[:-1].shape) * scale
+            block[-1] = rng.standard_normal(block.shape[1])
+        return flat
+
+    def _bind_views(self) -> None:
+        self.blocks = self.layout.blocks(self.params)
+        self.grad_blocks = self.layout.blocks(self.grads)
+
+    @property
+    def weights(self):
+        """Per-layer weight views ``W`` (inputs x outputs) into the flat buffer."""
+        return [block[:-1] for block in self.blocks]
+
+    @property
+    def biases(self):
+        """Per-layer bias views ``b`` (outputs,) into the flat buffer."""
+        return [block[-1] for block in self.blocks]
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Copies of the parameters on the host: ``[W1, b1, W2, b2, ...]``."""
+        host = to_numpy(self.params).copy()
+        return [part for block in self.layout.blocks(host) for part in (block[:-1], block[-1])]
+
+    def set_weights(self, arrays) -> None:
+        """Replace the parameters from ``[W1, b1, W2, b2, ...]`` (shapes must match)."""
+        arrays = [to_numpy(a) for a in arrays]
+        if len(arrays) != 2 * self.layout.n_layers:
+            raise ValueError(f"expected {2 * self.layout.n_layers} arrays [W1, b1, ...], got {len(arrays)}")
+        flat = np.empty(self.layout.size)
+        for layer, block in enumerate(self.layout.blocks(flat)):
+            W, b = arrays[2 * layer], arrays[2 * layer + 1]
+            if W.shape != block[:-1].shape or b.shape != block[-1].shape:
+                raise ValueError(
+                    f"layer {layer + 1}: expected W {block[:-1].shape} and b {block[-1].shape}, "
+                    f"got {W.shape} and {b.shape}"
+                )
+            block[:-1], block[-1] = W, b
+        with self.backend.device():
+            self.params[...] = self.backend.xp.asarray(flat, dtype=self.dtype)
+
+    # -- buffers --------------------------------------------------------------
+    def workspace(self, m: int) -> Workspace:
+        """The buffers for batches of ``m`` samples (made on first use, then reused)."""
+        ws = self._workspaces.get(m)
+        if ws is None:
+            one_hot = self.backend.name == "numpy"
+            ws = self._workspaces[m] = Workspace(self.backend, self.sizes, m, self.dtype, one_hot)
+        return ws
+
+    # -- forward and backward -------------------------------------------------
+    def forward(self, ws: Workspace) -> None:
+        """Feed ``ws.inputs`` through every layer; each layer's output stays in ``ws.acts``."""
+        xp, kernels = self.backend.xp, self.backend.kernels
+        for layer, block in enumerate(self.blocks):
+            a_prev, z = ws.acts[layer], ws.acts[layer + 1][:-1]
+            if self.fold_bias:
+                xp.matmul(block.T, a_prev, out=z)
+                kernels.sigmoid_(z)
+            else:
+                xp.matmul(block[:-1].T, a_prev[:-1], out=z)
+                kernels.bias_sigmoid(z, block[-1])
+
+    def backward(self, ws: Workspace, loss_sum, correct) -> None:
+        """Backprop: gradients of the batch's summed loss into ``self.grads``.
+
+        Also adds the batch's loss and number of correct answers to the device scalars
+        ``loss_sum`` and ``correct``.  Uses the activations left by :meth:`forward`.
+        """
+        xp, kernels = self.backend.xp, self.backend.kernels
+        last = self.layout.n_layers
+        kernels.output_delta(ws.outputs, ws.labels, ws.deltas[last], loss_sum, correct, self.loss, ws.targets)
+        for layer in range(last, 0, -1):
+            delta, a_prev = ws.deltas[layer], ws.acts[layer - 1]
+            grad = self.grad_blocks[layer - 1]
+            if self.fold_bias:
+                xp.matmul(a_prev, delta.T, out=grad)
+            else:
+                xp.matmul(a_prev[:-1], delta.T, out=grad[:-1])
+                xp.sum(delta, axis=1, out=grad[-1])
+            if layer > 1:
+                back = ws.deltas[layer - 1]
+                xp.matmul(self.blocks[layer - 1][:-1], delta, out=back)
+                kernels.sigmoid_backward(back, a_prev[:-1])
+
+    # -- inference --------------------------------------------------------------
+    def _device_data(self, X, y=None):
+        """Validate ``X`` (and ``y``) and move them to the device, samples as columns."""
+        from .train import as_labels  # local import: train imports network
+
+        X_host = X if self.backend.is_gpu else to_numpy(X)
+        if X_host.ndim != 2:
+            raise DataError(f"X must be 2-D (samples, features), got shape {tuple(X_host.shape)}")
+        if X_host.shape[1] != self.sizes[0]:
+            raise DataError(
+                f"the data has {X_host.shape[1]} features per sample but the network's input layer "
+                f"has {self.sizes[0]} units; make --layers start with {X_host.shape[1]}"
+            )
+        xp = self.backend.xp
+        with self.backend.device():
+            Xt = xp.ascontiguousarray(xp.asarray(X_host, dtype=self.dtype).T)
+            if not bool(xp.isfinite(Xt).all()):
+                raise DataError("X contains NaN or infinite values; clean the data first")
+            labels = None if y is None else self.backend.asarray(as_labels(y, self.sizes[-1]), np.int32)
+        return Xt, labels
+
+    def _chunks(self, n: int):
+        for start in range(0, n, EVAL_CHUNK):
+            yield start, min(start + EVAL_CHUNK, n)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Output activations, one row per sample (on the host)."""
+        Xt, _ = self._device_data(X)
+        out = np.empty((Xt.shape[1], self.sizes[-1]), dtype=self.dtype)
+        with self.backend.device():
+            for start, stop in self._chunks(Xt.shape[1]):
+                ws = self.workspace(stop - start)
+                ws.inputs[...] = Xt[:, start:stop]
+                self.forward(ws)
+                out[start:stop] = to_numpy(ws.outputs).T
+        return out
+
+    def predict(self, X) -> np.ndarray:
+        """The answer for each sample: the index of the most active output node."""
+        return self.predict_proba(X).argmax(axis=1)
+
+    def evaluate(self, X, y) -> dict:
+        """Mean loss per sample and accuracy on ``(X, y)``."""
+        Xt, labels = self._device_data(X, y)
+        return self._evaluate_device(Xt, labels)
+
+    def _evaluate_device(self, Xt, labels) -> dict:
+        xp = self.backend.xp
+        with self.backend.device():
+            loss_sum = xp.zeros((), dtype=np.float64)
+            correct = xp.zeros((), dtype=np.int64)
+            for start, stop in self._chunks(Xt.shape[1]):
+                ws = self.workspace(stop - start)
+                ws.inputs[...] = Xt[:, start:stop]
+                ws.labels[...] = labels[start:stop]
+                if ws.targets is not None:
+                    ws.targets.fill(0)
+                    ws.targets[labels[start:stop], xp.arange(stop - start)] = 1
+                self.forward(ws)
+                self.backend.kernels.output_delta(
+                    ws.outputs, ws.labels, ws.deltas[-1], loss_sum, correct, self.loss, ws.targets
+                )
+            n = Xt.shape[1]
+            return {"loss": float(loss_sum) / n, "accuracy": int(correct) / n}
+
+    def fit(self, X, y, epochs=30, batch_size=10, lr=3.0, momentum=0.0, weight_decay=0.0,
+            validation_data=None, callbacks=None, shuffle=True, progress=None, communicator=None):
+        """Train by minibatch gradient descent; see :func:`gpunn.train.fit`."""
+        from .train import fit
+
+        return fit(self, X, y, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
+                   weight_decay=weight_decay, validation_data=validation_data, callbacks=callbacks,
+                   shuffle=shuffle, progress=progress, communicator=communicator)
+
+    def __repr__(self) -> str:
+        return (f"Network(sizes={list(self.sizes)}, loss={self.loss!r}, init={self.init!r}, "
+                f"backend={self.backend.label!r}, dtype={self.dtype.name!r})")

@@ -1,0 +1,251 @@
+"""The minibatch training loop, its History, and the callback hooks.
+
+One epoch: shuffle the sample order (on the device), cut it into minibatches of
+``batch_size`` (the last, partial one is trained on, not dropped), and for each
+batch gather the samples into preallocated buffers, feed forward, backprop, and move
+every parameter downhill with one fused SGD update over the flat buffer.
+
+After the first step of each batch size nothing in a step allocates an array or waits
+for the device: the loss and the count of correct answers accumulate in device
+scalars that are read once per epoch.  A NaN or infinite loss then stops training
+with an error that names the epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from .backend import to_numpy
+from .errors import DataError, TrainingDiverged
+from .optim import SGD
+
+
+class History:
+    """What :func:`fit` returns: ``history`` maps each metric to its per-epoch list.
+
+    Keys: ``loss``, ``accuracy`` (training, measured during the epoch as the weights
+    moved), ``val_loss`` and ``val_accuracy`` with validation data, and ``seconds``
+    (wall time of each epoch's training, device work included).
+    """
+
+    def __init__(self):
+        self.epoch: list[int] = []
+        self.history: dict[str, list[float]] = {}
+        self.params: dict = {}
+
+    def append(self, epoch: int, logs: dict) -> None:
+        self.epoch.append(epoch)
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(value)
+
+    def __repr__(self) -> str:
+        return f"History(epochs={len(self.epoch)}, keys={sorted(self.history)})"
+
+
+class Callback:
+    """Base class for hooks called by :func:`fit`; override what you need.
+
+    ``self.network`` is set before ``on_train_begin``.  Setting
+    ``network.stop_training = True`` ends training after the current epoch.
+    """
+
+    network = None
+
+    def on_train_begin(self, logs=None):
+        pass
+
+    def on_epoch_begin(self, epoch, logs=None):
+        pass
+
+    def on_epoch_end(self, epoch, logs=None):
+        pass
+
+    def on_train_end(self, logs=None):
+        pass
+
+
+def as_labels(y, n_classes: int) -> np.ndarray:
+    """Integer labels from integer labels or one-hot rows; DataError when out of range."""
+    y = to_numpy(y)
+    if y.ndim == 2:
+        if y.shape[1] != n_classes:
+            raise DataError(
+                f"one-hot labels have {y.shape[1]} columns but the output layer has {n_classes} units"
+            )
+        y = y.argmax(axis=1)
+    elif y.ndim != 1:
+        raise DataError(f"labels must be 1-D integers or 2-D one-hot rows, got shape {y.shape}")
+    if y.size and not np.issubdtype(y.dtype, np.integer):
+        if not np.all(np.mod(y, 1) == 0):
+            raise DataError("labels must be whole numbers (class indices)")
+    y = y.astype(np.int64)
+    if y.size and (y.min() < 0 or y.max() >= n_classes):
+        bad = y.min() if y.min() < 0 else y.max()
+        raise DataError(
+            f"label {bad} is out of range for an output layer of {n_classes} units "
+            f"(labels must be 0..{n_classes - 1}); widen the last layer"
+        )
+    return y
+
+
+def rank_share(batch: int, rank: int, ranks: int) -> tuple[int, int]:
+    """The [lo, hi) part of a ``batch``-sample minibatch that ``rank`` of ``ranks`` trains on.
+
+    The remainder is spread deterministically: the first ``batch % ranks`` ranks take one more.
+    """
+    base, extra = divmod(batch, ranks)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (1 if rank < extra else 0)
+
+
+class _Batches:
+    """The epoch's sample order on the device, and this rank's part of each minibatch as views."""
+
+    def __init__(self, network, n: int, batch_size: int, shuffle, rank: int = 0, ranks: int = 1):
+        self.network, self.n, self.shuffle = network, n, shuffle
+        xp = network.backend.xp
+        self.order = xp.arange(n, dtype=np.int64)
+        #: (this rank's index view, global batch size m) per step
+        self.steps = []
+        for start in range(0, n, batch_size):
+            m = min(batch_size, n - start)
+            lo, hi = rank_share(m, rank, ranks)
+            self.steps.append((self.order[start + lo : start + hi], m))
+
+    def reshuffle(self, epoch: int) -> None:
+        """New order for ``epoch``: a pure function of (seed, epoch), so resuming is exact."""
+        if not self.shuffle:
+            return
+        seed = self.network.seed * 1_000_003 + epoch
+        backend = self.network.backend
+        if self.shuffle == "host" or not backend.is_gpu:
+            order = np.random.default_rng(seed).permutation(self.n)
+            self.order[...] = backend.xp.asarray(order)
+        else:
+            self.order[...] = backend.xp.random.RandomState(seed).permutation(self.n)
+
+
+def fit(network, X, y, epochs=30, batch_size=10, lr=3.0, momentum=0.0, weight_decay=0.0,
+        validation_data=None, callbacks=None, shuffle=True, progress=None, communicator=None) -> History:
+    """Train ``network`` on ``(X, y)`` by minibatch stochastic gradient descent.
+
+    Args:
+        X: (samples, features) array, NumPy or CuPy.
+        y: integer labels (samples,) or one-hot rows (samples, classes).
+        epochs: total epochs to reach; a network that already trained some epochs
+            (e.g. loaded from a checkpoint) continues from there.
+        batch_size: samples per minibatch (m); the step is theta -= (lr/m) sum grad.
+        lr: learning rate eta.
+        momentum, weight_decay: see :class:`gpunn.optim.SGD`.
+        validation_data: optional (X_val, y_val), evaluated after every epoch.
+        callbacks: list of :class:`Callback`.
+        shuffle: True (device generator), False (fixed order), or ``"host"`` (NumPy's
+            generator on every backend: the same batch order everywhere, for comparing
+            backends).
+        progress: optional ``progress(step, steps_per_epoch)`` called from the host about
+            50 times per epoch (it never waits for the device).
+        communicator: for data-parallel training (:mod:`gpunn.distributed`): each rank
+            trains on its share of every global minibatch of ``batch_size`` samples, the
+            flat gradient buffer is summed across ranks with one all-reduce per step, and
+            every rank applies the same update.  ``None`` trains in this process alone.
+
+    Returns:
+        The network's :class:`History` (continued across resumed runs).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    backend, xp = network.backend, network.backend.xp
+    Xt, labels = network._device_data(X, y)
+    n = Xt.shape[1]
+    if n == 0:
+        raise DataError("the training set is empty; give fit at least one sample")
+    val = network._device_data(*validation_data) if validation_data is not None else None
+    if network.history is None:
+        network.history = History()
+    history = network.history
+    history.params = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum,
+                      "weight_decay": weight_decay, "samples": n}
+    callbacks = list(callbacks or [])
+    for cb in callbacks:
+        cb.network = network
+    optimizer = network.optimizer = _optimizer_for(network, lr, momentum, weight_decay)
+    network.stop_training = False
+
+    rank, ranks = (communicator.rank, communicator.size) if communicator is not None else (0, 1)
+    if batch_size < ranks:
+        raise DataError(
+            f"a minibatch of {batch_size} samples cannot be split across {ranks} ranks; "
+            f"use --batch-size {ranks} or more, or fewer ranks"
+        )
+
+    with backend.device():
+        batches = _Batches(network, n, min(batch_size, n), shuffle, rank, ranks)
+        one_hot = xp.zeros((network.sizes[-1], n), dtype=network.dtype) if backend.name == "numpy" else None
+        if one_hot is not None:
+            one_hot[to_numpy(labels), np.arange(n)] = 1
+        loss_sum = xp.zeros((), dtype=np.float64)
+        correct = xp.zeros((), dtype=np.int64)
+        steps = len(batches.steps)
+        report_every = max(1, steps // 50)
+
+        for cb in callbacks:
+            cb.on_train_begin()
+        for epoch in range(network.epochs_done, epochs):
+            for cb in callbacks:
+                cb.on_epoch_begin(epoch)
+            started = time.perf_counter()
+            batches.reshuffle(epoch)
+            loss_sum.fill(0)
+            correct.fill(0)
+            for step, (index, m) in enumerate(batches.steps):
+                if index.shape[0]:
+                    ws = network.workspace(index.shape[0])
+                    xp.take(Xt, index, axis=1, out=ws.inputs)
+                    xp.take(labels, index, out=ws.labels)
+                    if one_hot is not None:
+                        xp.take(one_hot, index, axis=1, out=ws.targets)
+                    network.forward(ws)
+                    network.backward(ws, loss_sum, correct)
+                else:  # this rank's share of a short last batch is empty
+                    network.grads.fill(0)
+                if communicator is not None:
+                    communicator.allreduce_sum(network.grads)
+                optimizer.step(network.params, network.grads, m)
+                if progress is not None and step % report_every == 0:
+                    progress(step, steps)
+            if communicator is not None:
+                communicator.allreduce_sum(loss_sum)
+                communicator.allreduce_sum(correct)
+            train_loss = float(loss_sum) / n  # the epoch's one read-back (waits for the device)
+            train_accuracy = int(correct) / n
+            seconds = time.perf_counter() - started
+            if not math.isfinite(train_loss):
+                raise TrainingDiverged(
+                    f"the training loss became {train_loss} in epoch {epoch + 1}; "
+                    f"lower the learning rate (--lr, now {lr}) or use --init scaled"
+                )
+            logs = {"loss": train_loss, "accuracy": train_accuracy}
+            if val is not None:
+                result = network._evaluate_device(*val)
+                logs.update(val_loss=result["loss"], val_accuracy=result["accuracy"])
+            logs["seconds"] = seconds
+            network.epochs_done = epoch + 1
+            history.append(epoch, logs)
+            for cb in callbacks:
+                cb.on_epoch_end(epoch, logs)
+            if network.stop_training:
+                break
+        for cb in callbacks:
+            cb.on_train_end()
+    return history
+
+
+def _optimizer_for(network, lr, momentum, weight_decay) -> SGD:
+    """Reuse the network's optimizer (and its momentum state) when resuming with the same settings."""
+    existing = getattr(network, "optimizer", None)
+    if existing is not None and existing.matches(lr, momentum, weight_decay):
+        return existing
+    return SGD(network.backend, network.layout.size, network.dtype, lr, momentum, weight_decay)
