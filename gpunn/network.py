@@ -78,8 +78,6 @@ def check_sizes(sizes) -> tuple[int, ...]:
         raise ValueError(f"a network needs at least an input and an output layer, got sizes {list(sizes)}")
     if min(sizes) < 1:
         raise ValueError(f"every layer needs at least one unit, got sizes {list(sizes)}")
-    if sizes[-1] < 2:
-        raise ValueError("the output layer needs at least 2 units (one per class)")
     return sizes
 
 

@@ -111,8 +111,12 @@ class NumpyKernels:
             np.subtract(loss_sum, tmp.sum(dtype=np.float64), out=loss_sum)
         else:
             raise ValueError(f"unknown loss {loss!r}: use one of {LOSSES}")
+        # np.argmax over axis 0 copies its input; a transposed copy into a scratch buffer
+        # followed by a row-wise argmax allocates nothing.
+        by_sample = self._buffer((samples, classes), a.dtype, "byrow")
+        np.copyto(by_sample, a.T)
         predicted = self._buffer((samples,), np.intp, "pred")
-        np.argmax(a, axis=0, out=predicted)
+        np.argmax(by_sample, axis=1, out=predicted)
         hits = self._buffer((samples,), np.bool_, "hits")
         np.equal(predicted, labels, out=hits)
         np.add(correct, np.count_nonzero(hits), out=correct)

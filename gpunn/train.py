@@ -171,7 +171,7 @@ def fit(network, X, y, epochs=30, batch_size=10, lr=3.0, momentum=0.0, weight_de
     callbacks = list(callbacks or [])
     for cb in callbacks:
         cb.network = network
-    optimizer = network.optimizer = _optimizer_for(network, lr, momentum, weight_decay)
+    network.optimizer = _optimizer_for(network, lr, momentum, weight_decay)
     network.stop_training = False
 
     rank, ranks = (communicator.rank, communicator.size) if communicator is not None else (0, 1)
@@ -186,6 +186,7 @@ def fit(network, X, y, epochs=30, batch_size=10, lr=3.0, momentum=0.0, weight_de
         one_hot = xp.zeros((network.sizes[-1], n), dtype=network.dtype) if backend.name == "numpy" else None
         if one_hot is not None:
             one_hot[to_numpy(labels), np.arange(n)] = 1
+        data = (Xt, labels, one_hot)
         loss_sum = xp.zeros((), dtype=np.float64)
         correct = xp.zeros((), dtype=np.int64)
         steps = len(batches.steps)
@@ -201,19 +202,7 @@ def fit(network, X, y, epochs=30, batch_size=10, lr=3.0, momentum=0.0, weight_de
             loss_sum.fill(0)
             correct.fill(0)
             for step, (index, m) in enumerate(batches.steps):
-                if index.shape[0]:
-                    ws = network.workspace(index.shape[0])
-                    xp.take(Xt, index, axis=1, out=ws.inputs)
-                    xp.take(labels, index, out=ws.labels)
-                    if one_hot is not None:
-                        xp.take(one_hot, index, axis=1, out=ws.targets)
-                    network.forward(ws)
-                    network.backward(ws, loss_sum, correct)
-                else:  # this rank's share of a short last batch is empty
-                    network.grads.fill(0)
-                if communicator is not None:
-                    communicator.allreduce_sum(network.grads)
-                optimizer.step(network.params, network.grads, m)
+                train_step(network, data, index, m, loss_sum, correct, communicator)
                 if progress is not None and step % report_every == 0:
                     progress(step, steps)
             if communicator is not None:
@@ -241,6 +230,34 @@ def fit(network, X, y, epochs=30, batch_size=10, lr=3.0, momentum=0.0, weight_de
         for cb in callbacks:
             cb.on_train_end()
     return history
+
+
+def train_step(network, data, index, m, loss_sum, correct, communicator=None) -> None:
+    """One minibatch: gather, forward, backprop, (all-reduce,) update.  No sync, no allocation.
+
+    Args:
+        data: ``(Xt, labels, one_hot)`` on the device: features x samples, int32 labels,
+            and on NumPy the one-hot targets (else None).
+        index: this rank's sample indices for the batch (a view into the epoch order).
+        m: the global batch size (the SGD step divides by it).
+        loss_sum, correct: device scalars the batch's loss and hits are added to.
+    """
+    xp = network.backend.xp
+    Xt, labels, one_hot = data
+    if index.shape[0]:
+        ws = network.workspace(index.shape[0])
+        # mode="clip": NumPy's default mode="raise" buffers `out` (an allocation)
+        xp.take(Xt, index, axis=1, out=ws.inputs, mode="clip")
+        xp.take(labels, index, out=ws.labels, mode="clip")
+        if one_hot is not None:
+            xp.take(one_hot, index, axis=1, out=ws.targets, mode="clip")
+        network.forward(ws)
+        network.backward(ws, loss_sum, correct)
+    else:  # this rank's share of a short last batch is empty
+        network.grads.fill(0)
+    if communicator is not None:
+        communicator.allreduce_sum(network.grads)
+    network.optimizer.step(network.params, network.grads, m)
 
 
 def _optimizer_for(network, lr, momentum, weight_decay) -> SGD:

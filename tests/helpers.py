@@ -1,0 +1,32 @@
+"""Small shared helpers for the tests (plain functions, imported by test modules)."""
+
+import numpy as np
+
+from gpunn.losses import LOSS_FUNCTIONS, one_hot
+from gpunn.ops import sigmoid
+
+
+def reference_loss(net, X, y):
+    """Summed loss of ``net`` on (X, y) by the plain, allocating formulas (float64)."""
+    a = np.asarray(X, dtype=np.float64).T
+    weights = net.get_weights()
+    for W, b in zip(weights[::2], weights[1::2]):
+        a = sigmoid(W.T.astype(np.float64) @ a + b.astype(np.float64)[:, None])
+    loss, _ = LOSS_FUNCTIONS[net.loss](a, one_hot(y, net.sizes[-1]))
+    return loss
+
+
+def batch_gradient(net, X, y):
+    """The flat gradient of the summed loss on (X, y) computed by ``net.backward``."""
+    xp = net.backend.xp
+    ws = net.workspace(len(X))
+    ws.inputs[...] = xp.asarray(np.asarray(X, dtype=net.dtype).T)
+    ws.labels[...] = xp.asarray(np.asarray(y, dtype=np.int32))
+    if ws.targets is not None:
+        ws.targets[...] = xp.asarray(one_hot(y, net.sizes[-1], net.dtype))
+    loss_sum = xp.zeros((), dtype=np.float64)
+    correct = xp.zeros((), dtype=np.int64)
+    net.forward(ws)
+    net.backward(ws, loss_sum, correct)
+    grads = net.grads.get() if hasattr(net.grads, "get") else net.grads
+    return np.array(grads, dtype=np.float64), float(loss_sum), int(correct)

@@ -1,0 +1,98 @@
+"""The command line, driven through click's CliRunner: results, options and one-line errors."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from gpunn.cli import cli
+
+
+def run(*args):
+    return CliRunner().invoke(cli, list(args))
+
+
+def last_json(output: str) -> dict:
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def test_train_json_summary():
+    result = run("train", "--epochs", "3", "--json", "--backend", "numpy")
+    assert result.exit_code == 0, result.output
+    summary = last_json(result.stdout)
+    for key in ("test_accuracy", "train_accuracy", "test_loss", "epochs", "seconds",
+                "samples_per_second", "backend", "dtype"):
+        assert key in summary
+    assert summary["epochs"] == 3 and summary["backend"] == "numpy" and summary["dtype"] == "float32"
+    assert summary["layers"] == [64, 64, 10]
+    assert 0.5 < summary["test_accuracy"] <= 1
+
+
+def test_train_prints_one_line_per_epoch_on_stderr():
+    result = run("train", "--epochs", "2", "--backend", "numpy")
+    assert result.exit_code == 0
+    assert result.stderr.count("epoch ") == 2
+    assert "samples/s" in result.stderr
+    assert "test accuracy" in result.stdout
+
+
+def test_train_default_reaches_target_accuracy():
+    result = run("train", "--json", "--quiet", "--backend", "numpy")
+    assert result.exit_code == 0
+    assert last_json(result.stdout)["test_accuracy"] >= 0.96
+
+
+def test_xor_smoke_run():
+    result = run("train", "--dataset", "xor", "--layers", "2,4,2", "--epochs", "1500", "--batch-size", "4",
+                 "--lr", "4", "--dtype", "float64", "--json", "--quiet", "--backend", "numpy")
+    assert result.exit_code == 0, result.output
+    assert last_json(result.stdout)["test_accuracy"] == 1.0
+
+
+def test_hidden_only_layers_are_completed_from_the_data():
+    result = run("train", "--layers", "16", "--epochs", "1", "--json", "--quiet", "--backend", "numpy")
+    assert last_json(result.stdout)["layers"] == [64, 16, 10]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--epochs", "0"], "--epochs"),
+    (["--lr", "-1"], "--lr"),
+    (["--batch-size", "abc"], "--batch-size"),
+    (["--layers", "64,x,10"], "positive integer"),
+    (["--backend", "tpu"], "unknown backend"),
+    (["--loss", "hinge"], "--loss"),
+    (["--momentum", "1.5"], "--momentum"),
+])
+def test_bad_options_are_usage_errors(args, message):
+    result = run("train", *args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--layers", "10,30,10"], "data has 64 features"),
+    (["--layers", "64,30,5"], "at least 10 units"),
+    (["--dataset", "nosuchset"], "nosuchset"),
+])
+def test_bad_data_is_a_one_line_runtime_error(args, message):
+    result = run("train", "--epochs", "1", "--backend", "numpy", *args)
+    assert result.exit_code == 1
+    assert message in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1
+    assert "Traceback" not in result.output
+
+
+def test_info_names_the_backend_and_versions():
+    result = run("info")
+    assert result.exit_code == 0
+    assert "auto backend:" in result.output and "numpy" in result.output
+
+
+def test_python_dash_m_entry_point():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "gpunn", "--version"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "gpunn" in done.stdout
