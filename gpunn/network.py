@@ -81,6 +81,16 @@ def check_sizes(sizes) -> tuple[int, ...]:
     return sizes
 
 
+def _all_finite(xp, array) -> bool:
+    """True when no element is NaN or infinite, without a data-sized temporary.
+
+    A float64 sum is finite for finite float32 data; only when it is not (NaN, inf,
+    or float64 values near overflow) is the exact element-wise check paid for.
+    """
+    total = xp.add.reduce(array, axis=None, dtype=np.float64)
+    return bool(xp.isfinite(total)) or bool(xp.isfinite(array).all())
+
+
 class Workspace:
     """Preallocated buffers for forward and backward passes over ``m`` samples.
 
@@ -260,7 +270,7 @@ class Network:
         xp = self.backend.xp
         with self.backend.device():
             Xt = xp.ascontiguousarray(xp.asarray(X_host, dtype=self.dtype).T)
-            if not bool(xp.isfinite(Xt).all()):
+            if not _all_finite(xp, Xt):
                 raise DataError("X contains NaN or infinite values; clean the data first")
             labels = None if y is None else self.backend.asarray(as_labels(y, self.sizes[-1]), np.int32)
         return Xt, labels
