@@ -12,11 +12,12 @@ block is the matrix ``[W; b]`` with the bias as its last row.  The gradients liv
 second flat buffer with the same layout.  The SGD update is then one fused operation
 over the whole buffer, and a data-parallel all-reduce is one call.
 
-Activations carry an extra row of ones (:class:`Workspace`).  On NumPy the bias is
-folded into the matrix product, ``[W; b]^T [A_prev; 1]``, which saves one pass per
-layer and makes the bias gradient fall out of the weight-gradient product.  On the
-GPU backends the product leaves the bias out and the fused ``bias_sigmoid`` kernel
-adds it; the bias gradient is then the row sum of the layer's error.
+Activations carry an extra row of ones (:class:`Workspace`), so the gradient of
+every ``[W; b]`` block is one product, ``[A_prev; 1] delta^T``: the bias gradient
+falls out as its last row.  On NumPy the bias is folded into the forward product
+too, ``[W; b]^T [A_prev; 1]``, which saves one pass per layer; on the GPU backends
+the forward product leaves the bias out and the fused ``bias_sigmoid`` kernel adds
+it together with the sigmoid.
 
 Limits: fully connected sigmoid layers only; float32 or float64; no autograd engine:
 backprop is written out layer by layer, exactly as the chain rule says.
@@ -244,11 +245,9 @@ class Network:
         for layer in range(last, 0, -1):
             delta, a_prev = ws.deltas[layer], ws.acts[layer - 1]
             grad = self.grad_blocks[layer - 1]
-            if self.fold_bias:
-                xp.matmul(a_prev, delta.T, out=grad)
-            else:
-                xp.matmul(a_prev[:-1], delta.T, out=grad[:-1])
-                xp.sum(delta, axis=1, out=grad[-1])
+            # [A_prev; 1] delta^T: the weight gradient, and in its last row (the ones
+            # times delta) the bias gradient, from one product without a reduction.
+            xp.matmul(a_prev, delta.T, out=grad)
             if layer > 1:
                 back = ws.deltas[layer - 1]
                 xp.matmul(self.blocks[layer - 1][:-1], delta, out=back)
@@ -327,6 +326,12 @@ class Network:
         return fit(self, X, y, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
                    weight_decay=weight_decay, validation_data=validation_data, callbacks=callbacks,
                    shuffle=shuffle, progress=progress, communicator=communicator)
+
+    def save(self, path, extra=None) -> None:
+        """Save to one ``.npz`` file, atomically; see :func:`gpunn.io.save` (``gpunn.load`` reads it back)."""
+        from .io import save
+
+        save(self, path, extra=extra)
 
     def __repr__(self) -> str:
         return (f"Network(sizes={list(self.sizes)}, loss={self.loss!r}, init={self.init!r}, "
