@@ -8,16 +8,26 @@ The default data set needs no download: 1,797 handwritten digits of 8x8 pixels
 (values 0..16), the UCI "Optical Recognition of Handwritten Digits" test set by
 E. Alpaydin and C. Kaynak (CC BY 4.0), as also bundled by scikit-learn.  It ships
 inside the package as ``gpunn/datasets/digits.npz`` (45 KB).
+
+``mnist`` and ``fashion-mnist`` (60,000 + 10,000 images of 28x28) are read from the
+four standard IDX files, from ``data_dir`` when given (checked for structure only,
+see :mod:`gpunn.idx`) or else from the cache, downloading and verifying them there
+first (see :mod:`gpunn.download`).  A path ending in ``.npz`` or ``.csv`` loads the
+user's own arrays (see :mod:`gpunn.userdata`; those features are not rescaled).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, replace
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
+from . import download, idx
 from .errors import DataError
+from .userdata import load_user_arrays
 
 #: Fraction of the embedded digits held out for testing, by a fixed permutation.
 DIGITS_TEST_FRACTION = 0.25
@@ -41,7 +51,7 @@ class Dataset:
 
 
 def load_digits() -> Dataset:
-    """The embedded 8x8 digits, pixels scaled to [0, 1], with a fixed 1347/450 split."""
+    """The embedded 8x8 digits, pixels scaled to [0, 1], with a fixed 1348/449 split."""
     with resources.files("gpunn.datasets").joinpath("digits.npz").open("rb") as f:
         with np.load(f, allow_pickle=False) as archive:
             images = archive["images"].astype(np.float64) / 16.0
@@ -59,37 +69,127 @@ def load_xor() -> Dataset:
     return Dataset("xor", X, y, X.copy(), y.copy(), 2)
 
 
+def load_mnist_family(name: str, data_dir: str | Path | None = None) -> Dataset:
+    """MNIST or Fashion-MNIST from ``data_dir``, or from the cache (downloading what is missing)."""
+    if data_dir is None:
+        paths = download.fetch(name, report=lambda line: print(f"{name}: {line}", file=sys.stderr))
+    else:
+        paths = _local_idx_files(name, Path(data_dir))
+    train_images, train_labels, test_images, test_labels = paths
+    y_train, y_test = idx.read_labels(train_labels), idx.read_labels(test_labels)
+    return Dataset(
+        name, idx.read_images(train_images), y_train, idx.read_images(test_images), y_test,
+        _count_classes(y_train, y_test),
+    )
+
+
+def _local_idx_files(name: str, folder: Path) -> list[Path]:
+    """The four standard files in ``folder``, each named with or without ``.gz``."""
+    if not folder.is_dir():
+        raise DataError(f"{name}: no such folder {folder}; --data-dir must name the folder holding the IDX files")
+    found, missing = [], []
+    for file_name in download.MNIST_FILES:
+        candidates = [folder / file_name, folder / file_name.removesuffix(".gz")]
+        path = next((p for p in candidates if p.is_file()), None)
+        if path is None:
+            missing.append(file_name)
+        found.append(path)
+    if missing:
+        raise DataError(
+            f"{name}: {', '.join(missing)} not found in {folder}; it needs the four files "
+            f"{', '.join(download.MNIST_FILES)} (with or without .gz), or leave out --data-dir to download them"
+        )
+    return found
+
+
+def load_user_data(path: str, test_split: float | None = None) -> Dataset:
+    """The user's ``.npz`` or ``.csv`` file as a Dataset named after the file; features are not rescaled."""
+    X_train, y_train, X_test, y_test = load_user_arrays(path, test_split)
+    return Dataset(Path(path).name, X_train, y_train, X_test, y_test, _count_classes(y_train, y_test))
+
+
+def _count_classes(*labels: np.ndarray) -> int:
+    """Largest label + 1 over all non-empty label arrays (0 when all are empty)."""
+    return max((int(y.max()) + 1 for y in labels if y.size), default=0)
+
+
 BUILTIN = {"digits": load_digits, "xor": load_xor}
+MNIST_FAMILY = tuple(download.CHECKSUMS)
+USER_SUFFIXES = (".npz", ".csv")
 
 
-def load_dataset(name: str = "digits", **options) -> Dataset:
-    """Load a data set by name (``digits``, ``xor``) and validate it."""
-    loader = BUILTIN.get(name)
-    if loader is None:
-        raise DataError(f"unknown dataset {name!r}: use one of {', '.join(sorted(BUILTIN))}")
-    return validate(loader(**options))
+def load_dataset(
+    name: str = "digits",
+    data_dir: str | Path | None = None,
+    test_split: float | None = None,
+    n_classes: int | None = None,
+) -> Dataset:
+    """Load a data set and validate it.
+
+    ``name`` is ``digits``, ``xor``, ``mnist``, ``fashion-mnist`` or a path ending
+    in ``.npz`` / ``.csv``.  ``data_dir`` applies to the MNIST family only,
+    ``test_split`` to user files without a test set only; either given elsewhere is
+    an error rather than silently ignored.  ``n_classes``, when given, is the size
+    of the network's output layer: every label must fit it, and it becomes the
+    dataset's ``n_classes``.
+    """
+    is_user_file = name.lower().endswith(USER_SUFFIXES)
+    if data_dir is not None and name not in MNIST_FAMILY:
+        raise DataError(f"{name}: --data-dir applies only to {' and '.join(MNIST_FAMILY)}; drop it")
+    if test_split is not None and not is_user_file:
+        raise DataError(f"{name}: has a fixed test set, so --test-split applies only to .npz/.csv files; drop it")
+    if name in BUILTIN:
+        data = BUILTIN[name]()
+    elif name in MNIST_FAMILY:
+        data = load_mnist_family(name, data_dir)
+    elif is_user_file:
+        data = load_user_data(name, test_split)
+    else:
+        known = ", ".join([*BUILTIN, *MNIST_FAMILY])
+        raise DataError(f"unknown dataset {name!r}: use one of {known}, or a path to a .npz or .csv file")
+    return validate(data, n_classes)
 
 
-def validate(data: Dataset) -> Dataset:
-    """Check shapes, counts, finiteness and label range; raise DataError saying what is wrong."""
+def validate(data: Dataset, n_classes: int | None = None) -> Dataset:
+    """Check shapes, counts, finiteness and label range; raise DataError saying what is wrong.
+
+    With ``n_classes`` (the output layer's size) the labels are checked against it
+    and the returned Dataset carries it; otherwise against ``data.n_classes``.
+    """
+    if n_classes is not None:
+        data = replace(data, n_classes=n_classes)
     for split in ("train", "test"):
         X, y = getattr(data, f"X_{split}"), getattr(data, f"y_{split}")
         if X.ndim != 2:
             raise DataError(f"{data.name}: {split} features must be 2-D (samples, features), got shape {X.shape}")
         if len(X) == 0:
             raise DataError(f"{data.name}: the {split} set is empty; give it at least one sample")
+        if y.ndim != 1:
+            raise DataError(f"{data.name}: {split} labels must be 1-D (one per sample), got shape {y.shape}")
         if len(X) != len(y):
             raise DataError(
                 f"{data.name}: {len(X)} {split} samples but {len(y)} labels; they must match"
             )
+        if not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{data.name}: {split} labels must be integers, got dtype {y.dtype}")
         if not np.isfinite(X).all():
             raise DataError(f"{data.name}: {split} features contain NaN or infinite values; clean them first")
-        if y.min() < 0 or y.max() >= data.n_classes:
-            raise DataError(
-                f"{data.name}: {split} labels must be in 0..{data.n_classes - 1}, found {y.min()}..{y.max()}"
-            )
     if data.X_test.shape[1] != data.X_train.shape[1]:
         raise DataError(
             f"{data.name}: train has {data.X_train.shape[1]} features but test has {data.X_test.shape[1]}"
         )
+    needed = _count_classes(data.y_train, data.y_test)
+    for split in ("train", "test"):
+        y = getattr(data, f"y_{split}")
+        if y.min() < 0:
+            raise DataError(f"{data.name}: {split} label {y.min()} is negative; labels are class numbers 0, 1, 2, ...")
+        if y.max() >= data.n_classes:
+            if n_classes is not None:
+                raise DataError(
+                    f"{data.name}: {split} label {y.max()} does not fit an output layer of {n_classes} units "
+                    f"(labels 0..{n_classes - 1}); make the last layer at least {needed} wide"
+                )
+            raise DataError(
+                f"{data.name}: {split} labels must be in 0..{data.n_classes - 1}, found {y.min()}..{y.max()}"
+            )
     return data

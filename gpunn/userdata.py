@@ -1,0 +1,202 @@
+"""The user's own data: NumPy ``.npz`` archives and ``.csv`` files.
+
+``.npz``: arrays ``X`` (samples in rows; more than two dimensions are flattened
+per sample) and ``y`` (one integer label per sample), optionally ``X_test`` and
+``y_test``.  It is opened with ``allow_pickle=False``, so arrays of Python objects
+are refused rather than unpickled.
+
+``.csv``: comma-separated numbers, one sample per row, the label in the first
+column and the features after it.  A first row that is not all numbers is taken
+as a header and skipped.  No quoting, no missing values.
+
+Features are NOT rescaled, only cast to float64: scale them yourself (sigmoid
+units saturate on large inputs, so something like [0, 1] suits them).  Labels
+must be non-negative integers (floats such as ``3.0`` are accepted).  Without a
+test set, a fraction of the samples (``test_split``, default 0.2) is held out by
+a fixed, seeded permutation, so the same file always splits the same way.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+
+DEFAULT_TEST_SPLIT = 0.2
+SPLIT_SEED = 20260102
+ZIP_START = b"PK"  # local file header, or end of central directory for an empty archive
+NPY_START = b"\x93NUMPY"
+PICKLE_START = b"\x80"  # pickle protocols 2 and later
+
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def load_user_arrays(path: str | Path, test_split: float | None = None) -> Arrays:
+    """``(X_train, y_train, X_test, y_test)`` from a ``.npz`` or ``.csv`` file, split when it has no test set."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    if path.suffix.lower() == ".npz":
+        X, y, tests = _read_npz(path)
+    else:
+        X, y = _read_csv(path)
+        tests = None
+    if len(X) != len(y):
+        raise DataError(f"{path}: {len(X)} samples but {len(y)} labels; they must match")
+    if tests is not None:
+        if test_split is not None:
+            raise DataError(f"{path}: has its own X_test and y_test, so a test split does not apply; drop it")
+        return X, y, *tests
+    return split(X, y, DEFAULT_TEST_SPLIT if test_split is None else test_split, path)
+
+
+def split(X: np.ndarray, y: np.ndarray, fraction: float, source: str | Path) -> Arrays:
+    """Hold out ``round(fraction * n)`` samples, chosen by a permutation seeded with :data:`SPLIT_SEED`."""
+    if not 0 < fraction < 1:
+        raise DataError(f"{source}: the test split must be a fraction between 0 and 1 (exclusive), got {fraction:g}")
+    if len(y) == 0:
+        raise DataError(f"{source}: the data set is empty; give it at least one sample")
+    n_test = round(len(y) * fraction)
+    if n_test in (0, len(y)):
+        raise DataError(
+            f"{source}: {len(y)} samples are too few to hold out {fraction:g} of them for testing and keep some "
+            f"for training; add samples or change the test split"
+        )
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(y))
+    test, train = order[:n_test], order[n_test:]
+    return X[train], y[train], X[test], y[test]
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    """Features, labels and (when present) the test pair from an archive."""
+    try:
+        with open(path, "rb") as f:
+            start = f.read(6)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if start.startswith(PICKLE_START):
+        raise DataError(
+            f"{path}: holds a Python pickle, which gpunn does not load (unpickling can run code); "
+            f"save plain numeric arrays with np.savez(path, X=..., y=...)"
+        )
+    if start.startswith(NPY_START):
+        raise DataError(
+            f"{path}: holds a single .npy array, not an .npz archive; save with np.savez(path, X=..., y=...)"
+        )
+    if not start.startswith(ZIP_START):
+        raise DataError(
+            f"{path}: not an .npz archive (NumPy's zip of arrays; this starts with bytes {start.hex() or 'nothing'}); "
+            f"save with np.savez(path, X=..., y=...)"
+        )
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: not a readable .npz archive: {exc}") from None
+    with archive:
+        names = set(archive.files)
+        missing = [key for key in ("X", "y") if key not in names]
+        if missing:
+            raise DataError(
+                f"{path}: no array named {' or '.join(missing)} (found: {', '.join(sorted(names)) or 'none'}); "
+                f"save with np.savez(path, X=features, y=labels)"
+            )
+        if ("X_test" in names) != ("y_test" in names):
+            have, lack = ("X_test", "y_test") if "X_test" in names else ("y_test", "X_test")
+            raise DataError(f"{path}: has {have} but no {lack}; give both or neither")
+        X, y = _features(_member(archive, "X", path), f"{path}: X"), _labels(_member(archive, "y", path), f"{path}: y")
+        if "X_test" not in names:
+            return X, y, None
+        X_test = _features(_member(archive, "X_test", path), f"{path}: X_test")
+        y_test = _labels(_member(archive, "y_test", path), f"{path}: y_test")
+        if len(X_test) != len(y_test):
+            raise DataError(
+                f"{path}: X_test has {len(X_test)} samples but y_test {len(y_test)} labels; they must match"
+            )
+        return X, y, (X_test, y_test)
+
+
+def _member(archive, key: str, path: Path) -> np.ndarray:
+    try:
+        return archive[key]
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise DataError(
+                f"{path}: array {key} holds Python objects (it would need unpickling, which gpunn refuses); "
+                f"save it as a numeric array"
+            ) from None
+        raise DataError(f"{path}: cannot read array {key}: {exc}") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: cannot read array {key}: {exc}") from None
+
+
+def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Features and labels from a CSV file (label first), skipping a non-numeric header row."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text; a .csv file must hold comma-separated numbers") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    rows = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if rows and not _all_numbers(rows[0][1].split(",")):
+        rows = rows[1:]
+    if not rows:
+        raise DataError(f"{path}: no data rows; the data set is empty")
+    width = rows[0][1].count(",") + 1
+    if width < 2:
+        raise DataError(f"{path}: one column only; put the label in the first column and the features after it")
+    try:
+        table = np.loadtxt([line for _, line in rows], delimiter=",", dtype=np.float64, ndmin=2, comments=None)
+    except ValueError as exc:
+        raise _locate_csv_error(path, rows, width, exc) from None
+    return table[:, 1:], _labels(table[:, 0], f"{path}, column 1")
+
+
+def _all_numbers(fields: list[str]) -> bool:
+    try:
+        for field in fields:
+            float(field)
+    except ValueError:
+        return False
+    return True
+
+
+def _locate_csv_error(path: Path, rows: list[tuple[int, str]], width: int, exc: ValueError) -> DataError:
+    """The first line and column that NumPy could not parse, for a message the user can act on."""
+    for number, line in rows:
+        fields = line.split(",")
+        if len(fields) != width:
+            return DataError(f"{path}, line {number}: {len(fields)} columns, but the first data row has {width}")
+        for column, field in enumerate(fields, 1):
+            if not _all_numbers([field]):
+                return DataError(f"{path}, line {number}, column {column}: {field.strip()!r} is not a number")
+    return DataError(f"{path}: cannot read as numbers: {exc}")
+
+
+def _features(X: np.ndarray, where: str) -> np.ndarray:
+    """Numeric features as float64 rows; more than two dimensions are flattened per sample."""
+    if X.dtype.kind not in "biuf":
+        raise DataError(f"{where} has dtype {X.dtype}, not numbers")
+    if X.ndim < 2:
+        raise DataError(f"{where} must be 2-D (samples, features), got shape {X.shape}")
+    return X.reshape(len(X), -1).astype(np.float64)
+
+
+def _labels(y: np.ndarray, where: str) -> np.ndarray:
+    """Labels as int64, refusing anything that is not a non-negative integer."""
+    if y.ndim != 1:
+        raise DataError(f"{where} must be 1-D (one label per sample), got shape {y.shape}")
+    if y.dtype.kind == "f":
+        bad = ~np.isfinite(y) | (y != np.round(y))
+        if bad.any():
+            raise DataError(
+                f"{where}: label {float(y[bad][0]):g} is not an integer; labels are class numbers 0, 1, 2, ..."
+            )
+    elif y.dtype.kind not in "iu":
+        raise DataError(f"{where} has dtype {y.dtype}; labels must be integers 0, 1, 2, ...")
+    if y.size and y.min() < 0:
+        raise DataError(f"{where}: label {y.min():g} is negative; labels are class numbers 0, 1, 2, ...")
+    return y.astype(np.int64)
