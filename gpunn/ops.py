@@ -51,7 +51,11 @@ class NumpyKernels:
     # -- forward --------------------------------------------------------------
     @staticmethod
     def sigmoid_(z: np.ndarray) -> None:
-        """z <- sigmoid(z), in place."""
+        """z <- sigmoid(z), in place.
+
+        NumPy only: here the bias is already folded into the matrix product
+        (:meth:`gpunn.network.Network.forward`); the GPU path uses :meth:`bias_sigmoid`.
+        """
         np.multiply(z, 0.5, out=z)
         np.tanh(z, out=z)
         np.multiply(z, 0.5, out=z)
@@ -98,6 +102,8 @@ class NumpyKernels:
         np.subtract(a, targets, out=delta)
         tmp = self._buffer(a.shape, a.dtype, "od")
         if loss == "quadratic":
+            # vdot sums in the array's dtype (the kernels sum in float64): one call
+            # instead of two, and float32 is ample for a per-epoch loss report.
             np.add(loss_sum, 0.5 * np.vdot(delta, delta), out=loss_sum)
             np.subtract(1.0, a, out=tmp)
             np.multiply(tmp, a, out=tmp)

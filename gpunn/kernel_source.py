@@ -1,0 +1,309 @@
+"""The CUDA kernel sources: where they are, how they compile, and how they are launched.
+
+Three consumers share this module, so that they all see the same text and the same
+launches:
+
+* :mod:`gpunn.cuda_kernels` builds the sources with ``cupy.RawModule`` and runs them
+  on a GPU;
+* :mod:`gpunn.host_kernels` builds the same sources with the host C++ compiler and
+  runs every thread of every block on the CPU;
+* the tests compile the sources with NVRTC for several GPU architectures on machines
+  that have no GPU (:func:`compile_for_arch`).
+
+The sources live in ``kernels/`` at the top of the repository, installed as the package
+data ``gpunn.kernels``.  :func:`kernel_code` returns ``gpunn_kernels.cu`` with
+``gpunn_math.cuh`` inlined (with ``#line`` markers, so compiler messages still name
+the right file and line), which is the one text every compiler gets.
+
+The ``plan_*`` functions check a call's arrays and turn it into a :class:`Launch`
+(kernel name, grid, block, argument tuple); the CuPy and host backends both execute
+exactly that.  Kernels index with 32-bit ``int``: a plan refuses sizes whose index
+arithmetic could overflow.  Only the NVRTC functions import CuPy, and only when
+called.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import math
+import re
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from .errors import GpunnError
+from .ops import LOSSES
+
+KERNEL_FILE = "gpunn_kernels.cu"
+HEADER_FILE = "gpunn_math.cuh"
+HOST_SHIM_FILE = "host_shim.cuh"
+
+#: The kernels in ``gpunn_kernels.cu``, each exported as ``<op>_f32`` and ``<op>_f64``.
+OPS = (
+    "bias_sigmoid",
+    "sigmoid_backward",
+    "output_delta_quadratic",
+    "output_delta_cross_entropy",
+    "sgd_update",
+)
+DTYPE_SUFFIXES = {np.dtype(np.float32): "_f32", np.dtype(np.float64): "_f64"}
+KERNEL_NAMES = tuple(op + suffix for op in OPS for suffix in DTYPE_SUFFIXES.values())
+
+#: Options gpunn gives cupy.RawModule (CuPy adds its include paths, -ftz=true and -arch).
+RAWMODULE_OPTIONS = ("--std=c++17",)
+
+#: Threads per block of every launch.
+BLOCK = 256
+#: Most blocks of one launch; the grid-stride loops cover larger problems.
+MAX_BLOCKS = 65535
+_INT32_MAX = 2**31 - 1
+
+
+class CompilerUnavailable(GpunnError, RuntimeError):
+    """The compiler that a kernel build needs (NVRTC or the host C++ compiler) is missing."""
+
+
+class KernelCompileError(RuntimeError):
+    """The kernel sources failed to compile; the message holds the compiler's log."""
+
+
+# -- sources --------------------------------------------------------------------
+
+
+def kernels_dir() -> Path:
+    """The folder that holds the kernel sources.
+
+    The installed package data ``gpunn.kernels`` when it can be imported (a normal or
+    editable install), else ``kernels/`` beside the ``gpunn`` package folder (a checkout
+    used through ``PYTHONPATH``).
+    """
+    try:
+        folder = Path(str(importlib.resources.files("gpunn.kernels")))
+    except ModuleNotFoundError:
+        folder = Path(__file__).resolve().parent.parent / "kernels"
+    if not (folder / KERNEL_FILE).is_file():
+        raise FileNotFoundError(
+            f"gpunn's CUDA sources are missing: no {KERNEL_FILE} in {folder}; "
+            "reinstall gpunn (pip install gpunn) or run from a complete checkout"
+        )
+    return folder
+
+
+def read_source(name: str) -> str:
+    """The text of one file in :func:`kernels_dir`."""
+    return (kernels_dir() / name).read_text(encoding="utf-8")
+
+
+def kernel_code() -> str:
+    """``gpunn_kernels.cu`` with its ``#include "gpunn_math.cuh"`` replaced by the header.
+
+    ``#line`` directives keep compiler messages pointing at the original files.
+    """
+    kernels = read_source(KERNEL_FILE)
+    include = re.compile(rf'^#include "{re.escape(HEADER_FILE)}"[ \t]*$', re.MULTILINE)
+    match = include.search(kernels)
+    if match is None:
+        raise KernelCompileError(f'{KERNEL_FILE} must contain the line #include "{HEADER_FILE}"')
+    next_line = kernels.count("\n", 0, match.start()) + 2
+    header = read_source(HEADER_FILE)
+    inlined = (
+        f'#line 1 "{HEADER_FILE}"\n{header}\n'
+        f'#line {next_line} "{KERNEL_FILE}"'
+    )
+    return kernels[: match.start()] + inlined + kernels[match.end():]
+
+
+# -- NVRTC (no GPU needed) ----------------------------------------------------------
+
+
+def _nvrtc():
+    """CuPy's low-level NVRTC bindings, checked to have a loadable NVRTC library."""
+    try:
+        from cupy.cuda import nvrtc
+
+        nvrtc.getVersion()
+    except Exception as exc:  # ImportError, or the library failing to load
+        raise CompilerUnavailable(
+            f"NVRTC is not available ({type(exc).__name__}: {exc}); install it with "
+            '`pip install "gpunn[kernels]"` (cupy-cuda13x and nvidia-cuda-nvrtc 13)'
+        ) from None
+    return nvrtc
+
+
+def supported_archs() -> tuple[int, ...]:
+    """The ``sm_XX`` numbers the installed NVRTC can compile for, e.g. ``(75, 80, 90)``."""
+    return tuple(int(a) for a in _nvrtc().getSupportedArchs())
+
+
+def nvrtc_options(arch: str) -> tuple[str, ...]:
+    """The options ``cupy.RawModule`` compiles gpunn's kernels with, for ``sm_XX`` ``arch``.
+
+    CuPy 14.2 at run time: ``assemble_cupy_compiler_options`` (its include paths and the
+    C++ standard) on our :data:`RAWMODULE_OPTIONS`, then ``-ftz=true``, the
+    architecture and ``--device-as-default-execution-space``.  The first is private CuPy
+    API, which is why gpunn pins ``cupy-cuda13x==14.2.*``.
+    """
+    from cupy._core import core
+
+    number = re.fullmatch(r"(?:sm_)?(\d+)", arch)
+    if number is None:
+        raise ValueError(f"bad GPU architecture {arch!r}: use sm_XX, e.g. sm_80")
+    return core.assemble_cupy_compiler_options(RAWMODULE_OPTIONS) + (
+        "-ftz=true",
+        f"--gpu-architecture=sm_{number.group(1)}",
+        "--device-as-default-execution-space",
+    )
+
+
+def compile_for_arch(arch: str, code: str | None = None) -> bytes:
+    """Compile the kernels (or ``code``) with NVRTC for ``arch`` (``"sm_80"``); return the CUBIN.
+
+    Needs NVRTC but no GPU or driver.  Raises :class:`CompilerUnavailable` when NVRTC is
+    missing and :class:`KernelCompileError`, carrying NVRTC's log, when compilation fails.
+    """
+    nvrtc = _nvrtc()
+    options = nvrtc_options(arch)
+    program = nvrtc.createProgram(kernel_code() if code is None else code, KERNEL_FILE, (), ())
+    try:
+        try:
+            nvrtc.compileProgram(program, options)
+        except nvrtc.NVRTCError as exc:
+            log = nvrtc.getProgramLog(program)
+            raise KernelCompileError(
+                f"NVRTC failed to compile {KERNEL_FILE} for {arch} ({exc}):\n{log}"
+            ) from None
+        return nvrtc.getCUBIN(program)
+    finally:
+        nvrtc.destroyProgram(program)
+
+
+# -- launches ---------------------------------------------------------------------
+
+
+class Launch(NamedTuple):
+    """One kernel launch: what both the CuPy and the host backend execute."""
+
+    name: str  #: exported kernel name, e.g. ``bias_sigmoid_f32``
+    grid: int  #: blocks (1-D)
+    block: int  #: threads per block (1-D)
+    args: tuple  #: arrays (NumPy or CuPy), ``None`` for NULL, NumPy scalars; kernel order
+
+
+def grid_for(threads_wanted: int) -> int:
+    """Blocks for ``threads_wanted`` threads of :data:`BLOCK`, at least 1, at most :data:`MAX_BLOCKS`."""
+    return max(1, min(math.ceil(threads_wanted / BLOCK), MAX_BLOCKS))
+
+
+def _check_index_range(size: int, grid: int, what: str) -> None:
+    # A grid-stride loop computes index + stride before comparing it with the size, so
+    # both together must fit in a 32-bit int.
+    if size + grid * BLOCK > _INT32_MAX:
+        raise ValueError(
+            f"{what} has {size} elements, too many for the kernels' 32-bit indices "
+            f"(at most {_INT32_MAX - grid * BLOCK}); use smaller batches or layers"
+        )
+
+
+def _suffix(*arrays) -> str:
+    """The kernel-name suffix for the arrays' common float dtype; TypeError otherwise."""
+    dtype = arrays[0].dtype
+    suffix = DTYPE_SUFFIXES.get(dtype)
+    if suffix is None:
+        raise TypeError(f"the fused kernels take float32 or float64 arrays, not {dtype}")
+    for other in arrays[1:]:
+        if other.dtype != dtype:
+            raise TypeError(f"mixed dtypes: {dtype} and {other.dtype}; convert to one of them")
+    return suffix
+
+
+def _matrix_shape(array, name: str) -> tuple[int, int]:
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be a (units, samples) matrix, not shape {array.shape}")
+    return array.shape
+
+
+def _check(array, name: str, shape: tuple | None = None, dtype=None) -> None:
+    """ValueError/TypeError unless ``array`` is C-contiguous (with this shape and dtype)."""
+    if shape is not None and array.shape != shape:
+        raise ValueError(f"{name} has shape {array.shape}, expected {shape}")
+    if dtype is not None and array.dtype != dtype:
+        raise TypeError(f"{name} has dtype {array.dtype}, expected {np.dtype(dtype)}")
+    if not array.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (use ascontiguousarray)")
+
+
+def plan_bias_sigmoid(z, b) -> Launch:
+    """z <- sigmoid(z + b[:, None]) in place; z (units, samples), b (units,)."""
+    suffix = _suffix(z, b)
+    rows, cols = _matrix_shape(z, "z")
+    _check(z, "z")
+    _check(b, "b", (rows,))
+    grid = grid_for(z.size)
+    _check_index_range(z.size, grid, "z")
+    return Launch("bias_sigmoid" + suffix, grid, BLOCK, (z, b, np.int32(rows), np.int32(cols)))
+
+
+def plan_sigmoid_backward(g, a) -> Launch:
+    """g <- g * a * (1 - a) in place."""
+    suffix = _suffix(g, a)
+    _check(g, "g")
+    _check(a, "a", g.shape)
+    grid = grid_for(g.size)
+    _check_index_range(g.size, grid, "g")
+    return Launch("sigmoid_backward" + suffix, grid, BLOCK, (g, a, np.int32(g.size)))
+
+
+def plan_output_delta(a, labels, delta, loss_sum, correct, loss="quadratic") -> Launch:
+    """The output layer's delta with the loss sum and correct count: one thread per sample."""
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}: use one of {LOSSES}")
+    suffix = _suffix(a, delta)
+    rows, cols = _matrix_shape(a, "a")
+    _check(a, "a")
+    _check(delta, "delta", (rows, cols))
+    _check(labels, "labels", (cols,), np.int32)
+    _check(loss_sum, "loss_sum", (), np.float64)
+    _check(correct, "correct", (), np.int64)
+    grid = grid_for(cols)
+    _check_index_range(a.size, grid, "a")
+    return Launch(
+        f"output_delta_{loss}{suffix}",
+        grid,
+        BLOCK,
+        (a, labels, delta, loss_sum, correct, np.int32(rows), np.int32(cols)),
+    )
+
+
+def plan_sgd_update(theta, grad, velocity, lr, inv_m, momentum=0.0, weight_decay=0.0) -> Launch:
+    """One SGD step over the flat buffer; ``velocity`` is passed as NULL when momentum is 0.
+
+    ``lr``, ``inv_m``, ``momentum`` and ``weight_decay`` are host numbers (never device
+    arrays, whose conversion would synchronize).
+    """
+    suffix = _suffix(theta, grad)
+    _check(theta, "theta")
+    _check(grad, "grad", theta.shape)
+    if momentum:
+        if velocity is None:
+            raise ValueError("momentum needs a velocity buffer shaped like theta")
+        _suffix(theta, velocity)
+        _check(velocity, "velocity", theta.shape)
+    grid = grid_for(theta.size)
+    _check_index_range(theta.size, grid, "theta")
+    scalar = theta.dtype.type
+    return Launch(
+        "sgd_update" + suffix,
+        grid,
+        BLOCK,
+        (
+            theta,
+            grad,
+            velocity if momentum else None,
+            np.int32(theta.size),
+            scalar(lr),
+            scalar(inv_m),
+            scalar(momentum),
+            scalar(weight_decay),
+        ),
+    )

@@ -1,0 +1,45 @@
+"""Fixtures shared by gpunn's test modules, one section per concern."""
+
+from __future__ import annotations
+
+import pytest
+
+from kernel_cases import missing_tool
+
+# -- fused kernels: compilers and devices ----------------------------------------------
+# Used by test_kernels_host.py, test_kernels_compile.py and test_gpu_kernels.py.
+
+
+@pytest.fixture(scope="session")
+def host_kernels():
+    """The CUDA kernels compiled for this CPU (built once per session, then cached on disk)."""
+    from gpunn.host_kernels import HostKernels
+    from gpunn.kernel_source import CompilerUnavailable
+
+    try:
+        return HostKernels()
+    except CompilerUnavailable as exc:
+        missing_tool(str(exc))
+
+
+@pytest.fixture(scope="session")
+def nvrtc_archs():
+    """The sm_XX numbers the installed NVRTC supports (no GPU needed)."""
+    from gpunn.kernel_source import CompilerUnavailable, supported_archs
+
+    try:
+        return supported_archs()
+    except CompilerUnavailable as exc:
+        missing_tool(str(exc))
+
+
+@pytest.fixture(scope="session")
+def cupy_kernels():
+    """CupyKernels on device 0; skips the test where no CUDA device answers."""
+    from gpunn.backend import BackendError, get_backend
+
+    try:
+        backend = get_backend("cupy")
+    except BackendError as exc:
+        pytest.skip(f"no usable CUDA device: {exc}")
+    return backend.kernels

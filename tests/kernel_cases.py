@@ -1,0 +1,265 @@
+"""Parity cases for the fused kernels: one set of comparisons, run against every implementation.
+
+:class:`KernelParity` holds the test methods.  A test module subclasses it and provides
+two fixtures, ``kernels`` (the implementation under test: ``HostKernels`` or
+``CupyKernels``) and ``xp`` (the array module its arrays live in).  Every method feeds
+fresh random inputs to that implementation and to :class:`gpunn.ops.NumpyKernels`, the
+twin that defines the semantics, and compares.  Outputs that are not also inputs are
+filled with NaN first, so an element the kernel forgets to write fails the comparison.
+
+Test modules import this file by name: tests/ has no ``__init__.py``, so pytest's default
+(``prepend``) import mode puts tests/ on ``sys.path``.
+
+Tolerances (one place, with their reasons):
+
+* ``sigmoid``: the host and NumPy compute ``0.5*tanh(0.5*z) + 0.5`` with the same
+  operations, but glibc's ``tanhf``/``tanh`` and NumPy's own (SIMD) tanh differ by up to
+  one ulp (measured: at most 1 eps of absolute difference over 800k samples); CUDA
+  documents ``tanhf`` to 2 ulp.  Outputs lie in [0, 1], so the check is absolute:
+  ``atol = 4 eps`` (4.8e-7 in float32, 8.9e-16 in float64).
+* ``exact``: ``sigmoid_backward`` and both deltas do the same IEEE multiplications and
+  subtractions in the same order as the twin (no library function, nothing to contract
+  into an FMA), so they must agree to the last bit.
+* ``loss``: the per-element terms agree to an ulp of T (``logf`` vs NumPy's log; the
+  quadratic twin sums in T with BLAS ``dot``), and both sides add them up in a different
+  order.  float32: ``rtol = 1e-5``; float64: ``rtol = 1e-12`` (worst case n*eps for
+  n = 10^4 positive terms is 2.2e-12; measured below 1e-15).
+* ``sgd``: the twin's plain step rounds ``lr*inv_m`` first, the kernel rounds
+  ``grad*inv_m`` first, and the GPU may fuse ``theta - lr*g`` into an FMA; each rounding
+  is half an ulp of its term, so ``atol = 4 eps * (max|theta| + max|step|)``.
+* ``chain`` (forward then output delta): a one-ulp difference in ``a`` near 1 becomes a
+  large *relative* error in ``1 - a``, and so in ``a(1 - a)``; the chained delta is
+  compared absolutely, ``atol = 8 eps`` (|delta| <= 1, its derivative in ``a`` <= 2).
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+
+import numpy as np
+import pytest
+
+from gpunn import kernel_source
+from gpunn.backend import to_numpy
+from gpunn.ops import LOSSES, NumpyKernels, sigmoid
+
+SHAPES = [(1, 1), (3, 257), (10, 1000), (1, 4096), (4096, 1)]
+SHAPE_IDS = [f"{r}x{c}" for r, c in SHAPES]
+DTYPES = [np.float32, np.float64]
+SGD_MODES = {
+    "plain": dict(momentum=0.0, weight_decay=0.0),
+    "momentum": dict(momentum=0.9, weight_decay=0.0),
+    "weight_decay": dict(momentum=0.0, weight_decay=1e-3),
+    "momentum+weight_decay": dict(momentum=0.5, weight_decay=5e-4),
+}
+
+
+def missing_tool(reason: str) -> None:
+    """Skip a test whose compiler is missing, but fail it on CI (``$CI`` set), where it must exist."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} [CI is set: a missing compiler is a failure there]", pytrace=False)
+    pytest.skip(reason)
+
+
+def eps(dtype) -> float:
+    return float(np.finfo(dtype).eps)
+
+
+def assert_close(actual, expected, *, atol=0.0, rtol=0.0, what=""):
+    np.testing.assert_allclose(to_numpy(actual), expected, rtol=rtol, atol=atol, err_msg=what)
+
+
+def assert_exact(actual, expected, what=""):
+    np.testing.assert_array_equal(to_numpy(actual), expected, err_msg=what)
+
+
+LOSS_RTOL = {np.float32: 1e-5, np.float64: 1e-12}
+
+
+def activations(rng, shape, dtype) -> np.ndarray:
+    """Sigmoid outputs spread over (0, 1), with a few exact 0s and 1s and some tied maxima."""
+    a = sigmoid(rng.normal(scale=3.0, size=shape)).astype(dtype)
+    rows, cols = shape
+    if rows > 1 and cols > 2:
+        a[0, ::3] = 1.0  # saturated outputs: cross-entropy hits its floor where t = 0
+        a[rows - 1, ::3] = 1.0  # ... and ties with row 0: argmax must pick row 0
+        a[:, 1::5] = 0.0  # whole columns of zeros: ties everywhere, argmax is 0
+    return a
+
+
+class KernelParity:
+    """The comparisons against the NumPy twins; subclasses provide ``kernels`` and ``xp``."""
+
+    @pytest.fixture
+    def rng(self, request):
+        # Fresh inputs for every test, reproducible from the test's name.
+        return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+    @pytest.fixture
+    def numpy_kernels(self):
+        return NumpyKernels()
+
+    # -- forward ------------------------------------------------------------------
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+    def test_bias_sigmoid(self, kernels, xp, numpy_kernels, rng, shape, dtype):
+        z = rng.normal(scale=4.0, size=shape).astype(dtype)
+        b = rng.normal(size=shape[0]).astype(dtype)
+        expected = z.copy()
+        numpy_kernels.bias_sigmoid(expected, b)
+        z_dev = xp.array(z)
+        kernels.bias_sigmoid(z_dev, xp.array(b))
+        assert_close(z_dev, expected, atol=4 * eps(dtype), what="sigmoid")
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    def test_bias_sigmoid_saturates_without_nan(self, kernels, xp, numpy_kernels, dtype):
+        z = np.array([[-1e4, -200.0, -20.0, 0.0, 1.5, -3.0, 20.0, 200.0, 1e4]], dtype)
+        b = np.zeros(1, dtype)
+        expected = z.copy()
+        numpy_kernels.bias_sigmoid(expected, b)
+        z_dev = xp.array(z)
+        kernels.bias_sigmoid(z_dev, xp.array(b))
+        got = to_numpy(z_dev)
+        assert not np.isnan(got).any()
+        assert got[0, 0] == 0.0 and got[0, 1] == 0.0
+        assert got[0, -1] == 1.0 and got[0, -2] == 1.0
+        assert got[0, 3] == 0.5
+        assert_close(got, expected, atol=4 * eps(dtype), what="sigmoid")
+
+    # -- backward -----------------------------------------------------------------
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+    def test_sigmoid_backward(self, kernels, xp, numpy_kernels, rng, shape, dtype):
+        g = rng.normal(size=shape).astype(dtype)
+        a = activations(rng, shape, dtype)
+        expected = g.copy()
+        numpy_kernels.sigmoid_backward(expected, a)
+        g_dev = xp.array(g)
+        kernels.sigmoid_backward(g_dev, xp.array(a))
+        assert_exact(g_dev, expected, "g * a(1 - a)")
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+    @pytest.mark.parametrize("loss", LOSSES)
+    def test_output_delta(self, kernels, xp, numpy_kernels, rng, loss, shape, dtype):
+        a = activations(rng, shape, dtype)
+        labels = rng.integers(0, shape[0], size=shape[1]).astype(np.int32)
+        # Nonzero starting totals: the kernel must add to them, not overwrite them.
+        expected = self._output_delta(numpy_kernels, np, a, labels, loss)
+        actual = self._output_delta(kernels, xp, a, labels, loss)
+        assert_exact(actual[0], expected[0], "delta")
+        assert_close(actual[1], expected[1], rtol=LOSS_RTOL[dtype], what="loss_sum")
+        assert int(actual[2]) == int(expected[2]), "correct"
+
+    @staticmethod
+    def _output_delta(kernels, xp, a, labels, loss, start_loss=1.5, start_correct=7):
+        delta = xp.full(a.shape, np.nan, a.dtype)
+        loss_sum = xp.array(np.array(start_loss, np.float64))
+        correct = xp.array(np.array(start_correct, np.int64))
+        kernels.output_delta(xp.array(a), xp.array(labels), delta, loss_sum, correct, loss=loss)
+        return to_numpy(delta), float(to_numpy(loss_sum)), int(to_numpy(correct))
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    def test_forward_then_output_delta(self, kernels, xp, numpy_kernels, rng, dtype):
+        # The real sequence: saturating forward pass, then the quadratic delta from its output.
+        shape = (10, 1000)
+        z = rng.normal(scale=12.0, size=shape).astype(dtype)
+        b = rng.normal(size=shape[0]).astype(dtype)
+        labels = rng.integers(0, shape[0], size=shape[1]).astype(np.int32)
+        a_ref = z.copy()
+        numpy_kernels.bias_sigmoid(a_ref, b)
+        expected = self._output_delta(numpy_kernels, np, a_ref, labels, "quadratic")
+        a_dev = xp.array(z)
+        kernels.bias_sigmoid(a_dev, xp.array(b))
+        actual = self._output_delta(kernels, xp, to_numpy(a_dev), labels, "quadratic")
+        assert_close(actual[0], expected[0], atol=8 * eps(dtype), what="chained delta")
+        assert_close(actual[1], expected[1], rtol=LOSS_RTOL[dtype], what="chained loss")
+
+    # -- update -------------------------------------------------------------------
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("size", [1, 771, 10_000, 4096])
+    @pytest.mark.parametrize("mode", SGD_MODES)
+    def test_sgd_update(self, kernels, xp, numpy_kernels, rng, mode, size, dtype):
+        hyper = SGD_MODES[mode]
+        theta = rng.normal(size=size).astype(dtype)
+        grad = rng.normal(scale=10.0, size=size).astype(dtype)
+        velocity = rng.normal(scale=0.1, size=size).astype(dtype)
+        lr, inv_m = 0.3, 1.0 / 32
+
+        theta_ref, velocity_ref = theta.copy(), velocity.copy()
+        numpy_kernels.sgd_update(theta_ref, grad.copy(), velocity_ref, lr, inv_m, **hyper)
+        theta_dev, velocity_dev = xp.array(theta), xp.array(velocity)
+        kernels.sgd_update(theta_dev, xp.array(grad), velocity_dev, lr, inv_m, **hyper)
+
+        scale = np.abs(theta).max() + np.abs(theta - theta_ref).max()
+        assert_close(theta_dev, theta_ref, atol=4 * eps(dtype) * scale, what="theta")
+        assert_close(velocity_dev, velocity_ref, atol=4 * eps(dtype) * np.abs(velocity_ref).max(),
+                     what="velocity")
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    def test_sgd_update_without_momentum_ignores_velocity(self, kernels, xp, numpy_kernels, rng, dtype):
+        theta = rng.normal(size=300).astype(dtype)
+        grad = rng.normal(size=300).astype(dtype)
+        theta_ref = theta.copy()
+        numpy_kernels.sgd_update(theta_ref, grad.copy(), None, 0.1, 0.5)
+        poisoned_velocity = xp.full(300, np.nan, dtype)
+        for velocity in (None, poisoned_velocity):
+            theta_dev = xp.array(theta)
+            kernels.sgd_update(theta_dev, xp.array(grad), velocity, 0.1, 0.5)
+            assert_close(theta_dev, theta_ref, atol=4 * eps(dtype) * 2 * np.abs(theta).max(), what="theta")
+        assert np.isnan(to_numpy(poisoned_velocity)).all(), "velocity was written with momentum 0"
+
+    # -- launch shapes and argument checks ------------------------------------------
+    def test_grid_stride_loops_cover_more_elements_than_threads(
+        self, kernels, xp, numpy_kernels, rng, monkeypatch
+    ):
+        monkeypatch.setattr(kernel_source, "MAX_BLOCKS", 2)  # 512 threads for 10,000 elements
+        shape, dtype = (10, 1000), np.float64
+        z = rng.normal(size=shape).astype(dtype)
+        b = rng.normal(size=shape[0]).astype(dtype)
+        expected = z.copy()
+        numpy_kernels.bias_sigmoid(expected, b)
+        z_dev = xp.array(z)
+        kernels.bias_sigmoid(z_dev, xp.array(b))
+        assert_close(z_dev, expected, atol=4 * eps(dtype), what="sigmoid")
+
+        g = rng.normal(size=shape).astype(dtype)
+        expected_g = g.copy()
+        numpy_kernels.sigmoid_backward(expected_g, expected)
+        g_dev = xp.array(g)
+        kernels.sigmoid_backward(g_dev, xp.array(expected))
+        assert_exact(g_dev, expected_g, "g * a(1 - a)")
+
+        a = activations(rng, (3, 2000), dtype)
+        labels = rng.integers(0, 3, size=2000).astype(np.int32)
+        ref = self._output_delta(numpy_kernels, np, a, labels, "cross_entropy")
+        got = self._output_delta(kernels, xp, a, labels, "cross_entropy")
+        assert_exact(got[0], ref[0], "delta")
+        assert_close(got[1], ref[1], rtol=LOSS_RTOL[dtype], what="loss_sum")
+        assert got[2] == ref[2]
+
+        theta = rng.normal(size=5000).astype(dtype)
+        grad = rng.normal(size=5000).astype(dtype)
+        theta_ref = theta.copy()
+        numpy_kernels.sgd_update(theta_ref, grad.copy(), None, 0.1, 0.25, weight_decay=0.01)
+        theta_dev = xp.array(theta)
+        kernels.sgd_update(theta_dev, xp.array(grad), None, 0.1, 0.25, weight_decay=0.01)
+        assert_close(theta_dev, theta_ref, atol=8 * eps(dtype) * np.abs(theta).max(), what="theta")
+
+    def test_bad_arguments_are_refused(self, kernels, xp):
+        z32 = xp.zeros((2, 3), np.float32)
+        with pytest.raises(TypeError):
+            kernels.bias_sigmoid(xp.zeros((2, 3), np.int32), xp.zeros(2, np.int32))
+        with pytest.raises(TypeError):
+            kernels.bias_sigmoid(z32, xp.zeros(2, np.float64))
+        with pytest.raises(ValueError):
+            kernels.bias_sigmoid(z32, xp.zeros(3, np.float32))
+        with pytest.raises(ValueError):
+            kernels.sigmoid_backward(z32.T, xp.zeros((3, 2), np.float32))  # not C-contiguous
+        with pytest.raises(ValueError):
+            kernels.output_delta(z32, xp.zeros(3, np.int32), z32.copy(), xp.zeros((), np.float64),
+                                 xp.zeros((), np.int64), loss="hinge")
+        with pytest.raises(TypeError):
+            kernels.output_delta(z32, xp.zeros(3, np.int64), z32.copy(), xp.zeros((), np.float64),
+                                 xp.zeros((), np.int64))
