@@ -92,6 +92,17 @@ class Backend:
                 return self.xp.ascontiguousarray(self.xp.asarray(array, dtype=dtype))
             return np.ascontiguousarray(to_numpy(array), dtype=dtype)
 
+    def take(self, a, indices, out, axis=None):
+        """``out[...] = a.take(indices, axis)`` without allocating.
+
+        NumPy's default ``mode="raise"`` buffers ``out`` (an allocation per call), so
+        NumPy gets ``mode="clip"`` (the indices are in range by construction); CuPy's
+        ``take`` has no ``mode`` and writes ``out`` directly.
+        """
+        if self.is_gpu:
+            return self.xp.take(a, indices, axis=axis, out=out)
+        return np.take(a, indices, axis=axis, out=out, mode="clip")
+
     def synchronize(self) -> None:
         """Wait for queued device work (used only at epoch ends and for timing)."""
         if self.is_gpu:

@@ -194,3 +194,11 @@ class HostKernels:
     def sgd_update(self, theta, grad, velocity, lr, inv_m, momentum=0.0, weight_decay=0.0):
         """One SGD step over the flat parameter buffer, in place (``grad`` is left unchanged)."""
         self._run(ks.plan_sgd_update(theta, grad, velocity, lr, inv_m, momentum, weight_decay))
+
+    def gather_batch(self, src, labels_src, order, step, out, labels_out, batch, first=0):
+        """Gather the batch the device counter ``step`` points at (see ``plan_gather_batch``)."""
+        self._run(ks.plan_gather_batch(src, labels_src, order, step, out, labels_out, batch, first))
+
+    def advance_step(self, step):
+        """step += 1 on the device."""
+        self._run(ks.plan_advance_step(step))

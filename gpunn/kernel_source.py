@@ -46,9 +46,12 @@ OPS = (
     "output_delta_quadratic",
     "output_delta_cross_entropy",
     "sgd_update",
+    "gather_batch",
 )
+#: Kernels with no float type, exported under their plain name.
+UNTYPED_KERNELS = ("advance_step",)
 DTYPE_SUFFIXES = {np.dtype(np.float32): "_f32", np.dtype(np.float64): "_f64"}
-KERNEL_NAMES = tuple(op + suffix for op in OPS for suffix in DTYPE_SUFFIXES.values())
+KERNEL_NAMES = tuple(op + suffix for op in OPS for suffix in DTYPE_SUFFIXES.values()) + UNTYPED_KERNELS
 
 #: Options gpunn gives cupy.RawModule (CuPy adds its include paths, -ftz=true and -arch).
 RAWMODULE_OPTIONS = ("--std=c++17",)
@@ -307,3 +310,41 @@ def plan_sgd_update(theta, grad, velocity, lr, inv_m, momentum=0.0, weight_decay
             scalar(weight_decay),
         ),
     )
+
+
+def plan_gather_batch(src, labels_src, order, step, out, labels_out, batch, first=0) -> Launch:
+    """Gather the minibatch that the device-side ``step`` counter points at.
+
+    ``out[:, c] = src[:, order[step * batch + first + c]]`` and the labels likewise, for
+    ``c < out.shape[1]``.  ``step`` is a 0-d int32 device array, so a CUDA graph that
+    contains this launch gathers a different batch at each replay.
+    """
+    suffix = _suffix(src, out)
+    rows, n_total = _matrix_shape(src, "src")
+    _check(src, "src")
+    _check(out, "out")
+    if out.shape[0] != rows:
+        raise ValueError(f"out has {out.shape[0]} rows but src has {rows}")
+    cols = out.shape[1]
+    _check(labels_src, "labels_src", (n_total,), np.int32)
+    _check(order, "order", (n_total,), np.int64)
+    _check(step, "step", (), np.int32)
+    _check(labels_out, "labels_out", (cols,), np.int32)
+    if not 0 <= first and first + cols <= batch:
+        raise ValueError(f"columns {first}..{first + cols} do not fit in a batch of {batch}")
+    grid = grid_for(out.size)
+    _check_index_range(out.size, grid, "out")
+    _check_index_range(n_total, 0, "src's samples")
+    return Launch(
+        "gather_batch" + suffix,
+        grid,
+        BLOCK,
+        (src, labels_src, order, step, out, labels_out, np.int32(rows), np.int32(cols),
+         np.int32(n_total), np.int32(batch), np.int32(first)),
+    )
+
+
+def plan_advance_step(step) -> Launch:
+    """``step += 1`` on the device (the last launch of a graph-replayed step)."""
+    _check(step, "step", (), np.int32)
+    return Launch("advance_step", 1, 1, (step,))

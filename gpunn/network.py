@@ -319,13 +319,14 @@ class Network:
             return {"loss": float(loss_sum) / n, "accuracy": int(correct) / n}
 
     def fit(self, X, y, epochs=30, batch_size=10, lr=3.0, momentum=0.0, weight_decay=0.0,
-            validation_data=None, callbacks=None, shuffle=True, progress=None, communicator=None):
+            validation_data=None, callbacks=None, shuffle=True, progress=None, communicator=None,
+            cuda_graph=True):
         """Train by minibatch gradient descent; see :func:`gpunn.train.fit`."""
         from .train import fit
 
         return fit(self, X, y, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
                    weight_decay=weight_decay, validation_data=validation_data, callbacks=callbacks,
-                   shuffle=shuffle, progress=progress, communicator=communicator)
+                   shuffle=shuffle, progress=progress, communicator=communicator, cuda_graph=cuda_graph)
 
     def save(self, path, extra=None) -> None:
         """Save to one ``.npz`` file, atomically; see :func:`gpunn.io.save` (``gpunn.load`` reads it back)."""

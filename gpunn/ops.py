@@ -166,3 +166,21 @@ class NumpyKernels:
         tmp = self._buffer(theta.shape, theta.dtype, "lr")
         np.multiply(g, lr, out=tmp)
         np.subtract(theta, tmp, out=theta)
+
+    # -- CUDA-graph helpers ------------------------------------------------------
+    @staticmethod
+    def gather_batch(src, labels_src, order, step, out, labels_out, batch, first=0):
+        """out[:, c] = src[:, order[step*batch + first + c]], labels likewise.
+
+        The twin of the kernel that lets a CUDA graph gather a new batch at each replay:
+        ``step`` is a 0-d int32 array holding the step number.
+        """
+        offset = int(step) * batch + first
+        index = order[offset : offset + out.shape[1]]
+        np.take(src, index, axis=1, out=out, mode="clip")
+        np.take(labels_src, index, out=labels_out, mode="clip")
+
+    @staticmethod
+    def advance_step(step):
+        """step += 1."""
+        np.add(step, 1, out=step)

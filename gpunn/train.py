@@ -13,8 +13,10 @@ with an error that names the epoch.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+import warnings
 
 import numpy as np
 
@@ -129,7 +131,8 @@ class _Batches:
 
 
 def fit(network, X, y, epochs=30, batch_size=10, lr=3.0, momentum=0.0, weight_decay=0.0,
-        validation_data=None, callbacks=None, shuffle=True, progress=None, communicator=None) -> History:
+        validation_data=None, callbacks=None, shuffle=True, progress=None, communicator=None,
+        cuda_graph=True) -> History:
     """Train ``network`` on ``(X, y)`` by minibatch stochastic gradient descent.
 
     Args:
@@ -151,6 +154,9 @@ def fit(network, X, y, epochs=30, batch_size=10, lr=3.0, momentum=0.0, weight_de
             trains on its share of every global minibatch of ``batch_size`` samples, the
             flat gradient buffer is summed across ranks with one all-reduce per step, and
             every rank applies the same update.  ``None`` trains in this process alone.
+        cuda_graph: on the CuPy backend (one process), replay each full-batch step as one
+            CUDA graph launch (:mod:`gpunn.cuda_graph`); False launches the kernels one by
+            one.  If capturing fails, training warns and launches them one by one.
 
     Returns:
         The network's :class:`History` (continued across resumed runs).
@@ -181,7 +187,7 @@ def fit(network, X, y, epochs=30, batch_size=10, lr=3.0, momentum=0.0, weight_de
             f"use --batch-size {ranks} or more, or fewer ranks"
         )
 
-    with backend.device():
+    with backend.device(), _work_stream(backend) as stream:
         batches = _Batches(network, n, min(batch_size, n), shuffle, rank, ranks)
         one_hot = xp.zeros((network.sizes[-1], n), dtype=network.dtype) if backend.name == "numpy" else None
         if one_hot is not None:
@@ -191,6 +197,9 @@ def fit(network, X, y, epochs=30, batch_size=10, lr=3.0, momentum=0.0, weight_de
         correct = xp.zeros((), dtype=np.int64)
         steps = len(batches.steps)
         report_every = max(1, steps // 50)
+        graphed = None
+        full_steps = n // batch_size if batch_size <= n else 0
+        use_graph = cuda_graph and backend.is_gpu and communicator is None and full_steps > 0
 
         for cb in callbacks:
             cb.on_train_begin()
@@ -201,7 +210,14 @@ def fit(network, X, y, epochs=30, batch_size=10, lr=3.0, momentum=0.0, weight_de
             batches.reshuffle(epoch)
             loss_sum.fill(0)
             correct.fill(0)
-            for step, (index, m) in enumerate(batches.steps):
+            if use_graph and graphed is None:
+                graphed = _capture(network, data, batches.order, batch_size, loss_sum, correct, stream)
+                use_graph = graphed is not None
+            first = 0
+            if graphed is not None:
+                graphed.run_epoch(full_steps, progress, report_every)
+                first = full_steps
+            for step, (index, m) in enumerate(batches.steps[first:], start=first):
                 train_step(network, data, index, m, loss_sum, correct, communicator)
                 if progress is not None and step % report_every == 0:
                     progress(step, steps)
@@ -242,15 +258,14 @@ def train_step(network, data, index, m, loss_sum, correct, communicator=None) ->
         m: the global batch size (the SGD step divides by it).
         loss_sum, correct: device scalars the batch's loss and hits are added to.
     """
-    xp = network.backend.xp
+    backend = network.backend
     Xt, labels, one_hot = data
     if index.shape[0]:
         ws = network.workspace(index.shape[0])
-        # mode="clip": NumPy's default mode="raise" buffers `out` (an allocation)
-        xp.take(Xt, index, axis=1, out=ws.inputs, mode="clip")
-        xp.take(labels, index, out=ws.labels, mode="clip")
+        backend.take(Xt, index, ws.inputs, axis=1)
+        backend.take(labels, index, ws.labels)
         if one_hot is not None:
-            xp.take(one_hot, index, axis=1, out=ws.targets, mode="clip")
+            backend.take(one_hot, index, ws.targets, axis=1)
         network.forward(ws)
         network.backward(ws, loss_sum, correct)
     else:  # this rank's share of a short last batch is empty
@@ -258,6 +273,32 @@ def train_step(network, data, index, m, loss_sum, correct, communicator=None) ->
     if communicator is not None:
         communicator.allreduce_sum(network.grads)
     network.optimizer.step(network.params, network.grads, m)
+
+
+def _work_stream(backend):
+    """The stream training runs on: a new non-blocking CUDA stream on CuPy, else nothing.
+
+    A stream that does not wait for the legacy default stream is what a CUDA graph can
+    be captured on; the device is synchronized first so that the data copied to it
+    on the default stream is in place.
+    """
+    if not backend.is_gpu:
+        return contextlib.nullcontext()
+    backend.xp.cuda.Device().synchronize()
+    return backend.xp.cuda.Stream(non_blocking=True)
+
+
+def _capture(network, data, order, batch_size, loss_sum, correct, stream):
+    """A :class:`~gpunn.cuda_graph.GraphedStep` for full batches, or None (with a warning) if capture fails."""
+    from .cuda_graph import GraphedStep
+
+    graphed = GraphedStep(network, data, order, batch_size, loss_sum, correct, stream)
+    try:
+        graphed.capture()
+    except Exception as exc:  # any capture failure: fall back to launching kernels one by one
+        warnings.warn(f"CUDA graph capture failed ({exc}); training without it", RuntimeWarning, stacklevel=3)
+        return None
+    return graphed
 
 
 def _optimizer_for(network, lr, momentum, weight_decay) -> SGD:

@@ -91,7 +91,38 @@ __device__ void sgd_update(T* theta, const T* grad, T* velocity, int n, T lr, T 
     }
 }
 
+// Gather one minibatch for a CUDA-graph-replayed step, reading the step number
+// from device memory: with offset = *step * batch + first,
+//   out[r, c] = src[r, order[offset + c]]   and   labels_out[c] = labels_src[order[offset + c]]
+// for r < rows, c < cols.  src is (rows, n_total): the training data with the
+// samples as columns; order is the epoch's permutation.  The column index into
+// src is 64-bit (rows * n_total can pass 2^31); everything else is 32-bit.
+template <typename T>
+__device__ void gather_batch(const T* src, const int* labels_src, const long long* order,
+                             const int* step, T* out, int* labels_out, int rows, int cols,
+                             int n_total, int batch, int first) {
+    const long long offset = (long long)(*step) * batch + first;
+    const int n = rows * cols;
+    const int stride = gridDim.x * blockDim.x;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        const int r = i / cols;
+        const int c = i - r * cols;
+        const long long sample = order[offset + c];
+        out[i] = src[(long long)r * n_total + sample];
+        if (r == 0) {
+            labels_out[c] = labels_src[sample];
+        }
+    }
+}
+
 }  // namespace gpunn
+
+// The step counter of a graph-replayed epoch: *step += 1, by one thread.
+extern "C" __global__ void advance_step(int* step) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) {
+        *step += 1;
+    }
+}
 
 // ---- exported entry points: <op>_f32 and <op>_f64 ---------------------------
 
@@ -116,6 +147,12 @@ __device__ void sgd_update(T* theta, const T* grad, T* velocity, int n, T lr, T 
                                                   int n, T lr, T inv_m, T momentum,           \
                                                   T weight_decay) {                           \
         gpunn::sgd_update<T>(theta, grad, velocity, n, lr, inv_m, momentum, weight_decay);    \
+    }                                                                                         \
+    extern "C" __global__ void gather_batch##SUFFIX(                                          \
+        const T* src, const int* labels_src, const long long* order, const int* step,         \
+        T* out, int* labels_out, int rows, int cols, int n_total, int batch, int first) {     \
+        gpunn::gather_batch<T>(src, labels_src, order, step, out, labels_out, rows, cols,     \
+                               n_total, batch, first);                                        \
     }
 
 GPUNN_EXPORT_KERNELS(float, _f32)

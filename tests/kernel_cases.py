@@ -247,6 +247,32 @@ class KernelParity:
         kernels.sgd_update(theta_dev, xp.array(grad), None, 0.1, 0.25, weight_decay=0.01)
         assert_close(theta_dev, theta_ref, atol=8 * eps(dtype) * np.abs(theta).max(), what="theta")
 
+    # -- CUDA-graph helpers: gather by a device-side step counter ----------------------
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("rows,n_total,batch,cols,first", [
+        (1, 1, 1, 1, 0), (3, 1000, 257, 257, 0), (784, 300, 10, 4, 3), (5, 4096, 4096, 4096, 0),
+    ])
+    def test_gather_batch_follows_the_step_counter(self, kernels, xp, numpy_kernels, rng,
+                                                   rows, n_total, batch, cols, first, dtype):
+        src = rng.normal(size=(rows, n_total)).astype(dtype)
+        labels = rng.integers(0, 10, n_total).astype(np.int32)
+        order = rng.permutation(n_total).astype(np.int64)
+        src_d, labels_d, order_d = xp.array(src), xp.array(labels), xp.array(order)
+        step = xp.zeros((), np.int32)
+        steps = n_total // batch
+        for expected_step in range(steps):
+            out = xp.full((rows, cols), np.nan, dtype)
+            labels_out = xp.full(cols, -1, np.int32)
+            kernels.gather_batch(src_d, labels_d, order_d, step, out, labels_out, batch, first)
+            want = np.full((rows, cols), np.nan, dtype)
+            want_labels = np.full(cols, -1, np.int32)
+            numpy_kernels.gather_batch(src, labels, order, np.array(expected_step, np.int32),
+                                       want, want_labels, batch, first)
+            assert_exact(out, want, f"gathered batch {expected_step}")
+            assert_exact(labels_out, want_labels, f"gathered labels {expected_step}")
+            kernels.advance_step(step)
+            assert int(step) == expected_step + 1, "advance_step"
+
     def test_bad_arguments_are_refused(self, kernels, xp):
         z32 = xp.zeros((2, 3), np.float32)
         with pytest.raises(TypeError):
