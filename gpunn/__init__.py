@@ -5,10 +5,11 @@ __version__ = "0.1.0"
 from .backend import BackendError, get_backend
 from .data import Dataset, load_dataset
 from .errors import DataError, GpunnError, ModelFileError, TrainingDiverged
+from .io import load
 from .network import Network
 from .train import Callback, History
 
 __all__ = [
     "BackendError", "Callback", "DataError", "Dataset", "GpunnError", "History", "ModelFileError",
-    "Network", "TrainingDiverged", "__version__", "get_backend", "load_dataset",
+    "Network", "TrainingDiverged", "__version__", "get_backend", "load", "load_dataset",
 ]

@@ -155,25 +155,72 @@ def _epoch_printer(progress: _Progress, samples: int, epochs: int, quiet: bool):
               help="auto, numpy, cupy or cupy:N [default: $GPUNN_BACKEND or auto].")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
 @click.option("--output", type=click.Path(dir_okay=False), default=None, help="Save the trained model here (.npz).")
+@click.option("--checkpoint-every", type=click.IntRange(1), default=None, metavar="N",
+              help="Also save to --output after every N epochs: a checkpoint that --resume continues exactly.")
+@click.option("--resume", type=click.Path(dir_okay=False), default=None,
+              help="Continue training this saved model until --epochs in total; its layers, loss, init, dtype "
+                   "and seed are kept, and so are its data set and training options unless given.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Draw the loss and accuracy curves into this picture (.png/.svg/.pdf); needs gpunn[plot].")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary as the last line of stdout.")
 @click.option("--quiet", is_flag=True, help="No per-epoch lines.")
-def train(dataset, data_dir, test_split, layers, epochs, batch_size, lr, momentum, weight_decay, loss, init,
-          seed, backend, dtype, output, as_json, quiet):
+@click.option("--distributed", is_flag=True,
+              help="Data-parallel training under mpiexec -n K: each rank trains on 1/K of every minibatch "
+                   "(MPI on CPUs, NCCL on GPUs); rank 0 alone prints and saves.")
+def train(distributed, backend, **options):
     """Train a network and report its accuracy on the test set."""
+    if not distributed:
+        return _train(backend=backend, **options)
+    from .distributed import abort_on_error, init_distributed
+
+    communicator, backend = init_distributed(backend)
+    with abort_on_error(communicator):  # a failing rank ends the whole job instead of hanging it
+        _train(backend=backend, communicator=communicator, **options)
+
+
+def _train(dataset, data_dir, test_split, layers, epochs, batch_size, lr, momentum, weight_decay, loss, init,
+           seed, backend, dtype, output, checkpoint_every, resume, plot_path, as_json, quiet, communicator=None):
+    """The train command; with a ``communicator`` (--distributed) only rank 0 prints and saves."""
+    root = communicator is None or communicator.rank == 0
+    quiet = quiet or not root
     from .data import load_dataset
     from .network import Network
 
+    if checkpoint_every and not output:
+        raise click.UsageError("--checkpoint-every needs --output, the file the checkpoints go to")
+    if plot_path:
+        from .plotting import check_output_path, require_matplotlib
+
+        check_output_path(plot_path)
+        require_matplotlib()
+    net = None
+    if resume:
+        net, saved = _load_for_resume(resume, backend, epochs, loss=loss, init=init, dtype=dtype, seed=seed)
+        recorded = saved["extra"] if isinstance(saved.get("extra"), dict) and not _given("dataset") else {}
+        dataset, data_dir, test_split = _given_or_saved(
+            recorded, dataset=dataset, data_dir=data_dir, test_split=test_split)
+        batch_size, lr, momentum, weight_decay = _given_or_saved(
+            saved.get("training", {}), batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay)
     data = load_dataset(dataset, **_data_options(data_dir, test_split))
-    sizes = resolve_sizes(layers, data.n_features, data.n_classes)
-    net = Network(sizes, loss=loss, init=init, backend=backend, dtype=dtype, seed=seed)
+    if net is None:
+        sizes = resolve_sizes(layers, data.n_features, data.n_classes)
+        net = Network(sizes, loss=loss, init=init, backend=backend, dtype=dtype, seed=seed)
+    else:
+        sizes = _resumed_sizes(resume, net, layers, data)
+    extra = {"dataset": dataset, "data_dir": data_dir, "test_split": test_split}
     progress = _Progress(enabled=not quiet and not as_json)
+    callbacks = [_epoch_printer(progress, len(data.X_train), epochs, quiet)]
+    if checkpoint_every and root:
+        from .callbacks import ModelCheckpoint
+
+        callbacks.append(ModelCheckpoint(output, every=checkpoint_every, extra=extra))
     if not quiet:
-        click.echo(f"training {net} on {data.name}: {len(data.X_train)} train / {len(data.X_test)} test samples",
-                   err=True)
+        what = f"resuming {net} from {resume} after epoch {net.epochs_done}" if resume else f"training {net}"
+        click.echo(f"{what} on {data.name}: {len(data.X_train)} train / {len(data.X_test)} test samples", err=True)
     started = time.perf_counter()
     history = net.fit(data.X_train, data.y_train, epochs=epochs, batch_size=batch_size, lr=lr,
                       momentum=momentum, weight_decay=weight_decay, validation_data=(data.X_test, data.y_test),
-                      callbacks=[_epoch_printer(progress, len(data.X_train), epochs, quiet)], progress=progress)
+                      callbacks=callbacks, progress=progress, communicator=communicator)
     seconds = time.perf_counter() - started
     train_result = net.evaluate(data.X_train, data.y_train)
     logs = history.history
@@ -190,13 +237,22 @@ def train(dataset, data_dir, test_split, layers, epochs, batch_size, lr, momentu
         "samples_per_second": round(len(data.X_train) * len(logs["seconds"]) / train_seconds, 1),
         "backend": net.backend.label,
         "dtype": net.dtype.name,
-        "seed": seed,
+        "seed": net.seed,
     }
+    if communicator is not None:
+        summary.update(ranks=communicator.size, communicator=communicator.name)
+    if not root:
+        return
     if output:
         from .io import save
 
-        save(net, output, extra={"dataset": dataset, "data_dir": data_dir})
+        save(net, output, extra=extra)
         summary["output"] = output
+    if plot_path:
+        from .plotting import plot_model
+
+        plot_model(net, plot_path, val_label="test")
+        summary["plot"] = plot_path
     if as_json:
         click.echo(json.dumps(summary))
     else:
@@ -205,6 +261,56 @@ def train(dataset, data_dir, test_split, layers, epochs, batch_size, lr, momentu
             f"{summary['seconds']:.2f} s  {summary['samples_per_second']:,.0f} samples/s  "
             f"[{summary['backend']}, {summary['dtype']}]"
         )
+
+
+def _given(name: str) -> bool:
+    """Whether the user typed option ``name`` of the running command (rather than leaving its default)."""
+    source = click.get_current_context().get_parameter_source(name)
+    return source not in (None, click.core.ParameterSource.DEFAULT)
+
+
+def _load_for_resume(path, backend, epochs, **architecture):
+    """Load the model to resume; architecture options typed on the command line must agree with it."""
+    from .io import load_with_metadata
+
+    net, metadata = load_with_metadata(path, backend=backend)
+    saved = {"loss": net.loss, "init": net.init, "dtype": net.dtype.name, "seed": net.seed}
+    for name, value in architecture.items():
+        if _given(name) and value != saved[name]:
+            raise GpunnError(
+                f"--{name} {value} conflicts with {path}, which was made with --{name} {saved[name]}; "
+                f"leave --{name} out when resuming"
+            )
+    if net.epochs_done >= epochs:
+        raise GpunnError(
+            f"{path} has already trained {net.epochs_done} epochs and --epochs is the total to reach; "
+            f"pass --epochs {net.epochs_done + 1} or more"
+        )
+    return net, metadata
+
+
+def _given_or_saved(saved: dict, **options) -> list:
+    """Each option's value: as typed on the command line, else as saved in the model, else the default."""
+    return [value if _given(name) or name not in saved else saved[name] for name, value in options.items()]
+
+
+def _resumed_sizes(path, net, layers, data) -> list[int]:
+    """The resumed model's layer sizes, checked against the data and any --layers typed."""
+    sizes = list(net.sizes)
+    if data.n_features != sizes[0]:
+        raise GpunnError(
+            f"{path} takes {sizes[0]} inputs but {data.name} has {data.n_features} features per sample; "
+            f"resume on the data set it was trained on"
+        )
+    typed = list(layers or sizes)
+    typed[0] = sizes[0] if typed[0] is None else typed[0]
+    typed[-1] = sizes[-1] if typed[-1] is None else typed[-1]
+    if typed != sizes:
+        raise GpunnError(
+            f"--layers {','.join(map(str, typed))} conflicts with {path}, whose layers are "
+            f"{','.join(map(str, sizes))}; leave --layers out when resuming"
+        )
+    return sizes
 
 
 def _data_options(data_dir, test_split) -> dict:

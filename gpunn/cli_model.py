@@ -1,0 +1,228 @@
+"""The commands that use a saved model: ``gpunn evaluate``, ``gpunn predict`` and ``gpunn plot``.
+
+Each takes a model file written by ``gpunn train --output`` (or ``Network.save``)
+and reads it with :func:`gpunn.io.load_with_metadata`, which refuses anything that is
+not a sound gpunn model with a one-line error.  The data set a model was trained on
+is recorded in the file, so ``gpunn evaluate model.npz`` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import click
+import numpy as np
+
+from .errors import DataError, GpunnError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+INPUT_SUFFIXES = (".npy", ".csv", *IMAGE_SUFFIXES)
+
+_backend_option = click.option("--backend", default=None,
+                               help="auto, numpy, cupy or cupy:N [default: $GPUNN_BACKEND or auto].")
+
+
+def _recorded(metadata: dict) -> dict:
+    """What the saving command recorded about the data (``extra``), or nothing."""
+    extra = metadata.get("extra")
+    return extra if isinstance(extra, dict) else {}
+
+
+def _model_dataset(model: str, metadata: dict, dataset, data_dir, test_split):
+    """The data set named on the command line, else the one recorded in the model file."""
+    from .data import load_dataset
+
+    if dataset is None:
+        extra = _recorded(metadata)
+        dataset = extra.get("dataset")
+        if not dataset:
+            raise GpunnError(f"{model} does not record the data set it was trained on; pass --dataset")
+        data_dir = extra.get("data_dir") if data_dir is None else data_dir
+        test_split = extra.get("test_split") if test_split is None else test_split
+    options = {key: value for key, value in (("data_dir", data_dir), ("test_split", test_split))
+               if value is not None}
+    return load_dataset(dataset, **options)
+
+
+def _check_width(net, n_features: int, what: str) -> None:
+    if n_features != net.sizes[0]:
+        raise DataError(
+            f"{what} has {n_features} values per sample but the model takes {net.sizes[0]} inputs; "
+            f"give it data of the kind the model was trained on"
+        )
+
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
+    """Counts of (true label, predicted label): rows are true labels, columns predictions."""
+    flat = np.asarray(labels, dtype=np.int64) * n_classes + np.asarray(predicted, dtype=np.int64)
+    return np.bincount(flat, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--dataset", default=None,
+              help="digits, xor, mnist, fashion-mnist or a .npz/.csv file [default: the model's own].")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Folder holding the MNIST-format files [default: the model's own, else the cache].")
+@click.option("--test-split", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Held-out fraction of a user data set without test arrays [default: the model's own].")
+@_backend_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary as the last line of stdout.")
+def evaluate(model, dataset, data_dir, test_split, backend, as_json):
+    """Loss, accuracy and confusion matrix of MODEL on a test set (by default the one it was trained on)."""
+    from .io import load_with_metadata
+
+    net, metadata = load_with_metadata(model, backend=backend)
+    data = _model_dataset(model, metadata, dataset, data_dir, test_split)
+    _check_width(net, data.n_features, f"data set {data.name}")
+    result = net.evaluate(data.X_test, data.y_test)
+    confusion = confusion_matrix(data.y_test, net.predict(data.X_test), net.sizes[-1])
+    if as_json:
+        click.echo(json.dumps({"model": model, "dataset": data.name, "samples": len(data.y_test),
+                               "loss": result["loss"], "accuracy": result["accuracy"],
+                               "confusion": confusion.tolist()}))
+        return
+    click.echo(f"{model}: {list(net.sizes)} network, {net.epochs_done} epochs; "
+               f"test set of {data.name}: {len(data.y_test)} samples")
+    click.echo(f"loss {result['loss']:.5f}  accuracy {result['accuracy']:.4f}")
+    click.echo("confusion matrix (rows: true label, columns: predicted label)")
+    width = max(len(str(confusion.max())), len(str(net.sizes[-1] - 1))) + 1
+    click.echo(" " * 6 + "".join(f"{c:>{width}}" for c in range(net.sizes[-1])))
+    for label, row in enumerate(confusion):
+        click.echo(f"{label:>5} " + "".join(f"{count:>{width}}" for count in row))
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
+@_backend_option
+@click.option("--json", "as_json", is_flag=True,
+              help='Print one JSON object {"labels": [...], "outputs": [[...]]} as the last line of stdout.')
+def predict(model, input_path, backend, as_json):
+    """Classify the samples in INPUT with MODEL: a .npy array, a .csv of numeric rows, or an image.
+
+    Prints one line per sample: the predicted label, then the output activations.
+    An image (.png/.jpg/.jpeg, needs Pillow) becomes one sample; see read_image for how.
+    """
+    from .io import load
+
+    net = load(model, backend=backend)
+    X = read_samples(input_path, net.sizes[0])
+    _check_width(net, X.shape[1], str(input_path))
+    outputs = net.predict_proba(X).astype(np.float64)
+    labels = outputs.argmax(axis=1)
+    if as_json:
+        click.echo(json.dumps({"labels": labels.tolist(), "outputs": outputs.tolist()}))
+        return
+    for label, row in zip(labels, outputs):
+        click.echo(f"{label}  " + " ".join(f"{value:.4f}" for value in row))
+
+
+def read_samples(path, n_inputs: int) -> np.ndarray:
+    """Samples as a 2-D float array from a .npy (2-D, or 1-D for one sample), a .csv or an image.
+
+    ``n_inputs`` (the model's input width) sets the size an image is resized to.
+    Nothing is unpickled: ``.npy`` files are read with ``allow_pickle=False``.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix not in INPUT_SUFFIXES:
+        raise DataError(f"{path}: INPUT must be one of {', '.join(INPUT_SUFFIXES)} files")
+    if not Path(path).is_file():
+        raise DataError(f"{path}: no such file")
+    if suffix in IMAGE_SUFFIXES:
+        return read_image(path, n_inputs)[None, :]
+    try:
+        if suffix == ".npy":
+            X = np.load(path, allow_pickle=False)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # an empty file is reported below, not warned about
+                X = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
+    except (ValueError, EOFError) as exc:
+        detail = " ".join(str(exc).split())
+        raise DataError(f"{path}: cannot read numeric samples ({detail}); give plain numbers, no header") from None
+    if not isinstance(X, np.ndarray) or not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
+        raise DataError(f"{path}: expected an array of numbers, got {getattr(X, 'dtype', type(X).__name__)}")
+    if X.ndim == 1:
+        X = X[None, :]
+    if X.ndim != 2 or X.size == 0:
+        raise DataError(f"{path}: expected samples as rows of a 2-D array (or one 1-D sample), got shape {X.shape}")
+    return X.astype(np.float64)
+
+
+def read_image(path, n_inputs: int) -> np.ndarray:
+    """One image as a sample for a network of ``n_inputs`` = side x side inputs (e.g. 28x28, 8x8).
+
+    The image is grey-scaled (transparent parts count as white), scaled to [0, 1],
+    inverted when its border is light (mean > 0.5) so that the strokes are bright on
+    dark as in MNIST and the embedded digits, padded to a square with background and
+    resized to side x side (by area averaging when shrinking).  It is not centred or
+    cropped to the digit, as MNIST's digits were, so draw the digit large and in the
+    middle.
+    """
+    side = math.isqrt(n_inputs)
+    if side * side != n_inputs:
+        raise DataError(
+            f"the model takes {n_inputs} inputs, which is no square image (64 = 8x8, 784 = 28x28); "
+            f"give it a .npy or .csv file instead"
+        )
+    try:
+        from PIL import Image
+    except ImportError:
+        raise GpunnError('Pillow is not installed, so images cannot be read; install it with: '
+                         'pip install "gpunn[images]"') from None
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGBA")
+            white = Image.new("RGBA", image.size, "white")
+            grey = np.asarray(Image.alpha_composite(white, image).convert("L"), dtype=np.float32) / 255
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"{path}: cannot read the image ({' '.join(str(exc).split())})") from None
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    if border.mean() > 0.5:
+        grey = 1 - grey
+    height, width = grey.shape
+    size = max(height, width)
+    square = np.zeros((size, size), dtype=np.float32)
+    top, left = (size - height) // 2, (size - width) // 2
+    square[top:top + height, left:left + width] = grey
+    # area averaging when shrinking (exact for block-scaled pictures), bilinear when enlarging
+    resample = Image.Resampling.BOX if size >= side else Image.Resampling.BILINEAR
+    small = Image.fromarray(square).resize((side, side), resample)
+    return np.clip(np.asarray(small, dtype=np.float64), 0, 1).ravel()
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The picture to write (.png, .svg, .pdf).")
+@click.option("--curves/--no-curves", default=None,
+              help="Loss and accuracy per epoch [default: on, unless only --weights/--surface are asked for "
+                   "and the model has no history].")
+@click.option("--weights", is_flag=True, help="The first layer's weights, one image per neuron (square inputs).")
+@click.option("--surface", is_flag=True, help="The decision surface of a 2-input network, with its training points.")
+@click.option("--dataset", default=None, help="Points drawn on the surface [default: the model's data set].")
+def plot(model, out, curves, weights, surface, dataset):
+    """Draw MODEL's learning curves, first-layer weights and/or decision surface into one picture."""
+    from .io import load_with_metadata
+    from .plotting import check_output_path, plot_model, require_matplotlib
+
+    check_output_path(out)
+    require_matplotlib()
+    net, metadata = load_with_metadata(model, backend="numpy")
+    if curves is None:
+        has_history = net.history is not None and bool(net.history.epoch)
+        curves = has_history or not (weights or surface)
+    points = None
+    if surface and net.sizes[0] == 2 and (dataset or _recorded(metadata).get("dataset")):
+        data = _model_dataset(model, metadata, dataset, None, None)
+        _check_width(net, data.n_features, f"data set {data.name}")
+        points = (data.X_train, data.y_train)
+    val_label = "test" if _recorded(metadata).get("dataset") else "validation"  # the CLI validates on the test set
+    plot_model(net, out, curves=curves, weights=weights, surface=surface, points=points, val_label=val_label)
+    click.echo(f"wrote {out}", err=True)
+
+
+model_commands = [evaluate, predict, plot]

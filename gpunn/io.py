@@ -1,0 +1,365 @@
+"""Save a network to one ``.npz`` file and load it back, safely and completely.
+
+A model file is a NumPy ``.npz`` archive holding three arrays and nothing else:
+
+``params``
+    the flat parameter buffer (host copy, the network's dtype), laid out as
+    :class:`gpunn.network.ParameterLayout` describes;
+``velocity`` (only when the optimizer uses momentum)
+    the SGD momentum buffer, same length and dtype;
+``metadata``
+    a ``uint8`` array holding UTF-8 JSON: the format name ``"gpunn-model"`` and
+    version, the gpunn version that wrote it, the architecture (sizes, loss, init,
+    dtype, seed), ``epochs_done``, the training options, the optimizer settings, the
+    per-epoch history, and ``extra`` (whatever the caller passed, e.g. the CLI's
+    dataset name and data folder).
+
+Nothing in the file is ever unpickled: :func:`load` refuses pickles before NumPy
+sees them and reads the archive with ``allow_pickle=False``.  Every array is checked
+against the metadata before it is used, and every problem is a one-line
+:class:`~gpunn.errors.ModelFileError` that says what is wrong and what to do.
+
+Resuming is exact.  The shuffling order of epoch ``e`` is a pure function of
+``(seed, e)`` (see ``gpunn.train._Batches.reshuffle``), so the seed and
+``epochs_done`` are all the random state there is; with the parameters and the
+momentum buffer restored, ``load(path).fit(X, y, epochs=E)`` produces bit for bit
+the weights of an uninterrupted run to ``E`` epochs on the same backend.
+
+Files are written atomically (:func:`atomic_write`): a crash or a full disk while
+saving leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from .backend import to_numpy
+from .errors import ModelFileError
+from .network import DTYPES, INITS, Network, ParameterLayout, check_sizes
+from .ops import LOSSES
+from .optim import SGD
+from .train import History
+
+FORMAT_NAME = "gpunn-model"
+FORMAT_VERSION = 1
+#: Largest metadata member accepted (a history of 100,000 epochs fits easily).
+MAX_METADATA_BYTES = 64 << 20
+#: Room for an .npy header on top of the array data itself.
+NPY_HEADER_SLACK = 4096
+
+_REWRITE = "save the model again (gpunn train --output, or Network.save)"
+
+
+# -- writing ---------------------------------------------------------------------------------
+def atomic_write(path, write) -> None:
+    """Write a file by calling ``write(binary_file)``; the file appears whole or not at all.
+
+    The data goes to a temporary file in the same folder, is flushed and fsynced,
+    and then renamed over ``path`` with :func:`os.replace` (atomic on POSIX and
+    Windows).  On any failure the temporary file is removed and ``path`` keeps its
+    previous contents.  The new file gets the usual permissions (0666 minus umask).
+    """
+    path = Path(path)
+    folder = path.parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: there is no folder {folder}; create it first")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_folder(folder)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable where the platform allows opening a folder (POSIX)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save(net: Network, path, extra=None) -> None:
+    """Save ``net`` (parameters, momentum, history, settings) to ``path`` as one ``.npz`` file.
+
+    ``path`` is used exactly as given (no ``.npz`` is appended).  ``extra`` is any
+    JSON-serialisable value stored alongside, returned by :func:`load_with_metadata`.
+    """
+    from . import __version__
+
+    history = net.history
+    training = {key: history.params[key] for key in ("lr", "momentum", "weight_decay", "batch_size")
+                if history is not None and key in history.params}
+    optimizer = net.optimizer
+    metadata = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "gpunn_version": __version__,
+        "sizes": list(net.sizes),
+        "loss": net.loss,
+        "init": net.init,
+        "dtype": net.dtype.name,
+        "seed": net.seed,
+        "epochs_done": net.epochs_done,
+        "training": training,
+        "optimizer": None if optimizer is None else {
+            "name": "sgd", "lr": optimizer.lr, "momentum": optimizer.momentum,
+            "weight_decay": optimizer.weight_decay,
+        },
+        "history": None if history is None else {
+            "epoch": list(history.epoch), "history": history.history, "params": history.params,
+        },
+        "extra": extra,
+    }
+    try:
+        text = json.dumps(metadata, default=_plain_number)
+    except TypeError as exc:
+        raise ValueError(
+            f"cannot save the model: {exc}; extra may hold only strings, numbers, None, lists and dicts"
+        ) from None
+    arrays = {"params": to_numpy(net.params).copy(),
+              "metadata": np.frombuffer(text.encode("utf-8"), dtype=np.uint8)}
+    if optimizer is not None and optimizer.velocity is not None:
+        arrays["velocity"] = to_numpy(optimizer.velocity).copy()
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def _plain_number(value):
+    """NumPy scalars (e.g. a batch size computed with NumPy) as the Python numbers JSON knows."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+# -- reading ---------------------------------------------------------------------------------
+def load(path, backend="auto") -> Network:
+    """Load a network saved by :func:`save` onto ``backend``, ready to predict or to resume training.
+
+    Restores the parameters, the optimizer (SGD with the saved settings and momentum
+    buffer), the :class:`~gpunn.train.History` and ``epochs_done``, so that
+    ``net.fit(X, y, epochs=E, <same options>)`` continues where the saved run stopped.
+    Raises :class:`~gpunn.errors.ModelFileError` for anything that is not a sound
+    gpunn model file.
+    """
+    return load_with_metadata(path, backend)[0]
+
+
+def load_with_metadata(path, backend="auto") -> tuple[Network, dict]:
+    """Like :func:`load`, and also return the file's metadata (``metadata["extra"]`` is the caller's)."""
+    path = os.fspath(path)
+    try:
+        file = open(path, "rb")
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: no such model file; check the path") from None
+    except IsADirectoryError:
+        raise ModelFileError(f"{path} is a folder, not a model file; give the .npz file inside it") from None
+    with file:
+        _check_container(file.read(8), path)
+        file.seek(0)
+        metadata, arrays = _read_archive(file, path)
+    return _build(metadata, arrays, backend), metadata
+
+
+def _read_archive(file, path: str) -> tuple[dict, dict]:
+    """The validated metadata and the arrays, each member's size checked before it is read."""
+    try:
+        with np.load(file, allow_pickle=False) as archive:
+            if "metadata" not in archive.files:
+                listed = ", ".join(sorted(archive.files)) or "none"
+                raise ModelFileError(
+                    f"{path} is an .npz archive but not a gpunn model (no gpunn metadata; arrays: {listed}); "
+                    f"give a file written by gpunn train --output or Network.save"
+                )
+            _check_member_size(archive, path, "metadata", MAX_METADATA_BYTES)
+            metadata = _parse_metadata(archive["metadata"], path)
+            dtype = np.dtype(metadata["dtype"])
+            n_params = ParameterLayout(tuple(metadata["sizes"])).size
+            arrays = {}
+            for name in ("params", "velocity"):
+                if name in archive.files:
+                    _check_member_size(archive, path, name, n_params * dtype.itemsize + NPY_HEADER_SLACK)
+                    arrays[name] = archive[name]
+    except ModelFileError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, ValueError, EOFError, OSError, KeyError, NotImplementedError,
+            MemoryError) as exc:
+        raise ModelFileError(
+            f"{path} is truncated or corrupt ({_one_line(exc)}); restore it from a copy or {_REWRITE}"
+        ) from None
+    _check_arrays(arrays, metadata, n_params, dtype, path)
+    return metadata, arrays
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or exc.__class__.__name__
+
+
+def _check_container(head: bytes, path: str) -> None:
+    """Refuse, by their first bytes, files that are not zip archives (pickles above all)."""
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        return
+    if not head:
+        raise ModelFileError(f"{path} is empty (an interrupted copy?); restore it from a copy or {_REWRITE}")
+    if head.startswith(b"\x93NUMPY"):
+        what = "it is a single .npy array"
+    elif head.startswith(b"\x80"):
+        what = "it is a Python pickle, and gpunn never unpickles files: that can run any code"
+    else:
+        what = "not an .npz archive"
+    raise ModelFileError(
+        f"{path} is not a gpunn model file ({what}); give a file written by gpunn train --output or Network.save"
+    )
+
+
+def _check_member_size(archive, path: str, name: str, limit: int) -> None:
+    """Refuse an array whose stored size exceeds what the metadata allows, before reading it."""
+    size = archive.zip.getinfo(f"{name}.npy").file_size
+    if size > limit:
+        raise ModelFileError(
+            f"{path} is inconsistent: its {name} array takes {size} bytes, more than the {limit} allowed; "
+            f"{_REWRITE}"
+        )
+
+
+def _parse_metadata(raw: np.ndarray, path: str) -> dict:
+    """Decode and validate the metadata JSON; ModelFileError naming the first problem."""
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        raise ModelFileError(f"{path} is not a gpunn model file (its metadata is not UTF-8 JSON bytes); {_REWRITE}")
+    try:
+        metadata = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{path} has corrupt metadata ({_one_line(exc)}); {_REWRITE}") from None
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
+        name = metadata.get("format") if isinstance(metadata, dict) else None
+        raise ModelFileError(
+            f"{path} is not a gpunn model file (format {name!r}, expected {FORMAT_NAME!r}); "
+            f"give a file written by gpunn train --output or Network.save"
+        )
+    version = metadata.get("format_version")
+    if not _is_int(version) or version < 1:
+        raise ModelFileError(f"{path} has a bad format version {version!r}; {_REWRITE}")
+    if version > FORMAT_VERSION:
+        from . import __version__
+
+        raise ModelFileError(
+            f"{path} was written by a newer gpunn ({metadata.get('gpunn_version', '?')}, model format {version}); "
+            f"gpunn {__version__} reads format {FORMAT_VERSION}: upgrade with pip install -U gpunn"
+        )
+
+    def bad(field: str, why: str):
+        return ModelFileError(f"{path} has corrupt metadata: {field} {why}; {_REWRITE}")
+
+    sizes = metadata.get("sizes")
+    if not isinstance(sizes, list) or not all(_is_int(s) for s in sizes):
+        raise bad("sizes", f"must be a list of integers, got {sizes!r}")
+    try:
+        check_sizes(sizes)
+    except ValueError as exc:
+        raise bad("sizes", f"are invalid ({exc})") from None
+    for field, allowed in (("loss", LOSSES), ("init", INITS), ("dtype", DTYPES)):
+        if metadata.get(field) not in allowed:
+            raise bad(field, f"must be one of {', '.join(allowed)}, got {metadata.get(field)!r}")
+    for field in ("seed", "epochs_done"):
+        if not _is_int(metadata.get(field)) or metadata[field] < 0:
+            raise bad(field, f"must be a non-negative integer, got {metadata.get(field)!r}")
+    optimizer = metadata.get("optimizer")
+    settings = ("lr", "momentum", "weight_decay")
+    if optimizer is not None and not (
+            isinstance(optimizer, dict) and all(_is_number(optimizer.get(k)) for k in settings)
+            and optimizer["lr"] > 0 and 0 <= optimizer["momentum"] < 1 and optimizer["weight_decay"] >= 0):
+        raise bad("optimizer", f"must hold lr > 0, momentum in [0, 1) and weight_decay >= 0, got {optimizer!r}")
+    history = metadata.get("history")
+    if history is not None:
+        epochs = history.get("epoch") if isinstance(history, dict) else None
+        logs = history.get("history") if isinstance(history, dict) else None
+        if (not isinstance(epochs, list) or not isinstance(logs, dict)
+                or not isinstance(history.get("params", {}), dict)
+                or any(not isinstance(v, list) or len(v) != len(epochs) for v in logs.values())):
+            raise bad("history", "must hold per-epoch lists as long as its epoch list")
+    if not isinstance(metadata.get("training", {}), dict):
+        raise bad("training", "must be a mapping of option names to values")
+    return metadata
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_arrays(arrays: dict, metadata: dict, n_params: int, dtype: np.dtype, path: str) -> None:
+    """The arrays must be what the metadata says: 1-D, the model's dtype, one value per parameter."""
+    if "params" not in arrays:
+        raise ModelFileError(f"{path} is incomplete: it has no params array; {_REWRITE}")
+    for name, array in arrays.items():
+        if array.dtype != dtype:
+            raise ModelFileError(
+                f"{path} is inconsistent: {name} is {array.dtype} but the metadata says {dtype.name}; {_REWRITE}"
+            )
+        if array.shape != (n_params,):
+            raise ModelFileError(
+                f"{path} is inconsistent: {name} has shape {array.shape} but layers {metadata['sizes']} "
+                f"need {n_params} values; {_REWRITE}"
+            )
+    optimizer = metadata.get("optimizer")
+    uses_momentum = optimizer is not None and optimizer["momentum"] > 0
+    if uses_momentum != ("velocity" in arrays):
+        have = "has a velocity array" if "velocity" in arrays else "has no velocity array"
+        raise ModelFileError(
+            f"{path} is inconsistent: it {have} but its optimizer momentum is "
+            f"{optimizer['momentum'] if optimizer else 'unset'}; {_REWRITE}"
+        )
+
+
+def _build(metadata: dict, arrays: dict, backend) -> Network:
+    """A Network with the saved architecture, parameters, optimizer state and history."""
+    net = Network(metadata["sizes"], loss=metadata["loss"], init=metadata["init"], backend=backend,
+                  dtype=metadata["dtype"], seed=metadata["seed"])
+    with net.backend.device():
+        net.params[...] = net.backend.xp.asarray(arrays["params"])
+    net.epochs_done = metadata["epochs_done"]
+    saved = metadata.get("optimizer")
+    if saved is not None:
+        net.optimizer = SGD(net.backend, net.layout.size, net.dtype, saved["lr"], saved["momentum"],
+                            saved["weight_decay"])
+        if net.optimizer.velocity is not None:
+            with net.backend.device():
+                net.optimizer.velocity[...] = net.backend.xp.asarray(arrays["velocity"])
+    saved = metadata.get("history")
+    if saved is not None:
+        history = History()
+        history.epoch = list(saved["epoch"])
+        history.history = {key: list(values) for key, values in saved["history"].items()}
+        history.params = dict(saved.get("params", {}))
+        net.history = history
+    return net
