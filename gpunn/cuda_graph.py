@@ -32,7 +32,7 @@ class GraphedStep:
         self.batch = batch
         self.stream = stream
         xp = network.backend.xp
-        self.Xt, self.labels, _ = data
+        self.samples, self.labels, _ = data  # samples as columns: (inputs, samples)
         self.order = order
         self.loss_sum, self.correct = loss_sum, correct
         self.step = xp.zeros((), dtype=np.int32)
@@ -42,7 +42,7 @@ class GraphedStep:
     def _body(self) -> None:
         network, ws = self.network, self.ws
         kernels = network.backend.kernels
-        kernels.gather_batch(self.Xt, self.labels, self.order, self.step, ws.inputs, ws.labels, self.batch)
+        kernels.gather_batch(self.samples, self.labels, self.order, self.step, ws.inputs, ws.labels, self.batch)
         network.forward(ws)
         network.backward(ws, self.loss_sum, self.correct)
         network.optimizer.step(network.params, network.grads, self.batch)

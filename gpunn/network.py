@@ -95,13 +95,19 @@ def _all_finite(xp, array) -> bool:
 class Workspace:
     """Preallocated buffers for forward and backward passes over ``m`` samples.
 
-    ``acts[l]`` is ``(sizes[l] + 1, m)``: the layer's activations with a row of ones
-    beneath them; ``acts[l][:-1]`` is the activation proper.  ``deltas[l]`` holds
-    dE/dz for layer ``l`` (``deltas[0]`` is unused).  ``labels`` and, on NumPy,
+    ``acts[l]`` is an ``(sizes[l] + 1, m)`` matrix: the layer's activations with a row
+    of ones beneath them; ``acts[l][:-1]`` is the activation proper.  ``deltas[l]``
+    holds dE/dz for layer ``l`` (``deltas[0]`` is unused).  ``labels`` and, on NumPy,
     ``targets`` (one-hot) hold the batch's answers.
+
+    The input layer's buffer follows the data's layout (see :meth:`Network.device_samples`):
+    on NumPy the data is kept one sample per row, so that gathering a batch reads whole
+    rows (at 50,000 MNIST samples, gathering 10 scattered columns instead costs 20x
+    more, all in cache misses); ``acts[0]`` is then the transposed view of an
+    ``(m, inputs + 1)`` row buffer, which BLAS takes as it is.
     """
 
-    def __init__(self, backend: Backend, sizes, m: int, dtype, one_hot: bool):
+    def __init__(self, backend: Backend, sizes, m: int, dtype, rows_input: bool, one_hot: bool):
         xp = backend.xp
         with backend.device():
             self.acts = []
@@ -109,6 +115,11 @@ class Workspace:
                 a = xp.empty((n + 1, m), dtype=dtype)
                 a[-1] = 1
                 self.acts.append(a)
+            self.rows = None
+            if rows_input:
+                self.rows = xp.empty((m, sizes[0] + 1), dtype=dtype)
+                self.rows[:, -1] = 1
+                self.acts[0] = self.rows.T
             self.deltas = [None] + [xp.empty((n, m), dtype=dtype) for n in sizes[1:]]
             self.labels = xp.empty(m, dtype=np.int32)
             self.targets = xp.empty((sizes[-1], m), dtype=dtype) if one_hot else None
@@ -121,6 +132,23 @@ class Workspace:
     @property
     def outputs(self):
         return self.acts[-1][:-1]
+
+    def set_inputs(self, samples, start: int, stop: int) -> None:
+        """Copy samples ``start:stop`` (in the layout of :meth:`Network.device_samples`) in."""
+        if self.rows is not None:
+            self.rows[...] = samples[start:stop]
+        else:
+            self.inputs[...] = samples[:, start:stop]
+
+    def gather(self, backend: Backend, samples, labels, one_hot, index) -> None:
+        """Gather the samples, labels (and one-hot targets) at ``index`` into the buffers."""
+        if self.rows is not None:
+            backend.take(samples, index, self.rows, axis=0)
+        else:
+            backend.take(samples, index, self.inputs, axis=1)
+        backend.take(labels, index, self.labels)
+        if one_hot is not None:
+            backend.take(one_hot, index, self.targets, axis=1)
 
 
 class Network:
@@ -216,8 +244,8 @@ class Network:
         """The buffers for batches of ``m`` samples (made on first use, then reused)."""
         ws = self._workspaces.get(m)
         if ws is None:
-            one_hot = self.backend.name == "numpy"
-            ws = self._workspaces[m] = Workspace(self.backend, self.sizes, m, self.dtype, one_hot)
+            ws = self._workspaces[m] = Workspace(self.backend, self.sizes, m, self.dtype,
+                                                 rows_input=self.fold_bias, one_hot=self.backend.name == "numpy")
         return ws
 
     # -- forward and backward -------------------------------------------------
@@ -254,8 +282,13 @@ class Network:
                 kernels.sigmoid_backward(back, a_prev[:-1])
 
     # -- inference --------------------------------------------------------------
-    def _device_data(self, X, y=None):
-        """Validate ``X`` (and ``y``) and move them to the device, samples as columns."""
+    def device_samples(self, X, y=None):
+        """Validate ``X`` (and ``y``) and move them to the device in the layout training uses.
+
+        NumPy: one sample per row plus a column of ones (for the folded bias),
+        ``(samples, inputs + 1)``.  Kernel backends: samples as columns, ``(inputs, samples)``,
+        the layout the GPU gather kernel reads.  Labels become int32.
+        """
         from .train import as_labels  # local import: train imports network
 
         X_host = X if self.backend.is_gpu else to_numpy(X)
@@ -268,11 +301,20 @@ class Network:
             )
         xp = self.backend.xp
         with self.backend.device():
-            Xt = xp.ascontiguousarray(xp.asarray(X_host, dtype=self.dtype).T)
-            if not _all_finite(xp, Xt):
+            if self.fold_bias:
+                samples = xp.empty((X_host.shape[0], self.sizes[0] + 1), dtype=self.dtype)
+                samples[:, :-1] = X_host
+                samples[:, -1] = 1
+            else:
+                samples = xp.ascontiguousarray(xp.asarray(X_host, dtype=self.dtype).T)
+            if not _all_finite(xp, samples):
                 raise DataError("X contains NaN or infinite values; clean the data first")
             labels = None if y is None else self.backend.asarray(as_labels(y, self.sizes[-1]), np.int32)
-        return Xt, labels
+        return samples, labels
+
+    def sample_count(self, samples) -> int:
+        """Number of samples in an array made by :meth:`device_samples`."""
+        return samples.shape[0] if self.fold_bias else samples.shape[1]
 
     def _chunks(self, n: int):
         for start in range(0, n, EVAL_CHUNK):
@@ -280,12 +322,13 @@ class Network:
 
     def predict_proba(self, X) -> np.ndarray:
         """Output activations, one row per sample (on the host)."""
-        Xt, _ = self._device_data(X)
-        out = np.empty((Xt.shape[1], self.sizes[-1]), dtype=self.dtype)
+        samples, _ = self.device_samples(X)
+        n = self.sample_count(samples)
+        out = np.empty((n, self.sizes[-1]), dtype=self.dtype)
         with self.backend.device():
-            for start, stop in self._chunks(Xt.shape[1]):
+            for start, stop in self._chunks(n):
                 ws = self.workspace(stop - start)
-                ws.inputs[...] = Xt[:, start:stop]
+                ws.set_inputs(samples, start, stop)
                 self.forward(ws)
                 out[start:stop] = to_numpy(ws.outputs).T
         return out
@@ -296,17 +339,18 @@ class Network:
 
     def evaluate(self, X, y) -> dict:
         """Mean loss per sample and accuracy on ``(X, y)``."""
-        Xt, labels = self._device_data(X, y)
-        return self._evaluate_device(Xt, labels)
+        return self.evaluate_device(*self.device_samples(X, y))
 
-    def _evaluate_device(self, Xt, labels) -> dict:
+    def evaluate_device(self, samples, labels) -> dict:
+        """:meth:`evaluate` on data already made by :meth:`device_samples`."""
         xp = self.backend.xp
+        n = self.sample_count(samples)
         with self.backend.device():
             loss_sum = xp.zeros((), dtype=np.float64)
             correct = xp.zeros((), dtype=np.int64)
-            for start, stop in self._chunks(Xt.shape[1]):
+            for start, stop in self._chunks(n):
                 ws = self.workspace(stop - start)
-                ws.inputs[...] = Xt[:, start:stop]
+                ws.set_inputs(samples, start, stop)
                 ws.labels[...] = labels[start:stop]
                 if ws.targets is not None:
                     ws.targets.fill(0)
@@ -315,7 +359,6 @@ class Network:
                 self.backend.kernels.output_delta(
                     ws.outputs, ws.labels, ws.deltas[-1], loss_sum, correct, self.loss, ws.targets
                 )
-            n = Xt.shape[1]
             return {"loss": float(loss_sum) / n, "accuracy": int(correct) / n}
 
     def fit(self, X, y, epochs=30, batch_size=10, lr=3.0, momentum=0.0, weight_decay=0.0,

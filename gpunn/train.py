@@ -164,11 +164,11 @@ def fit(network, X, y, epochs=30, batch_size=10, lr=3.0, momentum=0.0, weight_de
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     backend, xp = network.backend, network.backend.xp
-    Xt, labels = network._device_data(X, y)
-    n = Xt.shape[1]
+    samples, labels = network.device_samples(X, y)
+    n = network.sample_count(samples)
     if n == 0:
         raise DataError("the training set is empty; give fit at least one sample")
-    val = network._device_data(*validation_data) if validation_data is not None else None
+    val = network.device_samples(*validation_data) if validation_data is not None else None
     if network.history is None:
         network.history = History()
     history = network.history
@@ -192,7 +192,7 @@ def fit(network, X, y, epochs=30, batch_size=10, lr=3.0, momentum=0.0, weight_de
         one_hot = xp.zeros((network.sizes[-1], n), dtype=network.dtype) if backend.name == "numpy" else None
         if one_hot is not None:
             one_hot[to_numpy(labels), np.arange(n)] = 1
-        data = (Xt, labels, one_hot)
+        data = (samples, labels, one_hot)
         loss_sum = xp.zeros((), dtype=np.float64)
         correct = xp.zeros((), dtype=np.int64)
         steps = len(batches.steps)
@@ -234,7 +234,7 @@ def fit(network, X, y, epochs=30, batch_size=10, lr=3.0, momentum=0.0, weight_de
                 )
             logs = {"loss": train_loss, "accuracy": train_accuracy}
             if val is not None:
-                result = network._evaluate_device(*val)
+                result = network.evaluate_device(*val)
                 logs.update(val_loss=result["loss"], val_accuracy=result["accuracy"])
             logs["seconds"] = seconds
             network.epochs_done = epoch + 1
@@ -252,20 +252,16 @@ def train_step(network, data, index, m, loss_sum, correct, communicator=None) ->
     """One minibatch: gather, forward, backprop, (all-reduce,) update.  No sync, no allocation.
 
     Args:
-        data: ``(Xt, labels, one_hot)`` on the device: features x samples, int32 labels,
-            and on NumPy the one-hot targets (else None).
+        data: ``(samples, labels, one_hot)`` on the device: the samples as made by
+            :meth:`Network.device_samples`, int32 labels, and on NumPy the one-hot targets
+            (else None).
         index: this rank's sample indices for the batch (a view into the epoch order).
         m: the global batch size (the SGD step divides by it).
         loss_sum, correct: device scalars the batch's loss and hits are added to.
     """
-    backend = network.backend
-    Xt, labels, one_hot = data
     if index.shape[0]:
         ws = network.workspace(index.shape[0])
-        backend.take(Xt, index, ws.inputs, axis=1)
-        backend.take(labels, index, ws.labels)
-        if one_hot is not None:
-            backend.take(one_hot, index, ws.targets, axis=1)
+        ws.gather(network.backend, *data, index)
         network.forward(ws)
         network.backward(ws, loss_sum, correct)
     else:  # this rank's share of a short last batch is empty

@@ -60,7 +60,7 @@ def test_steps_make_no_temporary_arrays():
 
     one_hot = np.zeros((10, len(y)))
     one_hot[y, np.arange(len(y))] = 1
-    data = (np.ascontiguousarray(X.T), y.astype(np.int32), one_hot)
+    data = (*net.device_samples(X, y), one_hot)
     index = np.arange(64)
     loss_sum, correct = np.zeros(()), np.zeros((), dtype=np.int64)
 
