@@ -1,0 +1,81 @@
+"""``gpunn bench``: a tiny run through every peer, and the peers' training step checked against gpunn."""
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from gpunn.cli import cli
+from gpunn.network import Network
+from gpunn.peers import PEERS, Config, Problem
+
+HAVE_THREADPOOLCTL = importlib.util.find_spec("threadpoolctl") is not None
+
+
+def test_quick_bench_runs_every_peer_and_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    args = ["bench", "--quick", "--configs", "A", "--samples", "40", "--epochs", "1", "--json-out", str(out)]
+    if HAVE_THREADPOOLCTL:
+        args += ["--threads", "1"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+
+    report = json.loads(out.read_text())
+    assert report["data"]["samples"] == 40 and "synthetic" in report["data"]["description"]
+    for key in ("date", "cpu_count", "versions", "numpy_blas"):
+        assert key in report["machine"]
+    assert report["threads"]["requested"] == (1 if HAVE_THREADPOOLCTL else None)
+    assert list(report["configs"]) == ["A"]  # configurations asked for by name: D is not added
+
+    peers = report["configs"]["A"]["peers"]
+    assert set(peers) == set(PEERS)
+    for name, record in peers.items():
+        if PEERS[name].unavailable() is not None:
+            assert record["status"] == "absent" and record["reason"], name
+            continue
+        assert record["status"] == "ok", (name, record)
+        assert len(record["samples_per_second"]) == 1 and record["median_samples_per_second"] > 0
+        assert all(s > 0 for s in record["seconds"]) and record["samples"][0] > 0
+        if peers[record["compared_with"]]["status"] == "ok":
+            assert record["gpunn_speedup"] > 0
+        assert name in result.stdout  # the table names every peer
+    assert peers["textbook"]["samples"] == [report["configs"]["A"]["textbook_samples_per_epoch"]]
+    assert report["configs"]["A"]["gpunn_time_over_floor"]["cpu"] > 0
+
+
+def test_unknown_peer_or_config_is_a_usage_error():
+    for option, value in (("--peers", "gpunn-numpy,tensorflow"), ("--configs", "A,Z")):
+        result = CliRunner().invoke(cli, ["bench", "--quick", option, value])
+        assert result.exit_code == 2
+        assert value.split(",")[-1].lower() in result.output.lower()
+
+
+TRAINERS = ["torch-cpu", "numpy-obvious", "textbook"]
+
+
+@pytest.mark.parametrize("name", TRAINERS)
+def test_peer_takes_the_same_sgd_step_as_gpunn(name):
+    """Same data, same start, one minibatch: every trainer must land on gpunn's parameters."""
+    reason = PEERS[name].unavailable()
+    if reason:
+        pytest.skip(reason)
+    config = Config("T", (20, 16, 12, 10), 8, 3.0)
+    rng = np.random.default_rng(1)
+    X = rng.random((8, 20), dtype=np.float32)
+    labels = rng.integers(0, 10, 8)
+    net = Network(config.sizes, init="scaled", backend="numpy", seed=3)
+    start = net.get_weights()
+    net.fit(X, labels, epochs=1, batch_size=8, lr=config.lr, shuffle=False)
+
+    peer = PEERS[name](Problem(config, X, labels, start, seed=0, textbook_samples=8))
+    index = np.arange(8)
+    if name.startswith("torch"):
+        import torch
+
+        index = torch.from_numpy(index)
+    peer.train_batch(index)
+    for got, want, before in zip(peer.parameters(), net.get_weights(), start):
+        assert not np.allclose(want, before)  # the step moved every parameter block
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
