@@ -101,7 +101,7 @@ class Backend:
         """
         if self.is_gpu:
             return self.xp.take(a, indices, axis=axis, out=out)
-        return np.take(a, indices, axis=axis, out=out, mode="clip")
+        return a.take(indices, axis=axis, out=out, mode="clip")
 
     def synchronize(self) -> None:
         """Wait for queued device work (used only at epoch ends and for timing)."""

@@ -122,7 +122,9 @@ class Workspace:
                 self.acts[0] = self.rows.T
             self.deltas = [None] + [xp.empty((n, m), dtype=dtype) for n in sizes[1:]]
             self.labels = xp.empty(m, dtype=np.int32)
-            self.targets = xp.empty((sizes[-1], m), dtype=dtype) if one_hot else None
+            # one-hot targets, gathered as rows like the samples; used as (classes, m)
+            self.target_rows = xp.empty((m, sizes[-1]), dtype=dtype) if one_hot else None
+            self.targets = None if self.target_rows is None else self.target_rows.T
         self.m = m
 
     @property
@@ -141,14 +143,15 @@ class Workspace:
             self.inputs[...] = samples[:, start:stop]
 
     def gather(self, backend: Backend, samples, labels, one_hot, index) -> None:
-        """Gather the samples, labels (and one-hot targets) at ``index`` into the buffers."""
+        """Gather the samples and labels (or, on NumPy, the one-hot target rows) at ``index``."""
         if self.rows is not None:
             backend.take(samples, index, self.rows, axis=0)
         else:
             backend.take(samples, index, self.inputs, axis=1)
-        backend.take(labels, index, self.labels)
         if one_hot is not None:
-            backend.take(one_hot, index, self.targets, axis=1)
+            backend.take(one_hot, index, self.target_rows, axis=0)
+        else:
+            backend.take(labels, index, self.labels)
 
 
 class Network:
@@ -261,15 +264,21 @@ class Network:
                 xp.matmul(block[:-1].T, a_prev[:-1], out=z)
                 kernels.bias_sigmoid(z, block[-1])
 
-    def backward(self, ws: Workspace, loss_sum, correct) -> None:
+    def backward(self, ws: Workspace, loss_sum=None, correct=None, scale=1.0) -> None:
         """Backprop: gradients of the batch's summed loss into ``self.grads``.
 
-        Also adds the batch's loss and number of correct answers to the device scalars
-        ``loss_sum`` and ``correct``.  Uses the activations left by :meth:`forward`.
+        Uses the activations left by :meth:`forward`.  With device scalars ``loss_sum``
+        and ``correct``, also adds the batch's loss and number of correct answers to
+        them (the fused ``output_delta``).  Without them (the NumPy trainer, which works
+        both out from the recorded outputs once per epoch) the gradients come out
+        multiplied by ``scale``.
         """
         xp, kernels = self.backend.xp, self.backend.kernels
         last = self.layout.n_layers
-        kernels.output_delta(ws.outputs, ws.labels, ws.deltas[last], loss_sum, correct, self.loss, ws.targets)
+        if loss_sum is None:
+            kernels.output_error(ws.outputs, ws.targets, ws.deltas[last], self.loss, scale)
+        else:
+            kernels.output_delta(ws.outputs, ws.labels, ws.deltas[last], loss_sum, correct, self.loss, ws.targets)
         for layer in range(last, 0, -1):
             delta, a_prev = ws.deltas[layer], ws.acts[layer - 1]
             grad = self.grad_blocks[layer - 1]

@@ -42,7 +42,7 @@ class NumpyKernels:
         self._columns: dict[int, np.ndarray] = {}
 
     def _buffer(self, shape, dtype, tag: str = "") -> np.ndarray:
-        key = (tag, shape, np.dtype(dtype).str)
+        key = (tag, shape, dtype)
         buf = self._scratch.get(key)
         if buf is None:
             buf = self._scratch[key] = np.empty(shape, dtype)
@@ -126,6 +126,32 @@ class NumpyKernels:
         hits = self._buffer((samples,), np.bool_, "hits")
         np.equal(predicted, labels, out=hits)
         np.add(correct, np.count_nonzero(hits), out=correct)
+
+    def output_error(self, a, targets, delta, loss="quadratic", scale=1.0):
+        """delta <- scale * dE/dz of the output layer, without the loss and accuracy bookkeeping.
+
+        The NumPy trainer's cheaper variant of :meth:`output_delta`: it keeps the batch's
+        outputs and works out the epoch's loss and accuracy from them once, at the end
+        of the epoch (:class:`gpunn.train.OutputRecord`).  ``scale`` folds the SGD step
+        size eta/m into the (small) delta, so the update of the (large) parameter buffer
+        is a single subtraction.
+        """
+        # targets is usually a transposed view; a ufunc mixing memory orders buffers
+        # (allocates), a copy into delta's order does not.
+        np.copyto(delta, targets)
+        np.subtract(a, delta, out=delta)
+        if loss == "quadratic":
+            tmp = self._buffer(a.shape, a.dtype, "oe")
+            np.subtract(1.0, a, out=tmp)
+            np.multiply(tmp, a, out=tmp)
+            if scale != 1.0:
+                np.multiply(tmp, scale, out=tmp)
+            np.multiply(delta, tmp, out=delta)
+        elif loss == "cross_entropy":
+            if scale != 1.0:
+                np.multiply(delta, scale, out=delta)
+        else:
+            raise ValueError(f"unknown loss {loss!r}: use one of {LOSSES}")
 
     def _one_hot(self, labels, classes, dtype):
         samples = labels.shape[0]

@@ -37,3 +37,16 @@ class SGD:
         """Apply the summed gradients of a batch of ``m`` samples (``grads`` is consumed)."""
         self.backend.kernels.sgd_update(params, grads, self.velocity, self.lr, 1.0 / m,
                                         self.momentum, self.weight_decay)
+
+    @property
+    def plain(self) -> bool:
+        """No momentum and no weight decay: the step is theta -= (eta/m) sum grad and nothing else."""
+        return not self.momentum and not self.weight_decay
+
+    def step_prescaled(self, params, scaled_grads) -> None:
+        """Plain SGD when the gradients already carry the factor eta/m: one subtraction.
+
+        The NumPy trainer folds eta/m into the output layer's (small) delta, so the
+        gradient comes out scaled and the (large) parameter buffer is touched once.
+        """
+        self.backend.xp.subtract(params, scaled_grads, out=params)
