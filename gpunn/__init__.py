@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from . import callbacks
 from .backend import BackendError, get_backend
 from .data import Dataset, load_dataset
 from .errors import DataError, GpunnError, ModelFileError, TrainingDiverged
@@ -10,6 +11,6 @@ from .network import Network
 from .train import Callback, History
 
 __all__ = [
-    "BackendError", "Callback", "DataError", "Dataset", "GpunnError", "History", "ModelFileError",
+    "BackendError", "Callback", "callbacks", "DataError", "Dataset", "GpunnError", "History", "ModelFileError",
     "Network", "TrainingDiverged", "__version__", "get_backend", "load", "load_dataset",
 ]

@@ -346,24 +346,17 @@ def info():
         click.echo(f"device {backend.device_id}: {name}, {props['totalGlobalMem'] / 2**30:.1f} GiB")
 
 
-def _register_optional_commands() -> None:
-    """Commands that live in their own modules (added when those modules exist)."""
-    import importlib
+def _add_commands() -> None:
+    """The commands that live in their own modules: data, evaluate/predict/plot, bench."""
+    from .bench import bench
+    from .cli_data import data_group
+    from .cli_model import model_commands
 
-    for module, attr in (("gpunn.cli_data", "data_group"), ("gpunn.cli_model", "model_commands"),
-                         ("gpunn.bench", "bench")):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        found = getattr(mod, attr)
-        for command in found if isinstance(found, (list, tuple)) else [found]:
-            cli.add_command(command)
+    for command in (data_group, *model_commands, bench):
+        cli.add_command(command)
 
 
-_register_optional_commands()
+_add_commands()
 
 
 def main(argv=None) -> None:

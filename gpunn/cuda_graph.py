@@ -32,7 +32,7 @@ class GraphedStep:
         self.batch = batch
         self.stream = stream
         xp = network.backend.xp
-        self.samples, self.labels, _ = data  # samples as columns: (inputs, samples)
+        self.samples, self.labels = data  # samples as columns: (inputs, samples)
         self.order = order
         self.loss_sum, self.correct = loss_sum, correct
         self.step = xp.zeros((), dtype=np.int32)

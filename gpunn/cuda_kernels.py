@@ -32,7 +32,7 @@ def _kernel_functions(device_id: int) -> dict[str, object]:
     return functions
 
 
-class CupyKernels:
+class CupyKernels(ks.PlannedKernels):
     """The fused operations of :class:`gpunn.ops.NumpyKernels` on CuPy arrays of one device."""
 
     def __init__(self, device_id: int = 0):
@@ -42,27 +42,3 @@ class CupyKernels:
     def _run(self, launch: ks.Launch) -> None:
         with cupy.cuda.Device(self.device_id):
             self._functions[launch.name]((launch.grid,), (launch.block,), launch.args)
-
-    def bias_sigmoid(self, z, b) -> None:
-        """z <- sigmoid(z + b[:, None]) in place."""
-        self._run(ks.plan_bias_sigmoid(z, b))
-
-    def sigmoid_backward(self, g, a) -> None:
-        """g <- g * a * (1 - a) in place."""
-        self._run(ks.plan_sigmoid_backward(g, a))
-
-    def output_delta(self, a, labels, delta, loss_sum, correct, loss="quadratic", targets=None):
-        """The output layer's delta, added to the loss sum and correct count (``targets`` is not needed)."""
-        self._run(ks.plan_output_delta(a, labels, delta, loss_sum, correct, loss))
-
-    def sgd_update(self, theta, grad, velocity, lr, inv_m, momentum=0.0, weight_decay=0.0):
-        """One SGD step over the flat parameter buffer, in place (``grad`` is left unchanged)."""
-        self._run(ks.plan_sgd_update(theta, grad, velocity, lr, inv_m, momentum, weight_decay))
-
-    def gather_batch(self, src, labels_src, order, step, out, labels_out, batch, first=0):
-        """Gather the batch the device counter ``step`` points at (see ``plan_gather_batch``)."""
-        self._run(ks.plan_gather_batch(src, labels_src, order, step, out, labels_out, batch, first))
-
-    def advance_step(self, step):
-        """step += 1 on the device."""
-        self._run(ks.plan_advance_step(step))

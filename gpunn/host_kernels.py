@@ -169,7 +169,7 @@ def _argument_value(arg):
     )
 
 
-class HostKernels:
+class HostKernels(ks.PlannedKernels):
     """The fused operations of :class:`gpunn.ops.NumpyKernels`, run by the CUDA kernel sources on the CPU."""
 
     def __init__(self):
@@ -178,27 +178,3 @@ class HostKernels:
 
     def _run(self, launch: ks.Launch) -> None:
         self._kernels[launch.name](launch)
-
-    def bias_sigmoid(self, z: np.ndarray, b: np.ndarray) -> None:
-        """z <- sigmoid(z + b[:, None]) in place."""
-        self._run(ks.plan_bias_sigmoid(z, b))
-
-    def sigmoid_backward(self, g: np.ndarray, a: np.ndarray) -> None:
-        """g <- g * a * (1 - a) in place."""
-        self._run(ks.plan_sigmoid_backward(g, a))
-
-    def output_delta(self, a, labels, delta, loss_sum, correct, loss="quadratic", targets=None):
-        """The output layer's delta, loss sum and correct count (``targets`` is not needed)."""
-        self._run(ks.plan_output_delta(a, labels, delta, loss_sum, correct, loss))
-
-    def sgd_update(self, theta, grad, velocity, lr, inv_m, momentum=0.0, weight_decay=0.0):
-        """One SGD step over the flat parameter buffer, in place (``grad`` is left unchanged)."""
-        self._run(ks.plan_sgd_update(theta, grad, velocity, lr, inv_m, momentum, weight_decay))
-
-    def gather_batch(self, src, labels_src, order, step, out, labels_out, batch, first=0):
-        """Gather the batch the device counter ``step`` points at (see ``plan_gather_batch``)."""
-        self._run(ks.plan_gather_batch(src, labels_src, order, step, out, labels_out, batch, first))
-
-    def advance_step(self, step):
-        """step += 1 on the device."""
-        self._run(ks.plan_advance_step(step))

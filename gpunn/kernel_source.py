@@ -348,3 +348,39 @@ def plan_advance_step(step) -> Launch:
     """``step += 1`` on the device (the last launch of a graph-replayed step)."""
     _check(step, "step", (), np.int32)
     return Launch("advance_step", 1, 1, (step,))
+
+
+class PlannedKernels:
+    """The fused operations of :class:`gpunn.ops.NumpyKernels`, as launches of the CUDA kernels.
+
+    Each method plans its launch here; a subclass executes it in :meth:`_run`, on a GPU
+    (:class:`gpunn.cuda_kernels.CupyKernels`) or on the CPU
+    (:class:`gpunn.host_kernels.HostKernels`), so both run exactly the same launches.
+    """
+
+    def _run(self, launch: Launch) -> None:
+        raise TypeError(f"{type(self).__name__} must define _run to execute a kernel launch")
+
+    def bias_sigmoid(self, z, b) -> None:
+        """z <- sigmoid(z + b[:, None]) in place."""
+        self._run(plan_bias_sigmoid(z, b))
+
+    def sigmoid_backward(self, g, a) -> None:
+        """g <- g * a * (1 - a) in place."""
+        self._run(plan_sigmoid_backward(g, a))
+
+    def output_delta(self, a, labels, delta, loss_sum, correct, loss="quadratic", targets=None):
+        """The output layer's delta, added to the loss sum and correct count (``targets`` is not needed)."""
+        self._run(plan_output_delta(a, labels, delta, loss_sum, correct, loss))
+
+    def sgd_update(self, theta, grad, velocity, lr, inv_m, momentum=0.0, weight_decay=0.0):
+        """One SGD step over the flat parameter buffer, in place (``grad`` is left unchanged)."""
+        self._run(plan_sgd_update(theta, grad, velocity, lr, inv_m, momentum, weight_decay))
+
+    def gather_batch(self, src, labels_src, order, step, out, labels_out, batch, first=0):
+        """Gather the batch the device counter ``step`` points at (see :func:`plan_gather_batch`)."""
+        self._run(plan_gather_batch(src, labels_src, order, step, out, labels_out, batch, first))
+
+    def advance_step(self, step):
+        """step += 1 on the device."""
+        self._run(plan_advance_step(step))

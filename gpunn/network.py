@@ -97,34 +97,34 @@ class Workspace:
 
     ``acts[l]`` is an ``(sizes[l] + 1, m)`` matrix: the layer's activations with a row
     of ones beneath them; ``acts[l][:-1]`` is the activation proper.  ``deltas[l]``
-    holds dE/dz for layer ``l`` (``deltas[0]`` is unused).  ``labels`` and, on NumPy,
-    ``targets`` (one-hot) hold the batch's answers.
+    holds dE/dz for layer ``l`` (``deltas[0]`` is unused).  ``labels`` (kernel backends)
+    or ``targets`` (one-hot, NumPy) hold the batch's answers.
 
-    The input layer's buffer follows the data's layout (see :meth:`Network.device_samples`):
-    on NumPy the data is kept one sample per row, so that gathering a batch reads whole
-    rows (at 50,000 MNIST samples, gathering 10 scattered columns instead costs 20x
-    more, all in cache misses); ``acts[0]`` is then the transposed view of an
-    ``(m, inputs + 1)`` row buffer, which BLAS takes as it is.
+    On NumPy the training data is kept one sample per row, ``[x, 1, t]`` (features, the
+    ones column of the folded bias, the one-hot target; see :meth:`Network.device_samples`),
+    and so is the input buffer ``rows``: one ``take`` of whole rows gathers a batch
+    (gathering 10 scattered columns from 50,000 samples instead costs 20x more, all in
+    cache misses).  ``acts[0]`` and ``targets`` are transposed views into ``rows``, which
+    BLAS and the ufuncs take as they are.
     """
 
-    def __init__(self, backend: Backend, sizes, m: int, dtype, rows_input: bool, one_hot: bool):
+    def __init__(self, backend: Backend, sizes, m: int, dtype, numpy_layout: bool):
         xp = backend.xp
+        n_in, classes = sizes[0], sizes[-1]
         with backend.device():
             self.acts = []
             for n in sizes:
                 a = xp.empty((n + 1, m), dtype=dtype)
                 a[-1] = 1
                 self.acts.append(a)
-            self.rows = None
-            if rows_input:
-                self.rows = xp.empty((m, sizes[0] + 1), dtype=dtype)
-                self.rows[:, -1] = 1
-                self.acts[0] = self.rows.T
+            self.rows = self.targets = None
+            if numpy_layout:
+                self.rows = xp.empty((m, n_in + 1 + classes), dtype=dtype)
+                self.rows[:, n_in] = 1
+                self.acts[0] = self.rows[:, : n_in + 1].T
+                self.targets = self.rows[:, n_in + 1 :].T
             self.deltas = [None] + [xp.empty((n, m), dtype=dtype) for n in sizes[1:]]
             self.labels = xp.empty(m, dtype=np.int32)
-            # one-hot targets, gathered as rows like the samples; used as (classes, m)
-            self.target_rows = xp.empty((m, sizes[-1]), dtype=dtype) if one_hot else None
-            self.targets = None if self.target_rows is None else self.target_rows.T
         self.m = m
 
     @property
@@ -142,15 +142,12 @@ class Workspace:
         else:
             self.inputs[...] = samples[:, start:stop]
 
-    def gather(self, backend: Backend, samples, labels, one_hot, index) -> None:
-        """Gather the samples and labels (or, on NumPy, the one-hot target rows) at ``index``."""
+    def gather(self, backend: Backend, samples, labels, index) -> None:
+        """Gather the samples at ``index``: whole ``[x, 1, t]`` rows on NumPy, else columns and labels."""
         if self.rows is not None:
             backend.take(samples, index, self.rows, axis=0)
         else:
             backend.take(samples, index, self.inputs, axis=1)
-        if one_hot is not None:
-            backend.take(one_hot, index, self.target_rows, axis=0)
-        else:
             backend.take(labels, index, self.labels)
 
 
@@ -183,6 +180,8 @@ class Network:
         self.seed = int(seed)
         self.backend = get_backend(backend)
         self.layout = ParameterLayout(self.sizes)
+        #: NumPy folds the bias into the forward product and keeps samples as rows
+        #: (see :class:`Workspace`); the kernel backends add the bias in ``bias_sigmoid``.
         self.fold_bias = self.backend.name == "numpy"
         self.history = None
         self.optimizer = None
@@ -247,8 +246,7 @@ class Network:
         """The buffers for batches of ``m`` samples (made on first use, then reused)."""
         ws = self._workspaces.get(m)
         if ws is None:
-            ws = self._workspaces[m] = Workspace(self.backend, self.sizes, m, self.dtype,
-                                                 rows_input=self.fold_bias, one_hot=self.backend.name == "numpy")
+            ws = self._workspaces[m] = Workspace(self.backend, self.sizes, m, self.dtype, self.fold_bias)
         return ws
 
     # -- forward and backward -------------------------------------------------
@@ -294,31 +292,36 @@ class Network:
     def device_samples(self, X, y=None):
         """Validate ``X`` (and ``y``) and move them to the device in the layout training uses.
 
-        NumPy: one sample per row plus a column of ones (for the folded bias),
-        ``(samples, inputs + 1)``.  Kernel backends: samples as columns, ``(inputs, samples)``,
-        the layout the GPU gather kernel reads.  Labels become int32.
+        NumPy: one sample per row, ``[x, 1, t]``: the features, a one for the folded bias
+        and the one-hot target (zeros without ``y``), ``(samples, inputs + 1 + classes)``.
+        Kernel backends: samples as columns, ``(inputs, samples)``, the layout the GPU
+        gather kernel reads.  Labels become int32.
         """
         from .train import as_labels  # local import: train imports network
 
         X_host = X if self.backend.is_gpu else to_numpy(X)
         if X_host.ndim != 2:
             raise DataError(f"X must be 2-D (samples, features), got shape {tuple(X_host.shape)}")
-        if X_host.shape[1] != self.sizes[0]:
+        n, n_in = X_host.shape
+        if n_in != self.sizes[0]:
             raise DataError(
-                f"the data has {X_host.shape[1]} features per sample but the network's input layer "
-                f"has {self.sizes[0]} units; make --layers start with {X_host.shape[1]}"
+                f"the data has {n_in} features per sample but the network's input layer "
+                f"has {self.sizes[0]} units; make --layers start with {n_in}"
             )
         xp = self.backend.xp
         with self.backend.device():
-            if self.fold_bias:
-                samples = xp.empty((X_host.shape[0], self.sizes[0] + 1), dtype=self.dtype)
-                samples[:, :-1] = X_host
-                samples[:, -1] = 1
-            else:
-                samples = xp.ascontiguousarray(xp.asarray(X_host, dtype=self.dtype).T)
-            if not _all_finite(xp, samples):
-                raise DataError("X contains NaN or infinite values; clean the data first")
             labels = None if y is None else self.backend.asarray(as_labels(y, self.sizes[-1]), np.int32)
+            if self.fold_bias:
+                samples = xp.zeros((n, n_in + 1 + self.sizes[-1]), dtype=self.dtype)
+                samples[:, :n_in] = X_host
+                samples[:, n_in] = 1
+                if labels is not None:
+                    samples[np.arange(n), n_in + 1 + labels] = 1
+                features = samples[:, :n_in]
+            else:
+                samples = features = xp.ascontiguousarray(xp.asarray(X_host, dtype=self.dtype).T)
+            if not _all_finite(xp, features):
+                raise DataError("X contains NaN or infinite values; clean the data first")
         return samples, labels
 
     def sample_count(self, samples) -> int:
@@ -361,9 +364,6 @@ class Network:
                 ws = self.workspace(stop - start)
                 ws.set_inputs(samples, start, stop)
                 ws.labels[...] = labels[start:stop]
-                if ws.targets is not None:
-                    ws.targets.fill(0)
-                    ws.targets[labels[start:stop], xp.arange(stop - start)] = 1
                 self.forward(ws)
                 self.backend.kernels.output_delta(
                     ws.outputs, ws.labels, ws.deltas[-1], loss_sum, correct, self.loss, ws.targets

@@ -37,6 +37,8 @@ peers exist to be timed, not to be used as trainers.
 
 from __future__ import annotations
 
+import abc
+
 import random
 import time
 from dataclasses import dataclass
@@ -106,7 +108,7 @@ def batch_bounds(n: int, m: int) -> list[tuple[int, int]]:
     return [(start, min(start + m, n)) for start in range(0, n, m)]
 
 
-class Peer:
+class Peer(abc.ABC):
     """One contestant: built once per configuration, then trains one epoch per :meth:`epoch` call.
 
     Subclasses set ``name``, ``device`` (``"cpu"`` or ``"cuda"``) and ``summary`` (one
@@ -127,9 +129,9 @@ class Peer:
         """Why this peer cannot run on this machine, or None when it can."""
         return None
 
+    @abc.abstractmethod
     def epoch(self) -> tuple[int, float]:
         """Train (or, for the floor, compute) one epoch; return (samples trained, seconds)."""
-        raise NotImplementedError
 
     def close(self) -> None:
         """Release what the peer holds before the next configuration (device memory)."""

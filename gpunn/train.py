@@ -225,12 +225,8 @@ def fit(network, X, y, epochs=30, batch_size=10, lr=3.0, momentum=0.0, weight_de
 
     with backend.device(), _work_stream(backend) as stream:
         batches = _Batches(network, n, min(batch_size, n), shuffle, rank, ranks)
-        # NumPy: one-hot targets, one row per sample, gathered like the samples
-        one_hot = xp.zeros((n, network.sizes[-1]), dtype=network.dtype) if backend.name == "numpy" else None
-        if one_hot is not None:
-            one_hot[np.arange(n), to_numpy(labels)] = 1
-        data = (samples, labels, one_hot)
-        record = OutputRecord(network.sizes[-1], batches.steps, network.dtype) if one_hot is not None else None
+        data = (samples, labels)
+        record = OutputRecord(network.sizes[-1], batches.steps, network.dtype) if network.fold_bias else None
         loss_sum = xp.zeros((), dtype=np.float64)
         correct = xp.zeros((), dtype=np.int64)
         steps = len(batches.steps)
@@ -295,9 +291,7 @@ def train_step(network, data, index, m, loss_sum, correct, communicator=None) ->
     """One minibatch: gather, forward, backprop, (all-reduce,) update.  No sync, no allocation.
 
     Args:
-        data: ``(samples, labels, one_hot)`` on the device: the samples as made by
-            :meth:`Network.device_samples`, int32 labels, and on NumPy the one-hot targets
-            (else None).
+        data: ``(samples, labels)`` on the device, as made by :meth:`Network.device_samples`.
         index: this rank's sample indices for the batch (a view into the epoch order).
         m: the global batch size (the SGD step divides by it).
         loss_sum, correct: device scalars the batch's loss and hits are added to.

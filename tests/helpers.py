@@ -20,10 +20,9 @@ def batch_gradient(net, X, y):
     """The flat gradient of the summed loss on (X, y) computed by ``net.backward``."""
     xp = net.backend.xp
     ws = net.workspace(len(X))
-    ws.inputs[...] = xp.asarray(np.asarray(X, dtype=net.dtype).T)
-    ws.labels[...] = xp.asarray(np.asarray(y, dtype=np.int32))
-    if ws.targets is not None:
-        ws.targets[...] = xp.asarray(one_hot(y, net.sizes[-1], net.dtype))
+    samples, labels = net.device_samples(X, y)
+    ws.set_inputs(samples, 0, len(X))
+    ws.labels[...] = labels
     loss_sum = xp.zeros((), dtype=np.float64)
     correct = xp.zeros((), dtype=np.int64)
     net.forward(ws)
