@@ -29,6 +29,12 @@ LOSSES = ("quadratic", "cross_entropy")
 CROSS_ENTROPY_FLOOR = 1e-12
 
 
+# Constants in the arrays' own dtype: a Python float operand costs a ufunc call about a
+# quarter of its time (NumPy resolves the scalar's type at every call).
+_HALF = {np.dtype(t): t(0.5) for t in (np.float32, np.float64)}
+_ONE = {np.dtype(t): t(1.0) for t in (np.float32, np.float64)}
+
+
 def sigmoid(z: np.ndarray) -> np.ndarray:
     """Plain (allocating) sigmoid, the reference formula the fused twins are tested against."""
     return 0.5 * np.tanh(0.5 * z) + 0.5
@@ -56,10 +62,11 @@ class NumpyKernels:
         NumPy only: here the bias is already folded into the matrix product
         (:meth:`gpunn.network.Network.forward`); the GPU path uses :meth:`bias_sigmoid`.
         """
-        np.multiply(z, 0.5, out=z)
+        half = _HALF[z.dtype]
+        np.multiply(z, half, out=z)
         np.tanh(z, out=z)
-        np.multiply(z, 0.5, out=z)
-        np.add(z, 0.5, out=z)
+        np.multiply(z, half, out=z)
+        np.add(z, half, out=z)
 
     def bias_sigmoid(self, z: np.ndarray, b: np.ndarray) -> None:
         """z <- sigmoid(z + b[:, None]) in place: the weighted sum becomes the layer's output.
@@ -75,7 +82,7 @@ class NumpyKernels:
     def sigmoid_backward(self, g: np.ndarray, a: np.ndarray) -> None:
         """g <- g * a * (1 - a) in place: the chain rule through a sigmoid layer."""
         tmp = self._buffer(a.shape, a.dtype, "sb")
-        np.subtract(1.0, a, out=tmp)
+        np.subtract(_ONE[a.dtype], a, out=tmp)
         np.multiply(tmp, a, out=tmp)
         np.multiply(g, tmp, out=g)
 
@@ -140,15 +147,16 @@ class NumpyKernels:
         # (allocates), a copy into delta's order does not.
         np.copyto(delta, targets)
         np.subtract(a, delta, out=delta)
+        scale = a.dtype.type(scale)
         if loss == "quadratic":
             tmp = self._buffer(a.shape, a.dtype, "oe")
-            np.subtract(1.0, a, out=tmp)
+            np.subtract(_ONE[a.dtype], a, out=tmp)
             np.multiply(tmp, a, out=tmp)
-            if scale != 1.0:
+            if scale != 1:
                 np.multiply(tmp, scale, out=tmp)
             np.multiply(delta, tmp, out=delta)
         elif loss == "cross_entropy":
-            if scale != 1.0:
+            if scale != 1:
                 np.multiply(delta, scale, out=delta)
         else:
             raise ValueError(f"unknown loss {loss!r}: use one of {LOSSES}")
