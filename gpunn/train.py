@@ -124,13 +124,17 @@ class OutputRecord:
 
     def totals(self, labels, loss: str, loss_sum, correct) -> None:
         """Set ``loss_sum`` and ``correct`` for the recorded outputs; ``labels`` in the same order."""
+        from .network import EVAL_CHUNK
         from .ops import NumpyKernels  # a fresh one: its scratch buffers go when it goes
 
         loss_sum.fill(0)
         correct.fill(0)
-        if self.outputs.shape[1]:
-            delta = np.empty_like(self.outputs)
-            NumpyKernels().output_delta(self.outputs, labels.astype(np.int32), delta, loss_sum, correct, loss)
+        kernels, labels = NumpyKernels(), labels.astype(np.int32)
+        n = self.outputs.shape[1]
+        for start in range(0, n, EVAL_CHUNK):  # in chunks: scratch memory stays small
+            stop = min(start + EVAL_CHUNK, n)
+            outputs = np.ascontiguousarray(self.outputs[:, start:stop])
+            kernels.output_delta(outputs, labels[start:stop], np.empty_like(outputs), loss_sum, correct, loss)
 
 
 class _Batches:
