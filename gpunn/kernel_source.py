@@ -365,8 +365,8 @@ class PlannedKernels:
         """z <- sigmoid(z + b[:, None]) in place."""
         self._run(plan_bias_sigmoid(z, b))
 
-    def sigmoid_backward(self, g, a) -> None:
-        """g <- g * a * (1 - a) in place."""
+    def sigmoid_backward(self, g, a, tmp=None) -> None:
+        """g <- g * a * (1 - a) in place (``tmp``, NumPy's scratch, is not needed)."""
         self._run(plan_sigmoid_backward(g, a))
 
     def output_delta(self, a, labels, delta, loss_sum, correct, loss="quadratic", targets=None):

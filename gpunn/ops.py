@@ -63,10 +63,10 @@ class NumpyKernels:
         (:meth:`gpunn.network.Network.forward`); the GPU path uses :meth:`bias_sigmoid`.
         """
         half = _HALF[z.dtype]
-        np.multiply(z, half, out=z)
-        np.tanh(z, out=z)
-        np.multiply(z, half, out=z)
-        np.add(z, half, out=z)
+        np.multiply(z, half, z)
+        np.tanh(z, z)
+        np.multiply(z, half, z)
+        np.add(z, half, z)
 
     def bias_sigmoid(self, z: np.ndarray, b: np.ndarray) -> None:
         """z <- sigmoid(z + b[:, None]) in place: the weighted sum becomes the layer's output.
@@ -79,12 +79,16 @@ class NumpyKernels:
         self.sigmoid_(z)
 
     # -- backward -------------------------------------------------------------
-    def sigmoid_backward(self, g: np.ndarray, a: np.ndarray) -> None:
-        """g <- g * a * (1 - a) in place: the chain rule through a sigmoid layer."""
-        tmp = self._buffer(a.shape, a.dtype, "sb")
-        np.subtract(_ONE[a.dtype], a, out=tmp)
-        np.multiply(tmp, a, out=tmp)
-        np.multiply(g, tmp, out=g)
+    def sigmoid_backward(self, g: np.ndarray, a: np.ndarray, tmp: np.ndarray | None = None) -> None:
+        """g <- g * a * (1 - a) in place: the chain rule through a sigmoid layer.
+
+        ``tmp``: optional scratch shaped like ``a`` (else one from the cache).
+        """
+        if tmp is None:
+            tmp = self._buffer(a.shape, a.dtype, "sb")
+        np.subtract(_ONE[a.dtype], a, tmp)
+        np.multiply(tmp, a, tmp)
+        np.multiply(g, tmp, g)
 
     def output_delta(self, a, labels, delta, loss_sum, correct, loss="quadratic", targets=None):
         """The output layer's error, fused with the batch's loss and correct-answer count.
@@ -134,30 +138,31 @@ class NumpyKernels:
         np.equal(predicted, labels, out=hits)
         np.add(correct, np.count_nonzero(hits), out=correct)
 
-    def output_error(self, a, targets, delta, loss="quadratic", scale=1.0):
+    def output_error(self, a, targets, delta, loss="quadratic", scale=1.0, tmp=None):
         """delta <- scale * dE/dz of the output layer, without the loss and accuracy bookkeeping.
 
         The NumPy trainer's cheaper variant of :meth:`output_delta`: it keeps the batch's
         outputs and works out the epoch's loss and accuracy from them once, at the end
         of the epoch (:class:`gpunn.train.OutputRecord`).  ``scale`` folds the SGD step
         size eta/m into the (small) delta, so the update of the (large) parameter buffer
-        is a single subtraction.
+        is a single subtraction.  ``tmp``: optional scratch shaped like ``a``.
         """
         # targets is usually a transposed view; a ufunc mixing memory orders buffers
         # (allocates), a copy into delta's order does not.
         np.copyto(delta, targets)
-        np.subtract(a, delta, out=delta)
+        np.subtract(a, delta, delta)
         scale = a.dtype.type(scale)
         if loss == "quadratic":
-            tmp = self._buffer(a.shape, a.dtype, "oe")
-            np.subtract(_ONE[a.dtype], a, out=tmp)
-            np.multiply(tmp, a, out=tmp)
+            if tmp is None:
+                tmp = self._buffer(a.shape, a.dtype, "oe")
+            np.subtract(_ONE[a.dtype], a, tmp)
+            np.multiply(tmp, a, tmp)
             if scale != 1:
-                np.multiply(tmp, scale, out=tmp)
-            np.multiply(delta, tmp, out=delta)
+                np.multiply(tmp, scale, tmp)
+            np.multiply(delta, tmp, delta)
         elif loss == "cross_entropy":
             if scale != 1:
-                np.multiply(delta, scale, out=delta)
+                np.multiply(delta, scale, delta)
         else:
             raise ValueError(f"unknown loss {loss!r}: use one of {LOSSES}")
 

@@ -323,7 +323,7 @@ def numpy_train_step(network, data, index, m, record, communicator=None) -> None
     scale = optimizer.lr / m if optimizer.plain else 1.0
     if index.shape[0]:
         ws = network.workspace(index.shape[0])
-        ws.gather(network.backend, *data, index)
+        data[0].take(index, 0, ws.rows, "clip")  # whole [x, 1, t] rows (see Workspace)
         network.forward(ws)
         np.copyto(record, ws.outputs)
         network.backward(ws, scale=scale)
