@@ -88,7 +88,7 @@ def _all_finite(xp, array) -> bool:
     A float64 sum is finite for finite float32 data; only when it is not (NaN, inf,
     or float64 values near overflow) is the exact element-wise check paid for.
     """
-    total = xp.add.reduce(array, axis=None, dtype=np.float64)
+    total = xp.sum(array, dtype=np.float64)
     return bool(xp.isfinite(total)) or bool(xp.isfinite(array).all())
 
 
@@ -289,7 +289,7 @@ class Network:
         if self.fold_bias:
             sigmoid_ = kernels.sigmoid_
             for weights_t, a_prev, z in ws.views(self).forward:
-                xp.matmul(weights_t, a_prev, z)  # [W; b]^T [A_prev; 1]: weighted sums plus biases
+                np.matmul(weights_t, a_prev, z)  # [W; b]^T [A_prev; 1]: weighted sums plus biases
                 sigmoid_(z)
             return
         for layer, block in enumerate(self.blocks):
@@ -316,9 +316,9 @@ class Network:
         for a_prev, delta_t, grad, weights, delta, back, a_back, tmp in ws.views(self).backward:
             # [A_prev; 1] delta^T: the weight gradient, and in its last row (the ones
             # times delta) the bias gradient, from one product without a reduction.
-            xp.matmul(a_prev, delta_t, grad)
+            xp.matmul(a_prev, delta_t, out=grad)  # out= by keyword: cupy.matmul takes no positional out
             if back is not None:  # the chain rule, one layer down: (W delta) * a(1 - a)
-                xp.matmul(weights, delta, back)
+                xp.matmul(weights, delta, out=back)
                 sigmoid_backward(back, a_back, tmp)
 
     # -- inference --------------------------------------------------------------
