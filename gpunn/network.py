@@ -150,12 +150,9 @@ class Workspace:
             self.inputs[...] = samples[:, start:stop]
 
     def gather(self, backend: Backend, samples, labels, index) -> None:
-        """Gather the samples at ``index``: whole ``[x, 1, t]`` rows on NumPy, else columns and labels."""
-        if self.rows is not None:
-            backend.take(samples, index, self.rows, axis=0)
-        else:
-            backend.take(samples, index, self.inputs, axis=1)
-            backend.take(labels, index, self.labels)
+        """Gather the samples (columns) and labels at ``index`` (kernel backends' layout)."""
+        backend.take(samples, index, self.inputs, axis=1)
+        backend.take(labels, index, self.labels)
 
 
 class _StepViews:

@@ -292,7 +292,9 @@ def fit(network, X, y, epochs=30, batch_size=10, lr=3.0, momentum=0.0, weight_de
 
 
 def train_step(network, data, index, m, loss_sum, correct, communicator=None) -> None:
-    """One minibatch: gather, forward, backprop, (all-reduce,) update.  No sync, no allocation.
+    """One minibatch on a kernel backend: gather, forward, backprop, (all-reduce,) update.
+
+    No host synchronisation and no allocation (NumPy has :func:`numpy_train_step`).
 
     Args:
         data: ``(samples, labels)`` on the device, as made by :meth:`Network.device_samples`.
