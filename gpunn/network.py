@@ -126,6 +126,9 @@ class Workspace:
             self.deltas = [None] + [xp.empty((n, m), dtype=dtype) for n in sizes[1:]]
             self.labels = xp.empty(m, dtype=np.int32)
         self.m = m
+        #: the input layer's activations, (inputs, m), and the network's outputs, (classes, m)
+        self.inputs = self.acts[0][:-1]
+        self.outputs = self.acts[-1][:-1]
         self._views = None
 
     def views(self, network) -> "_StepViews":
@@ -133,14 +136,6 @@ class Workspace:
         if self._views is None:
             self._views = _StepViews(network, self)
         return self._views
-
-    @property
-    def inputs(self):
-        return self.acts[0][:-1]
-
-    @property
-    def outputs(self):
-        return self.acts[-1][:-1]
 
     def set_inputs(self, samples, start: int, stop: int) -> None:
         """Copy samples ``start:stop`` (in the layout of :meth:`Network.device_samples`) in."""
