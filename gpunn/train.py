@@ -57,16 +57,16 @@ class Callback:
     network = None
 
     def on_train_begin(self, logs=None):
-        pass
+        """Called once before the first epoch."""
 
     def on_epoch_begin(self, epoch, logs=None):
-        pass
+        """Called before each epoch (``epoch`` counts from 0)."""
 
     def on_epoch_end(self, epoch, logs=None):
-        pass
+        """Called after each epoch with its ``logs``: loss, accuracy, val_*, seconds."""
 
     def on_train_end(self, logs=None):
-        pass
+        """Called once after the last epoch."""
 
 
 def as_labels(y, n_classes: int) -> np.ndarray:
