@@ -141,7 +141,7 @@ class _Batches:
     """The epoch's sample order on the device, and this rank's part of each minibatch as views."""
 
     def __init__(self, network, n: int, batch_size: int, shuffle, rank: int = 0, ranks: int = 1):
-        self.network, self.n, self.shuffle = network, n, shuffle
+        self.network, self.n, self.shuffle, self.ranks = network, n, shuffle, ranks
         xp = network.backend.xp
         self.order = xp.arange(n, dtype=np.int64)
         #: (this rank's index view, global batch size m) per step
@@ -152,8 +152,8 @@ class _Batches:
             self.steps.append((self.order[start + lo : start + hi], m))
 
     def local_order(self):
-        """This rank's samples in the order its steps train on them."""
-        if len(self.steps) == 1 or self.steps[0][0].base is None:
+        """This rank's samples in the order its steps train on them (the whole order on one rank)."""
+        if self.ranks == 1:
             return self.order
         return self.network.backend.xp.concatenate([index for index, _ in self.steps])
 

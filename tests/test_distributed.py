@@ -166,6 +166,7 @@ RUNS = [
     {"name": "f32_b10", "dtype": "float32", "batch_size": 10, "epochs": 3},
     {"name": "f64_b7_momentum", "dtype": "float64", "batch_size": 7, "epochs": 3, "momentum": 0.5},  # 4+3 split
     {"name": "f64_b3", "dtype": "float64", "batch_size": 3, "epochs": 2},  # last batch 1: rank 1's share is empty
+    {"name": "f64_one_batch", "dtype": "float64", "batch_size": 2000, "epochs": 2},  # one step per epoch
 ]
 
 
