@@ -26,7 +26,7 @@ import os
 import platform
 import statistics
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from datetime import datetime, timezone
 
 import click
@@ -258,10 +258,8 @@ def race(problem: Problem, names: list[str], epochs: int, settle: float, log) ->
 
 
 def _close(peer) -> None:
-    try:
+    with suppress(Exception):  # freeing memory is best effort; the results stand either way
         peer.close()
-    except Exception:  # freeing memory is best effort; the results stand either way
-        pass
 
 
 def add_ratios(config_result: dict) -> None:

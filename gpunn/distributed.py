@@ -318,7 +318,5 @@ def abort_on_error(communicator):
 
 def _flush_std() -> None:
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):  # closed or broken pipe: nothing more to save
             stream.flush()
-        except (OSError, ValueError):  # closed or broken pipe: nothing more to save
-            pass
