@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
 
 import click
 import numpy as np
@@ -16,6 +17,9 @@ import numpy as np
 from . import __version__
 from .backend import BackendError, get_backend, parse_spec
 from .errors import GpunnError
+from .network import INITS
+from .ops import ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS
+from .optim import LR_SCALINGS, OPTIMIZERS
 
 DEFAULT_HIDDEN = 64
 
@@ -116,8 +120,16 @@ def _epoch_printer(progress: _Progress, samples: int, epochs: int, quiet: bool):
     from .train import Callback
 
     class EpochLine(Callback):
+        """One line per epoch on stderr, and any diagnosis of the run as soon as it is made."""
+
+        warned = 0
+
         def on_epoch_end(self, epoch, logs=None):
             progress.clear()
+            found = self.network.history.warnings
+            for warning in found[self.warned:]:
+                click.echo(f"Warning: {warning}", err=True)
+            self.warned = len(found)
             if quiet:
                 return
             test = f"  test acc {logs['val_accuracy']:.4f}" if "val_accuracy" in logs else ""
@@ -141,15 +153,37 @@ def _epoch_printer(progress: _Progress, samples: int, epochs: int, quiet: bool):
 @click.option("--layers", type=LayerSizes(), default=None,
               help=f"Units per layer, e.g. 784,30,10; input/output sizes inferred when left out "
                    f"[default: inputs,{DEFAULT_HIDDEN},classes].")
-@click.option("--epochs", type=click.IntRange(1, 100000), default=30, show_default=True)
+@click.option("--epochs", type=click.IntRange(1, 100000), default=30, show_default=True,
+              help="Epochs to train (with --resume: the total to reach).")
 @click.option("--batch-size", type=click.IntRange(1, 1 << 24), default=10, show_default=True)
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=3.0, show_default=True,
-              help="Learning rate eta.")
-@click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True)
-@click.option("--weight-decay", type=click.FloatRange(0), default=0.0, show_default=True)
-@click.option("--loss", type=click.Choice(["quadratic", "cross_entropy"]), default="quadratic", show_default=True)
-@click.option("--init", type=click.Choice(["normal", "scaled"]), default="scaled", show_default=True,
-              help="normal: N(0,1) as in the tutorial; scaled: N(0,1/n_in) weights.")
+@click.option("--activation", type=click.Choice(ACTIVATIONS), default="sigmoid", show_default=True,
+              help="The hidden layers' activation.")
+@click.option("--output-activation", type=click.Choice(OUTPUT_ACTIVATIONS), default="sigmoid", show_default=True,
+              help="sigmoid: every output squashed on its own (the tutorial's); softmax: class probabilities.")
+@click.option("--loss", type=click.Choice(LOSSES), default=None,
+              help="quadratic (the tutorial's 1/2 (t - y)^2) or cross_entropy [default: quadratic for sigmoid "
+                   "outputs, cross_entropy for softmax].")
+@click.option("--init", type=click.Choice(INITS), default=None,
+              help="normal: N(0,1) as in the tutorial; scaled: N(0,1/n_in); xavier: N(0,2/(n_in+n_out)); "
+                   "he: N(0,2/n_in) [default: scaled for sigmoid, xavier for tanh, he for relu].")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="sgd", show_default=True)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=None,
+              help="Learning rate eta [default: 3.0 for sgd, with per-layer step sizes (--lr-scaling); "
+                   "0.001 for adam and adamw].")
+@click.option("--lr-scaling", type=click.Choice(["auto", *LR_SCALINGS]), default="auto", show_default=True,
+              help="SGD only. fan_in: each layer's step is --lr times min(1, 64/fan_in), so wide layers do "
+                   "not saturate; none: --lr everywhere (plain SGD); auto: fan_in when --lr is left out.")
+@click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="SGD momentum.")
+@click.option("--nesterov", is_flag=True, help="SGD: Nesterov momentum (needs --momentum).")
+@click.option("--beta1", type=click.FloatRange(0, 1, max_open=True), default=0.9, show_default=True,
+              help="Adam/AdamW: decay rate of the gradient's running mean.")
+@click.option("--beta2", type=click.FloatRange(0, 1, max_open=True), default=0.999, show_default=True,
+              help="Adam/AdamW: decay rate of the squared gradient's running mean.")
+@click.option("--eps", type=click.FloatRange(0, min_open=True), default=1e-8, show_default=True,
+              help="Adam/AdamW: added to the denominator.")
+@click.option("--weight-decay", type=click.FloatRange(0), default=None,
+              help="L2 for sgd and adam, decoupled for adamw [default: 0; 0.01 for adamw].")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--backend", type=BackendSpec(), default=None,
               help="auto, numpy, cupy or cupy:N [default: $GPUNN_BACKEND or auto].")
@@ -178,13 +212,15 @@ def train(distributed, backend, **options):
         _train(backend=backend, communicator=communicator, **options)
 
 
-def _train(dataset, data_dir, test_split, layers, epochs, batch_size, lr, momentum, weight_decay, loss, init,
-           seed, backend, dtype, output, checkpoint_every, resume, plot_path, as_json, quiet, communicator=None):
+def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation, output_activation, loss, init,
+           optimizer, lr, lr_scaling, momentum, nesterov, beta1, beta2, eps, weight_decay, seed, backend, dtype,
+           output, checkpoint_every, resume, plot_path, as_json, quiet, communicator=None):
     """The train command; with a ``communicator`` (--distributed) only rank 0 prints and saves."""
     root = communicator is None or communicator.rank == 0
     quiet = quiet or not root
     from .data import load_dataset
     from .network import Network
+    from .train import TrainingWarning
 
     if checkpoint_every and not output:
         raise click.UsageError("--checkpoint-every needs --output, the file the checkpoints go to")
@@ -193,18 +229,23 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, lr, moment
 
         check_output_path(plot_path)
         require_matplotlib()
+    training = {"optimizer": optimizer, "lr": lr, "momentum": momentum, "nesterov": nesterov,
+                "betas": [beta1, beta2], "eps": eps, "weight_decay": weight_decay,
+                "lr_scaling": None if lr_scaling == "auto" else lr_scaling}
     net = None
     if resume:
-        net, saved = _load_for_resume(resume, backend, epochs, loss=loss, init=init, dtype=dtype, seed=seed)
+        net, saved = _load_for_resume(resume, backend, epochs, activation=activation,
+                                      output_activation=output_activation, loss=loss, init=init, dtype=dtype,
+                                      seed=seed)
         recorded = saved["extra"] if isinstance(saved.get("extra"), dict) and not _given("dataset") else {}
         dataset, data_dir, test_split = _given_or_saved(
             recorded, dataset=dataset, data_dir=data_dir, test_split=test_split)
-        batch_size, lr, momentum, weight_decay = _given_or_saved(
-            saved.get("training", {}), batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        training, batch_size = _resumed_training(saved.get("training", {}), training, batch_size)
     data = load_dataset(dataset, **_data_options(data_dir, test_split))
     if net is None:
         sizes = resolve_sizes(layers, data.n_features, data.n_classes)
-        net = Network(sizes, loss=loss, init=init, backend=backend, dtype=dtype, seed=seed)
+        net = Network(sizes, activation=activation, output_activation=output_activation, loss=loss, init=init,
+                      backend=backend, dtype=dtype, seed=seed)
     else:
         sizes = _resumed_sizes(resume, net, layers, data)
     extra = {"dataset": dataset, "data_dir": data_dir, "test_split": test_split}
@@ -218,9 +259,11 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, lr, moment
         what = f"resuming {net} from {resume} after epoch {net.epochs_done}" if resume else f"training {net}"
         click.echo(f"{what} on {data.name}: {len(data.X_train)} train / {len(data.X_test)} test samples", err=True)
     started = time.perf_counter()
-    history = net.fit(data.X_train, data.y_train, epochs=epochs, batch_size=batch_size, lr=lr,
-                      momentum=momentum, weight_decay=weight_decay, validation_data=(data.X_test, data.y_test),
-                      callbacks=callbacks, progress=progress, communicator=communicator)
+    with warnings.catch_warnings():  # the epoch printer shows them as "Warning: ..." lines
+        warnings.simplefilter("ignore", TrainingWarning)
+        history = net.fit(data.X_train, data.y_train, epochs=epochs - net.epochs_done, batch_size=batch_size,
+                          validation_data=(data.X_test, data.y_test), callbacks=callbacks, progress=progress,
+                          communicator=communicator, **training)
     seconds = time.perf_counter() - started
     train_result = net.evaluate(data.X_train, data.y_train)
     logs = history.history
@@ -228,6 +271,11 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, lr, moment
     summary = {
         "dataset": data.name,
         "layers": sizes,
+        "activation": net.activation,
+        "output_activation": net.output_activation,
+        "loss": net.loss,
+        "optimizer": history.params["optimizer"],
+        "lr": history.params["lr"],
         "epochs": net.epochs_done,
         "test_accuracy": logs["val_accuracy"][-1],
         "test_loss": logs["val_loss"][-1],
@@ -238,6 +286,7 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, lr, moment
         "backend": net.backend.label,
         "dtype": net.dtype.name,
         "seed": net.seed,
+        "warnings": list(history.warnings),
     }
     if communicator is not None:
         summary.update(ranks=communicator.size, communicator=communicator.name)
@@ -263,6 +312,20 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, lr, moment
         )
 
 
+def _resumed_training(saved: dict, typed: dict, batch_size: int) -> tuple[dict, int]:
+    """The optimizer options and batch size of a resumed run: as typed, else as saved, else the defaults.
+
+    (A file of format 1 saved no optimizer and no lr scaling, but its learning rate: that
+    makes it plain SGD, as it was trained.)
+    """
+    saved = saved if isinstance(saved, dict) else {}
+    cli_names = {"betas": ("beta1", "beta2")}
+    options = {key: value if any(_given(name) for name in cli_names.get(key, (key,))) or key not in saved
+               else saved[key] for key, value in typed.items()}
+    (batch_size,) = _given_or_saved(saved, batch_size=batch_size)
+    return options, batch_size
+
+
 def _given(name: str) -> bool:
     """Whether the user typed option ``name`` of the running command (rather than leaving its default)."""
     source = click.get_current_context().get_parameter_source(name)
@@ -274,12 +337,14 @@ def _load_for_resume(path, backend, epochs, **architecture):
     from .io import load_with_metadata
 
     net, metadata = load_with_metadata(path, backend=backend)
-    saved = {"loss": net.loss, "init": net.init, "dtype": net.dtype.name, "seed": net.seed}
+    saved = {"activation": net.activation, "output_activation": net.output_activation, "loss": net.loss,
+             "init": net.init, "dtype": net.dtype.name, "seed": net.seed}
     for name, value in architecture.items():
         if _given(name) and value != saved[name]:
+            option = "--" + name.replace("_", "-")
             raise GpunnError(
-                f"--{name} {value} conflicts with {path}, which was made with --{name} {saved[name]}; "
-                f"leave --{name} out when resuming"
+                f"{option} {value} conflicts with {path}, which was made with {option} {saved[name]}; "
+                f"leave {option} out when resuming"
             )
     if net.epochs_done >= epochs:
         raise GpunnError(

@@ -1,18 +1,22 @@
 """Save a network to one ``.npz`` file and load it back, safely and completely.
 
-A model file is a NumPy ``.npz`` archive holding three arrays and nothing else:
+A model file is a NumPy ``.npz`` archive holding these arrays and nothing else:
 
 ``params``
     the flat parameter buffer (host copy, the network's dtype), laid out as
     :class:`gpunn.network.ParameterLayout` describes;
-``velocity`` (only when the optimizer uses momentum)
-    the SGD momentum buffer, same length and dtype;
+the optimizer's state (see :meth:`gpunn.optim.Optimizer.state`)
+    ``velocity`` (SGD with momentum), or ``adam_m``, ``adam_v`` (same length and dtype
+    as ``params``) and ``adam_steps`` (a 0-d int32 step count) for Adam and AdamW;
 ``metadata``
     a ``uint8`` array holding UTF-8 JSON: the format name ``"gpunn-model"`` and
-    version, the gpunn version that wrote it, the architecture (sizes, loss, init,
-    dtype, seed), ``epochs_done``, the training options, the optimizer settings, the
-    per-epoch history, and ``extra`` (whatever the caller passed, e.g. the CLI's
-    dataset name and data folder).
+    version, the gpunn version that wrote it, the architecture (sizes, activation,
+    output_activation, loss, init, dtype, seed), ``epochs_done``, the training
+    options, the optimizer's name and settings, the per-epoch history, and ``extra``
+    (whatever the caller passed, e.g. the CLI's dataset name and data folder).
+
+Format 2 added the activations and the optimizers; files of format 1 (sigmoid
+networks trained by SGD) still load and resume.
 
 Nothing in the file is ever unpickled: :func:`load` refuses pickles before NumPy
 sees them and reads the archive with ``allow_pickle=False``.  Every array is checked
@@ -22,8 +26,8 @@ against the metadata before it is used, and every problem is a one-line
 Resuming is exact.  The shuffling order of epoch ``e`` is a pure function of
 ``(seed, e)`` (see ``gpunn.train._Batches.reshuffle``), so the seed and
 ``epochs_done`` are all the random state there is; with the parameters and the
-momentum buffer restored, ``load(path).fit(X, y, epochs=E)`` produces bit for bit
-the weights of an uninterrupted run to ``E`` epochs on the same backend.
+optimizer's state restored, ``load(path).fit(X, y, epochs=k)`` produces bit for bit
+the weights of an uninterrupted run ``k`` epochs longer, on the same backend.
 
 Files are written atomically (:func:`atomic_write`): a crash or a full disk while
 saving leaves the previous file intact.
@@ -44,12 +48,15 @@ import numpy as np
 from .backend import to_numpy
 from .errors import ModelFileError
 from .network import DTYPES, INITS, Network, ParameterLayout, check_sizes
-from .ops import LOSSES
-from .optim import SGD
+from .ops import ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS, objective
+from .optim import OPTIMIZERS, make_optimizer
 from .train import History
 
 FORMAT_NAME = "gpunn-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: The optimizer state arrays a file may hold: name -> (shape is the parameters'?, dtype or None for the model's).
+STATE_ARRAYS = {"velocity": (True, None), "adam_m": (True, None), "adam_v": (True, None),
+                "adam_steps": (False, np.dtype(np.int32))}
 #: Largest metadata member accepted (a history of 100,000 epochs fits easily).
 MAX_METADATA_BYTES = 64 << 20
 #: Room for an .npy header on top of the array data itself.
@@ -114,7 +121,7 @@ def save(net: Network, path, extra=None) -> None:
     from . import __version__
 
     history = net.history
-    training = {key: history.params[key] for key in ("lr", "momentum", "weight_decay", "batch_size")
+    training = {key: history.params[key] for key in TRAINING_KEYS
                 if history is not None and key in history.params}
     optimizer = net.optimizer
     metadata = {
@@ -122,18 +129,18 @@ def save(net: Network, path, extra=None) -> None:
         "format_version": FORMAT_VERSION,
         "gpunn_version": __version__,
         "sizes": list(net.sizes),
+        "activation": net.activation,
+        "output_activation": net.output_activation,
         "loss": net.loss,
         "init": net.init,
         "dtype": net.dtype.name,
         "seed": net.seed,
         "epochs_done": net.epochs_done,
         "training": training,
-        "optimizer": None if optimizer is None else {
-            "name": "sgd", "lr": optimizer.lr, "momentum": optimizer.momentum,
-            "weight_decay": optimizer.weight_decay,
-        },
+        "optimizer": None if optimizer is None else {"name": optimizer.name, **optimizer.settings()},
         "history": None if history is None else {
             "epoch": list(history.epoch), "history": history.history, "params": history.params,
+            "warnings": list(history.warnings),
         },
         "extra": extra,
     }
@@ -145,9 +152,14 @@ def save(net: Network, path, extra=None) -> None:
         ) from None
     arrays = {"params": to_numpy(net.params).copy(),
               "metadata": np.frombuffer(text.encode("utf-8"), dtype=np.uint8)}
-    if optimizer is not None and optimizer.velocity is not None:
-        arrays["velocity"] = to_numpy(optimizer.velocity).copy()
+    if optimizer is not None:
+        arrays.update({name: to_numpy(array).copy() for name, array in optimizer.state().items()})
     atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+#: The options of the latest fit that a model file keeps, so that a resumed run uses them again.
+TRAINING_KEYS = ("batch_size", "optimizer", "lr", "momentum", "nesterov", "betas", "eps", "weight_decay",
+                 "lr_scaling")
 
 
 def _plain_number(value):
@@ -158,19 +170,19 @@ def _plain_number(value):
 
 
 # -- reading ---------------------------------------------------------------------------------
-def load(path, backend="auto") -> Network:
+def load(path, backend=None) -> Network:
     """Load a network saved by :func:`save` onto ``backend``, ready to predict or to resume training.
 
-    Restores the parameters, the optimizer (SGD with the saved settings and momentum
-    buffer), the :class:`~gpunn.train.History` and ``epochs_done``, so that
-    ``net.fit(X, y, epochs=E, <same options>)`` continues where the saved run stopped.
+    Restores the parameters, the optimizer (with its saved settings and state), the
+    :class:`~gpunn.train.History` and ``epochs_done``, so that
+    ``net.fit(X, y, epochs=k, <same options>)`` continues where the saved run stopped.
     Raises :class:`~gpunn.errors.ModelFileError` for anything that is not a sound
     gpunn model file.
     """
     return load_with_metadata(path, backend)[0]
 
 
-def load_with_metadata(path, backend="auto") -> tuple[Network, dict]:
+def load_with_metadata(path, backend=None) -> tuple[Network, dict]:
     """Like :func:`load`, and also return the file's metadata (``metadata["extra"]`` is the caller's)."""
     path = os.fspath(path)
     try:
@@ -183,7 +195,7 @@ def load_with_metadata(path, backend="auto") -> tuple[Network, dict]:
         _check_container(file.read(8), path)
         file.seek(0)
         metadata, arrays = _read_archive(file, path)
-    return _build(metadata, arrays, backend), metadata
+    return _build(metadata, arrays, backend, path), metadata
 
 
 def _read_archive(file, path: str) -> tuple[dict, dict]:
@@ -201,7 +213,7 @@ def _read_archive(file, path: str) -> tuple[dict, dict]:
             dtype = np.dtype(metadata["dtype"])
             n_params = ParameterLayout(tuple(metadata["sizes"])).size
             arrays = {}
-            for name in ("params", "velocity"):
+            for name in ("params", *STATE_ARRAYS):
                 if name in archive.files:
                     _check_member_size(archive, path, name, n_params * dtype.itemsize + NPY_HEADER_SLACK)
                     arrays[name] = archive[name]
@@ -282,18 +294,27 @@ def _parse_metadata(raw: np.ndarray, path: str) -> dict:
         check_sizes(sizes)
     except ValueError as exc:
         raise bad("sizes", f"are invalid ({exc})") from None
-    for field, allowed in (("loss", LOSSES), ("init", INITS), ("dtype", DTYPES)):
+    if version == 1:  # before activations: sigmoid everywhere
+        metadata.setdefault("activation", "sigmoid")
+        metadata.setdefault("output_activation", "sigmoid")
+    for field, allowed in (("activation", ACTIVATIONS), ("output_activation", OUTPUT_ACTIVATIONS),
+                           ("loss", LOSSES), ("init", INITS), ("dtype", DTYPES)):
         if metadata.get(field) not in allowed:
             raise bad(field, f"must be one of {', '.join(allowed)}, got {metadata.get(field)!r}")
+    try:
+        objective(metadata["output_activation"], metadata["loss"])
+    except ValueError as exc:
+        raise bad("loss", f"does not go with its output layer ({exc})") from None
     for field in ("seed", "epochs_done"):
         if not _is_int(metadata.get(field)) or metadata[field] < 0:
             raise bad(field, f"must be a non-negative integer, got {metadata.get(field)!r}")
     optimizer = metadata.get("optimizer")
-    settings = ("lr", "momentum", "weight_decay")
-    if optimizer is not None and not (
-            isinstance(optimizer, dict) and all(_is_number(optimizer.get(k)) for k in settings)
-            and optimizer["lr"] > 0 and 0 <= optimizer["momentum"] < 1 and optimizer["weight_decay"] >= 0):
-        raise bad("optimizer", f"must hold lr > 0, momentum in [0, 1) and weight_decay >= 0, got {optimizer!r}")
+    if optimizer is not None:
+        if not isinstance(optimizer, dict):
+            raise bad("optimizer", f"must be a mapping, got {optimizer!r}")
+        optimizer.setdefault("name", "sgd")
+        if optimizer["name"] not in OPTIMIZERS:
+            raise bad("optimizer", f"name must be one of {', '.join(OPTIMIZERS)}, got {optimizer['name']!r}")
     history = metadata.get("history")
     if history is not None:
         epochs = history.get("epoch") if isinstance(history, dict) else None
@@ -320,44 +341,55 @@ def _check_arrays(arrays: dict, metadata: dict, n_params: int, dtype: np.dtype, 
     if "params" not in arrays:
         raise ModelFileError(f"{path} is incomplete: it has no params array; {_REWRITE}")
     for name, array in arrays.items():
-        if array.dtype != dtype:
+        per_parameter, own_dtype = STATE_ARRAYS.get(name, (True, None))
+        want_dtype, want_shape = own_dtype or dtype, (n_params,) if per_parameter else ()
+        if array.dtype != want_dtype:
             raise ModelFileError(
-                f"{path} is inconsistent: {name} is {array.dtype} but the metadata says {dtype.name}; {_REWRITE}"
+                f"{path} is inconsistent: {name} is {array.dtype} but the metadata says {want_dtype.name}; "
+                f"{_REWRITE}"
             )
-        if array.shape != (n_params,):
+        if array.shape != want_shape:
+            need = f"{n_params} values" if per_parameter else "a single number"
             raise ModelFileError(
                 f"{path} is inconsistent: {name} has shape {array.shape} but layers {metadata['sizes']} "
-                f"need {n_params} values; {_REWRITE}"
+                f"need {need}; {_REWRITE}"
             )
-    optimizer = metadata.get("optimizer")
-    uses_momentum = optimizer is not None and optimizer["momentum"] > 0
-    if uses_momentum != ("velocity" in arrays):
-        have = "has a velocity array" if "velocity" in arrays else "has no velocity array"
-        raise ModelFileError(
-            f"{path} is inconsistent: it {have} but its optimizer momentum is "
-            f"{optimizer['momentum'] if optimizer else 'unset'}; {_REWRITE}"
-        )
 
 
-def _build(metadata: dict, arrays: dict, backend) -> Network:
+def _build(metadata: dict, arrays: dict, backend, path: str) -> Network:
     """A Network with the saved architecture, parameters, optimizer state and history."""
-    net = Network(metadata["sizes"], loss=metadata["loss"], init=metadata["init"], backend=backend,
-                  dtype=metadata["dtype"], seed=metadata["seed"])
+    net = Network(metadata["sizes"], activation=metadata["activation"],
+                  output_activation=metadata["output_activation"], loss=metadata["loss"], init=metadata["init"],
+                  backend=backend, dtype=metadata["dtype"], seed=metadata["seed"])
+    xp = net.backend.xp
     with net.backend.device():
-        net.params[...] = net.backend.xp.asarray(arrays["params"])
+        net.params[...] = xp.asarray(arrays["params"])
     net.epochs_done = metadata["epochs_done"]
     saved = metadata.get("optimizer")
     if saved is not None:
-        net.optimizer = SGD(net.backend, net.layout.size, net.dtype, saved["lr"], saved["momentum"],
-                            saved["weight_decay"])
-        if net.optimizer.velocity is not None:
-            with net.backend.device():
-                net.optimizer.velocity[...] = net.backend.xp.asarray(arrays["velocity"])
+        name = saved["name"]
+        settings = {key: value for key, value in saved.items() if key != "name"}
+        try:
+            net.optimizer = make_optimizer(name, net.backend, net.layout, net.dtype, settings)
+        except (TypeError, ValueError) as exc:
+            raise ModelFileError(f"{path} has corrupt metadata: optimizer {saved!r} ({_one_line(exc)}); "
+                                 f"{_REWRITE}") from None
+        state = net.optimizer.state()
+        present = {key for key in STATE_ARRAYS if key in arrays}
+        if present != set(state):
+            raise ModelFileError(
+                f"{path} is inconsistent: its {name} optimizer keeps {', '.join(sorted(state)) or 'no state'} "
+                f"but the file has {', '.join(sorted(present)) or 'no optimizer arrays'}; {_REWRITE}"
+            )
+        with net.backend.device():
+            for key, array in state.items():
+                array[...] = xp.asarray(arrays[key])
     saved = metadata.get("history")
     if saved is not None:
         history = History()
         history.epoch = list(saved["epoch"])
         history.history = {key: list(values) for key, values in saved["history"].items()}
         history.params = dict(saved.get("params", {}))
+        history.warnings = [str(w) for w in saved.get("warnings", [])]
         net.history = history
     return net

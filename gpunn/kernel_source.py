@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .errors import GpunnError
-from .ops import LOSSES
+from .ops import ACTIVATIONS, OBJECTIVES
 
 KERNEL_FILE = "gpunn_kernels.cu"
 HEADER_FILE = "gpunn_math.cuh"
@@ -41,11 +41,12 @@ HOST_SHIM_FILE = "host_shim.cuh"
 
 #: The kernels in ``gpunn_kernels.cu``, each exported as ``<op>_f32`` and ``<op>_f64``.
 OPS = (
-    "bias_sigmoid",
-    "sigmoid_backward",
-    "output_delta_quadratic",
-    "output_delta_cross_entropy",
+    *(f"bias_{name}" for name in (*ACTIVATIONS, "identity")),
+    *(f"{name}_backward" for name in ACTIVATIONS),
+    *(f"output_delta_{name}" for name in OBJECTIVES),
+    "softmax_columns",
     "sgd_update",
+    "adam_update",
     "gather_batch",
 )
 #: Kernels with no float type, exported under their plain name.
@@ -236,31 +237,38 @@ def _check(array, name: str, shape: tuple | None = None, dtype=None) -> None:
         raise ValueError(f"{name} must be C-contiguous (use ascontiguousarray)")
 
 
-def plan_bias_sigmoid(z, b) -> Launch:
-    """z <- sigmoid(z + b[:, None]) in place; z (units, samples), b (units,)."""
+def _check_activation(activation: str, allowed) -> None:
+    if activation not in allowed:
+        raise ValueError(f"unknown activation {activation!r}: use one of {', '.join(allowed)}")
+
+
+def plan_bias_act(z, b, activation: str) -> Launch:
+    """z <- act(z + b[:, None]) in place; z (units, samples), b (units,); act may be ``identity``."""
+    _check_activation(activation, (*ACTIVATIONS, "identity"))
     suffix = _suffix(z, b)
     rows, cols = _matrix_shape(z, "z")
     _check(z, "z")
     _check(b, "b", (rows,))
     grid = grid_for(z.size)
     _check_index_range(z.size, grid, "z")
-    return Launch("bias_sigmoid" + suffix, grid, BLOCK, (z, b, np.int32(rows), np.int32(cols)))
+    return Launch(f"bias_{activation}{suffix}", grid, BLOCK, (z, b, np.int32(rows), np.int32(cols)))
 
 
-def plan_sigmoid_backward(g, a) -> Launch:
-    """g <- g * a * (1 - a) in place."""
+def plan_act_backward(g, a, activation: str) -> Launch:
+    """g <- g * act'(z) in place, act' from the saved outputs ``a``."""
+    _check_activation(activation, ACTIVATIONS)
     suffix = _suffix(g, a)
     _check(g, "g")
     _check(a, "a", g.shape)
     grid = grid_for(g.size)
     _check_index_range(g.size, grid, "g")
-    return Launch("sigmoid_backward" + suffix, grid, BLOCK, (g, a, np.int32(g.size)))
+    return Launch(f"{activation}_backward{suffix}", grid, BLOCK, (g, a, np.int32(g.size)))
 
 
-def plan_output_delta(a, labels, delta, loss_sum, correct, loss="quadratic") -> Launch:
+def plan_output_delta(a, labels, delta, loss_sum, correct, objective="quadratic") -> Launch:
     """The output layer's delta with the loss sum and correct count: one thread per sample."""
-    if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}: use one of {LOSSES}")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}: use one of {', '.join(OBJECTIVES)}")
     suffix = _suffix(a, delta)
     rows, cols = _matrix_shape(a, "a")
     _check(a, "a")
@@ -271,18 +279,30 @@ def plan_output_delta(a, labels, delta, loss_sum, correct, loss="quadratic") -> 
     grid = grid_for(cols)
     _check_index_range(a.size, grid, "a")
     return Launch(
-        f"output_delta_{loss}{suffix}",
+        f"output_delta_{objective}{suffix}",
         grid,
         BLOCK,
         (a, labels, delta, loss_sum, correct, np.int32(rows), np.int32(cols)),
     )
 
 
-def plan_sgd_update(theta, grad, velocity, lr, inv_m, momentum=0.0, weight_decay=0.0) -> Launch:
+def plan_softmax_columns(z) -> Launch:
+    """Each column of z (one sample's logits) becomes its softmax probabilities, in place."""
+    suffix = _suffix(z)
+    rows, cols = _matrix_shape(z, "z")
+    _check(z, "z")
+    grid = grid_for(cols)
+    _check_index_range(z.size, grid, "z")
+    return Launch(f"softmax_columns{suffix}", grid, BLOCK, (z, np.int32(rows), np.int32(cols)))
+
+
+def plan_sgd_update(theta, grad, velocity, lr, inv_m, momentum=0.0, weight_decay=0.0, nesterov=False,
+                    lr_scale=None) -> Launch:
     """One SGD step over the flat buffer; ``velocity`` is passed as NULL when momentum is 0.
 
     ``lr``, ``inv_m``, ``momentum`` and ``weight_decay`` are host numbers (never device
-    arrays, whose conversion would synchronize).
+    arrays, whose conversion would synchronize); ``lr_scale`` is an optional
+    per-parameter multiplier of the step, shaped like ``theta``.
     """
     suffix = _suffix(theta, grad)
     _check(theta, "theta")
@@ -292,6 +312,11 @@ def plan_sgd_update(theta, grad, velocity, lr, inv_m, momentum=0.0, weight_decay
             raise ValueError("momentum needs a velocity buffer shaped like theta")
         _suffix(theta, velocity)
         _check(velocity, "velocity", theta.shape)
+    if nesterov and not momentum:
+        raise ValueError("Nesterov momentum needs a momentum above 0")
+    if lr_scale is not None:
+        _suffix(theta, lr_scale)
+        _check(lr_scale, "lr_scale", theta.shape)
     grid = grid_for(theta.size)
     _check_index_range(theta.size, grid, "theta")
     scalar = theta.dtype.type
@@ -303,12 +328,37 @@ def plan_sgd_update(theta, grad, velocity, lr, inv_m, momentum=0.0, weight_decay
             theta,
             grad,
             velocity if momentum else None,
+            lr_scale,
             np.int32(theta.size),
             scalar(lr),
             scalar(inv_m),
             scalar(momentum),
             scalar(weight_decay),
+            np.int32(bool(nesterov)),
         ),
+    )
+
+
+def plan_adam_update(theta, grad, m, v, step, inv_m, lr, beta1, beta2, eps, weight_decay=0.0,
+                     decoupled=False) -> Launch:
+    """One Adam/AdamW step over the flat buffer; ``step`` is a 0-d int32 device array (this step's number).
+
+    The hyper-parameters are host numbers, passed in double as PyTorch keeps them.
+    """
+    suffix = _suffix(theta, grad, m, v)
+    _check(theta, "theta")
+    for name, array in (("grad", grad), ("m", m), ("v", v)):
+        _check(array, name, theta.shape)
+    _check(step, "step", (), np.int32)
+    grid = grid_for(theta.size)
+    _check_index_range(theta.size, grid, "theta")
+    return Launch(
+        "adam_update" + suffix,
+        grid,
+        BLOCK,
+        (theta, grad, m, v, step, np.int32(theta.size), theta.dtype.type(inv_m), np.float64(lr),
+         np.float64(beta1), np.float64(beta2), np.float64(eps), np.float64(weight_decay),
+         np.int32(bool(decoupled))),
     )
 
 
@@ -330,7 +380,7 @@ def plan_gather_batch(src, labels_src, order, step, out, labels_out, batch, firs
     _check(order, "order", (n_total,), np.int64)
     _check(step, "step", (), np.int32)
     _check(labels_out, "labels_out", (cols,), np.int32)
-    if not 0 <= first and first + cols <= batch:
+    if not (0 <= first and first + cols <= batch):
         raise ValueError(f"columns {first}..{first + cols} do not fit in a batch of {batch}")
     grid = grid_for(out.size)
     _check_index_range(out.size, grid, "out")
@@ -361,21 +411,32 @@ class PlannedKernels:
     def _run(self, launch: Launch) -> None:
         raise TypeError(f"{type(self).__name__} must define _run to execute a kernel launch")
 
-    def bias_sigmoid(self, z, b) -> None:
-        """z <- sigmoid(z + b[:, None]) in place."""
-        self._run(plan_bias_sigmoid(z, b))
+    def bias_act(self, z, b, activation) -> None:
+        """z <- act(z + b[:, None]) in place."""
+        self._run(plan_bias_act(z, b, activation))
 
-    def sigmoid_backward(self, g, a, tmp=None) -> None:
-        """g <- g * a * (1 - a) in place (``tmp``, NumPy's scratch, is not needed)."""
-        self._run(plan_sigmoid_backward(g, a))
+    def act_backward(self, g, a, activation, tmp=None) -> None:
+        """g <- g * act'(z) in place, from the saved outputs ``a`` (``tmp``, NumPy's scratch, is not needed)."""
+        self._run(plan_act_backward(g, a, activation))
 
-    def output_delta(self, a, labels, delta, loss_sum, correct, loss="quadratic", targets=None):
+    def softmax_(self, z) -> None:
+        """Each column of z (logits) becomes its softmax probabilities, in place."""
+        self._run(plan_softmax_columns(z))
+
+    def output_delta(self, a, labels, delta, loss_sum, correct, objective="quadratic", targets=None):
         """The output layer's delta, added to the loss sum and correct count (``targets`` is not needed)."""
-        self._run(plan_output_delta(a, labels, delta, loss_sum, correct, loss))
+        self._run(plan_output_delta(a, labels, delta, loss_sum, correct, objective))
 
-    def sgd_update(self, theta, grad, velocity, lr, inv_m, momentum=0.0, weight_decay=0.0):
+    def sgd_update(self, theta, grad, velocity, lr, inv_m, momentum=0.0, weight_decay=0.0, nesterov=False,
+                   lr_scale=None):
         """One SGD step over the flat parameter buffer, in place (``grad`` is left unchanged)."""
-        self._run(plan_sgd_update(theta, grad, velocity, lr, inv_m, momentum, weight_decay))
+        self._run(plan_sgd_update(theta, grad, velocity, lr, inv_m, momentum, weight_decay, nesterov, lr_scale))
+
+    def adam_update(self, theta, grad, m, v, step, inv_m, lr, beta1, beta2, eps, weight_decay=0.0,
+                    decoupled=False):
+        """One Adam/AdamW step over the flat parameter buffer, in place (``grad`` is left unchanged)."""
+        self._run(plan_adam_update(theta, grad, m, v, step, inv_m, lr, beta1, beta2, eps, weight_decay,
+                                   decoupled))
 
     def gather_batch(self, src, labels_src, order, step, out, labels_out, batch, first=0):
         """Gather the batch the device counter ``step`` points at (see :func:`plan_gather_batch`)."""

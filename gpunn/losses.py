@@ -1,4 +1,4 @@
-"""The two costs a network can be trained on, as plain (allocating) reference formulas.
+"""The costs a network can be trained on, as plain (allocating) reference formulas.
 
 The training step never calls these: it uses the fused ``output_delta`` operation
 (:mod:`gpunn.ops` and the CUDA kernels), which computes the same delta together with
@@ -6,11 +6,14 @@ the loss sum and the correct-answer count in one pass.  These readable versions 
 what the fused ones are tested against, and what the docs point to.
 
 For one sample with output activations ``a``, one-hot target ``t`` and weighted
-inputs ``z`` of the output layer (``a = sigma(z)``):
+inputs ``z`` of the output layer (``a = sigma(z)`` for sigmoid outputs):
 
 * quadratic (the tutorial's): ``E = 1/2 sum (a - t)^2``, ``dE/dz = (a - t) a (1 - a)``;
-* cross-entropy: ``E = -sum [t ln a + (1 - t) ln(1 - a)]``, ``dE/dz = a - t``: the
-  sigmoid's slope cancels, so saturated wrong outputs still learn fast.
+* cross-entropy on sigmoid outputs: ``E = -sum [t ln a + (1 - t) ln(1 - a)]``,
+  ``dE/dz = a - t``: the sigmoid's slope cancels, so saturated wrong outputs still
+  learn fast;
+* softmax cross-entropy: ``p = softmax(z)``, ``E = -ln p_label``, ``dE/dz = p - t``.
+  (Its reference takes the logits ``z``, not ``p``.)
 """
 
 from __future__ import annotations
@@ -38,4 +41,13 @@ def cross_entropy(a, t):
     return -np.sum(np.log(inside)), a - t
 
 
-LOSS_FUNCTIONS = {"quadratic": quadratic, "cross_entropy": cross_entropy}
+def softmax_cross_entropy(z, t):
+    """Summed loss and dE/dz for softmax + categorical cross-entropy, from the logits ``z``."""
+    shifted = z - z.max(axis=0)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=0))
+    return -np.sum(t * log_p), np.exp(log_p) - t
+
+
+#: Reference formulas by objective (see :func:`gpunn.ops.objective`).
+LOSS_FUNCTIONS = {"quadratic": quadratic, "cross_entropy": cross_entropy,
+                  "softmax_cross_entropy": softmax_cross_entropy}

@@ -1,10 +1,12 @@
-"""The network: layers of sigmoid neurons, their parameters, forward pass and backprop.
+"""The network: layers of neurons, their parameters, forward pass and backprop.
 
 A neuron computes a weighted sum of its inputs plus a bias, ``v = sum_i x_i w_i + b``,
-and squashes it with the sigmoid, ``y = sigma(v)``.  A layer does that for many
-neurons at once and for a whole minibatch at once: with the examples as the columns
-of ``A_prev`` (units x samples), the layer's output is ``A = sigma(W^T A_prev + b)``.
-The most active node of the last layer is the network's answer.
+and squashes it with the sigmoid, ``y = sigma(v)`` (the tutorial's neuron; ``tanh``
+and ``relu`` are the other hidden activations).  A layer does that for many neurons
+at once and for a whole minibatch at once: with the examples as the columns of
+``A_prev`` (units x samples), the layer's output is ``A = f(W^T A_prev + b)``.  The
+output layer is sigmoid (the tutorial's) or softmax, and its most active node is the
+network's answer.
 
 Parameters live in ONE flat buffer (:class:`ParameterLayout`): for each layer the
 weights ``W`` (inputs x outputs, row-major) followed by the biases ``b``, so that the
@@ -16,11 +18,14 @@ Activations carry an extra row of ones (:class:`Workspace`), so the gradient of
 every ``[W; b]`` block is one product, ``[A_prev; 1] delta^T``: the bias gradient
 falls out as its last row.  On NumPy the bias is folded into the forward product
 too, ``[W; b]^T [A_prev; 1]``, which saves one pass per layer; on the GPU backends
-the forward product leaves the bias out and the fused ``bias_sigmoid`` kernel adds
-it together with the sigmoid.
+the forward product leaves the bias out and the fused ``bias_<activation>`` kernel adds
+it together with the activation.  A softmax output layer keeps its logits after the
+forward pass; the fused output delta (or :meth:`Network.predict_proba`) turns them into
+probabilities, so that the loss can be computed from the max-shifted logits.
 
-Limits: fully connected sigmoid layers only; float32 or float64; no autograd engine:
-backprop is written out layer by layer, exactly as the chain rule says.
+Limits: fully connected layers only, one activation for all hidden layers; float32 or
+float64; no autograd engine: backprop is written out layer by layer, exactly as the
+chain rule says.
 """
 
 from __future__ import annotations
@@ -31,9 +36,13 @@ import numpy as np
 
 from .backend import Backend, get_backend, to_numpy
 from .errors import DataError
-from .ops import LOSSES
+from .labels import as_labels
+from .ops import ACTIVATIONS, default_loss, objective
+from .train import fit as _fit
 
-INITS = ("normal", "scaled")
+INITS = ("normal", "scaled", "xavier", "he")
+#: The initialisation each hidden activation gets when none is given (see :class:`Network`).
+DEFAULT_INIT = {"sigmoid": "scaled", "tanh": "xavier", "relu": "he"}
 DTYPES = ("float32", "float64")
 #: Samples per forward pass in predict / evaluate.
 EVAL_CHUNK = 1024
@@ -160,53 +169,76 @@ class _StepViews:
 
     def __init__(self, network, ws: Workspace):
         blocks, acts, deltas = network.blocks, ws.acts, ws.deltas
-        #: per layer, first to last: ([W; b]^T, [A_prev; 1], Z out)
-        self.forward = [(block.T, acts[layer], acts[layer + 1][:-1]) for layer, block in enumerate(blocks)]
+        kinds = network.layer_activations
+        #: per layer, first to last: ([W; b]^T, [A_prev; 1], Z out, activation)
+        self.forward = [(block.T, acts[layer], acts[layer + 1][:-1], kinds[layer])
+                        for layer, block in enumerate(blocks)]
         #: NumPy: scratch shaped like each layer's activations (None for the inputs), the
         #: fused ops' temporaries; the kernels need none
         numpy_layout = ws.rows is not None
         self.scratch = [None] + [np.empty_like(d) if numpy_layout else None for d in deltas[1:]]
-        #: per layer, last to first: ([A_prev; 1], delta^T, gradient block out, W, delta,
-        #: delta of the layer below (None for the first layer), A_prev, scratch like A_prev)
+        #: per layer, last to first: (layer index, [A_prev; 1], delta^T, gradient block out, W,
+        #: delta, delta of the layer below (None for the first layer), A_prev, scratch like
+        #: A_prev, the activation of the layer below)
         self.backward = []
         for layer in range(len(blocks), 0, -1):
             below = deltas[layer - 1] if layer > 1 else None
-            self.backward.append((acts[layer - 1], deltas[layer].T, network.grad_blocks[layer - 1],
+            self.backward.append((layer - 1, acts[layer - 1], deltas[layer].T, network.grad_blocks[layer - 1],
                                   blocks[layer - 1][:-1], deltas[layer], below, acts[layer - 1][:-1],
-                                  self.scratch[layer - 1]))
+                                  self.scratch[layer - 1], kinds[layer - 2] if layer > 1 else None))
 
 
 class Network:
-    """A fully connected network of sigmoid layers, trained by backprop and minibatch SGD.
+    """A fully connected network, trained by backprop and minibatch gradient descent.
 
     Args:
         sizes: units per layer, input first, e.g. ``[784, 30, 10]``.
-        loss: ``"quadratic"`` (the tutorial's 1/2 (t - y)^2) or ``"cross_entropy"``.
-        init: ``"normal"`` draws every weight and bias from N(0, 1) (the tutorial's and
-            Nielsen's choice); ``"scaled"`` draws weights from N(0, 1/n_in) and biases from
-            N(0, 1), which keeps wide layers out of the sigmoid's flat tails.
-        backend: ``"auto"``, ``"numpy"``, ``"cupy"``, ``"cupy:N"`` or a Backend.
+        activation: the hidden layers' ``"sigmoid"`` (the tutorial's, default),
+            ``"tanh"`` or ``"relu"``.
+        output_activation: ``"sigmoid"`` (default: every output unit squashed on its
+            own) or ``"softmax"`` (probabilities over the classes).
+        loss: ``"quadratic"`` (the tutorial's 1/2 (t - y)^2; sigmoid outputs only) or
+            ``"cross_entropy"`` (per-unit binary on sigmoid outputs, categorical on
+            softmax); default: quadratic for sigmoid outputs, cross_entropy for softmax.
+        init: how the weights are drawn (biases: N(0, 1) for the first two, 0 for the others):
+            ``"normal"`` N(0, 1), the tutorial's and Nielsen's; ``"scaled"``
+            N(0, 1/n_in) (LeCun), which keeps wide layers out of the sigmoid's flat tails;
+            ``"xavier"`` N(0, 2/(n_in + n_out)) (Glorot and Bengio, 2010); ``"he"``
+            N(0, 2/n_in) (He et al., 2015).  Default by activation: sigmoid ``scaled``,
+            tanh ``xavier``, relu ``he`` (the same in Python and on the command line).
+        backend: ``"auto"``, ``"numpy"``, ``"cupy"``, ``"cupy:N"``, ``"emulated"`` or a
+            Backend; default ``$GPUNN_BACKEND``, else ``auto``.
         dtype: ``"float32"`` (default) or ``"float64"``.
         seed: seeds the initial weights and the shuffling; same seed, same backend,
             same result, bit for bit.
     """
 
-    def __init__(self, sizes, loss="quadratic", init="normal", backend="auto", dtype="float32", seed=0):
+    def __init__(self, sizes, activation="sigmoid", output_activation="sigmoid", loss=None, init=None,
+                 backend=None, dtype="float32", seed=0):
         self.sizes = check_sizes(sizes)
-        if loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}: use one of {', '.join(LOSSES)}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}: use one of {', '.join(ACTIVATIONS)}")
+        loss = default_loss(output_activation) if loss is None else loss
+        self.objective = objective(output_activation, loss)  # ValueError for nonsense pairs
+        init = DEFAULT_INIT[activation] if init is None else init
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}: use one of {', '.join(INITS)}")
         if str(dtype) not in DTYPES:
             raise ValueError(f"unsupported dtype {dtype!r}: use float32 or float64")
+        self.activation = activation
+        self.output_activation = output_activation
         self.loss = loss
         self.init = init
         self.dtype = np.dtype(str(dtype))
         self.seed = int(seed)
         self.backend = get_backend(backend)
         self.layout = ParameterLayout(self.sizes)
+        #: each layer's activation as its kernels know it: a softmax layer keeps its logits
+        #: (``identity``) until the output delta or :meth:`predict_proba` normalises them
+        last = "identity" if output_activation == "softmax" else output_activation
+        self.layer_activations = [activation] * (self.layout.n_layers - 1) + [last]
         #: NumPy folds the bias into the forward product and keeps samples as rows
-        #: (see :class:`Workspace`); the kernel backends add the bias in ``bias_sigmoid``.
+        #: (see :class:`Workspace`); the kernel backends add the bias in ``bias_<activation>``.
         self.fold_bias = self.backend.name == "numpy"
         self.history = None
         self.optimizer = None
@@ -224,10 +256,11 @@ class Network:
         rng = np.random.default_rng(self.seed)
         flat = np.empty(self.layout.size)
         for layer, block in enumerate(self.layout.blocks(flat)):
-            n_in = self.sizes[layer]
-            scale = 1.0 if self.init == "normal" else 1.0 / np.sqrt(n_in)
-            block[:-1] = rng.standard_normal(block[:-1].shape) * scale
-            block[-1] = rng.standard_normal(block.shape[1])
+            n_in, n_out = self.sizes[layer], self.sizes[layer + 1]
+            std = {"normal": 1.0, "scaled": 1 / np.sqrt(n_in), "xavier": np.sqrt(2 / (n_in + n_out)),
+                   "he": np.sqrt(2 / n_in)}[self.init]
+            block[:-1] = rng.standard_normal(block[:-1].shape) * std
+            block[-1] = rng.standard_normal(n_out) if self.init in ("normal", "scaled") else 0.0
         return flat
 
     def _bind_views(self) -> None:
@@ -276,42 +309,51 @@ class Network:
 
     # -- forward and backward -------------------------------------------------
     def forward(self, ws: Workspace) -> None:
-        """Feed ``ws.inputs`` through every layer; each layer's output stays in ``ws.acts``."""
+        """Feed ``ws.inputs`` through every layer; each layer's output stays in ``ws.acts``.
+
+        A softmax output layer is left holding its logits (see the module docstring).
+        """
         xp, kernels = self.backend.xp, self.backend.kernels
         if self.fold_bias:
-            sigmoid_ = kernels.sigmoid_
-            for weights_t, a_prev, z in ws.views(self).forward:
+            activate_ = kernels.activate_
+            for weights_t, a_prev, z, activation in ws.views(self).forward:
                 np.matmul(weights_t, a_prev, z)  # [W; b]^T [A_prev; 1]: weighted sums plus biases
-                sigmoid_(z)
+                activate_(z, activation)
             return
         for layer, block in enumerate(self.blocks):
             z = ws.acts[layer + 1][:-1]
             xp.matmul(block[:-1].T, ws.acts[layer][:-1], out=z)
-            kernels.bias_sigmoid(z, block[-1])
+            kernels.bias_act(z, block[-1], self.layer_activations[layer])
 
-    def backward(self, ws: Workspace, loss_sum=None, correct=None, scale=1.0) -> None:
+    def backward(self, ws: Workspace, loss_sum=None, correct=None, scale=1.0, layer_rates=None) -> None:
         """Backprop: gradients of the batch's summed loss into ``self.grads``.
 
         Uses the activations left by :meth:`forward`.  With device scalars ``loss_sum``
         and ``correct``, also adds the batch's loss and number of correct answers to
         them (the fused ``output_delta``).  Without them (the NumPy trainer, which works
         both out from the recorded outputs once per epoch) the gradients come out
-        multiplied by ``scale``.
+        multiplied by ``scale``, and each layer's by its entry of ``layer_rates`` too.
         """
         xp, kernels = self.backend.xp, self.backend.kernels
         last = self.layout.n_layers
+        views = ws.views(self)
         if loss_sum is None:
-            kernels.output_error(ws.outputs, ws.targets, ws.deltas[last], self.loss, scale, ws.views(self).scratch[-1])
+            rate = 1.0 if layer_rates is None else layer_rates[-1]
+            kernels.output_error(ws.outputs, ws.targets, ws.deltas[last], self.objective, scale * rate,
+                                 views.scratch[-1])
         else:
-            kernels.output_delta(ws.outputs, ws.labels, ws.deltas[last], loss_sum, correct, self.loss, ws.targets)
-        sigmoid_backward = kernels.sigmoid_backward
-        for a_prev, delta_t, grad, weights, delta, back, a_back, tmp in ws.views(self).backward:
+            kernels.output_delta(ws.outputs, ws.labels, ws.deltas[last], loss_sum, correct, self.objective,
+                                 ws.targets)
+        act_backward = kernels.act_backward
+        for layer, a_prev, delta_t, grad, weights, delta, back, a_back, tmp, below in views.backward:
             # [A_prev; 1] delta^T: the weight gradient, and in its last row (the ones
             # times delta) the bias gradient, from one product without a reduction.
             xp.matmul(a_prev, delta_t, out=grad)  # out= by keyword: cupy.matmul takes no positional out
-            if back is not None:  # the chain rule, one layer down: (W delta) * a(1 - a)
+            if back is not None:  # the chain rule, one layer down: (W delta) * f'(z_below)
                 xp.matmul(weights, delta, out=back)
-                sigmoid_backward(back, a_back, tmp)
+                act_backward(back, a_back, below, tmp)
+                if layer_rates is not None and layer_rates[layer - 1] != layer_rates[layer]:
+                    xp.multiply(back, back.dtype.type(layer_rates[layer - 1] / layer_rates[layer]), out=back)
 
     # -- inference --------------------------------------------------------------
     def device_samples(self, X, y=None):
@@ -322,8 +364,6 @@ class Network:
         Kernel backends: samples as columns, ``(inputs, samples)``, the layout the GPU
         gather kernel reads.  Labels become int32.
         """
-        from .train import as_labels  # local import: train imports network
-
         X_host = X if self.backend.is_gpu else to_numpy(X)
         if X_host.ndim != 2:
             raise DataError(f"X must be 2-D (samples, features), got shape {tuple(X_host.shape)}")
@@ -358,7 +398,7 @@ class Network:
             yield start, min(start + EVAL_CHUNK, n)
 
     def predict_proba(self, X) -> np.ndarray:
-        """Output activations, one row per sample (on the host)."""
+        """Output activations, one row per sample (on the host); softmax probabilities for softmax nets."""
         samples, _ = self.device_samples(X)
         n = self.sample_count(samples)
         out = np.empty((n, self.sizes[-1]), dtype=self.dtype)
@@ -367,6 +407,8 @@ class Network:
                 ws = self.workspace(stop - start)
                 ws.set_inputs(samples, start, stop)
                 self.forward(ws)
+                if self.output_activation == "softmax":
+                    self.backend.kernels.softmax_(ws.outputs)
                 out[start:stop] = to_numpy(ws.outputs).T
         return out
 
@@ -391,19 +433,18 @@ class Network:
                 ws.labels[...] = labels[start:stop]
                 self.forward(ws)
                 self.backend.kernels.output_delta(
-                    ws.outputs, ws.labels, ws.deltas[-1], loss_sum, correct, self.loss, ws.targets
+                    ws.outputs, ws.labels, ws.deltas[-1], loss_sum, correct, self.objective, ws.targets
                 )
             return {"loss": float(loss_sum) / n, "accuracy": int(correct) / n}
 
-    def fit(self, X, y, epochs=30, batch_size=10, lr=3.0, momentum=0.0, weight_decay=0.0,
-            validation_data=None, callbacks=None, shuffle=True, progress=None, communicator=None,
-            cuda_graph=True):
-        """Train by minibatch gradient descent; see :func:`gpunn.train.fit`."""
-        from .train import fit
-
-        return fit(self, X, y, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
-                   weight_decay=weight_decay, validation_data=validation_data, callbacks=callbacks,
-                   shuffle=shuffle, progress=progress, communicator=communicator, cuda_graph=cuda_graph)
+    def fit(self, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momentum=0.0, nesterov=False,
+            betas=(0.9, 0.999), eps=1e-8, weight_decay=None, lr_scaling=None, validation_data=None,
+            callbacks=None, shuffle=True, progress=None, communicator=None, cuda_graph=True):
+        """Train ``epochs`` more epochs by minibatch gradient descent; see :func:`gpunn.train.fit`."""
+        return _fit(self, X, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
+                    momentum=momentum, nesterov=nesterov, betas=betas, eps=eps, weight_decay=weight_decay,
+                    lr_scaling=lr_scaling, validation_data=validation_data, callbacks=callbacks,
+                    shuffle=shuffle, progress=progress, communicator=communicator, cuda_graph=cuda_graph)
 
     def save(self, path, extra=None) -> None:
         """Save to one ``.npz`` file, atomically; see :func:`gpunn.io.save` (``gpunn.load`` reads it back)."""
@@ -412,5 +453,6 @@ class Network:
         save(self, path, extra=extra)
 
     def __repr__(self) -> str:
-        return (f"Network(sizes={list(self.sizes)}, loss={self.loss!r}, init={self.init!r}, "
+        return (f"Network(sizes={list(self.sizes)}, activation={self.activation!r}, "
+                f"output_activation={self.output_activation!r}, loss={self.loss!r}, init={self.init!r}, "
                 f"backend={self.backend.label!r}, dtype={self.dtype.name!r})")

@@ -3,12 +3,14 @@
 One epoch: shuffle the sample order (on the device), cut it into minibatches of
 ``batch_size`` (the last, partial one is trained on, not dropped), and for each
 batch gather the samples into preallocated buffers, feed forward, backprop, and move
-every parameter downhill with one fused SGD update over the flat buffer.
+every parameter downhill with one fused optimizer update over the flat buffer.
 
 After the first step of each batch size nothing in a step allocates an array or waits
 for the device: the loss and the count of correct answers accumulate in device
 scalars that are read once per epoch.  A NaN or infinite loss then stops training
-with an error that names the epoch.
+with an error that names the epoch, and a run whose network has stopped depending on
+its input (saturated or dead units) is diagnosed within two epochs
+(:mod:`gpunn.diagnosis`): ``history.warnings``.
 """
 
 from __future__ import annotations
@@ -21,8 +23,12 @@ import warnings
 import numpy as np
 
 from .backend import to_numpy
+from .diagnosis import CollapseWatch
 from .errors import DataError, TrainingDiverged
-from .optim import SGD
+from .optim import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, OPTIMIZERS, make_optimizer, lr_scaling_rates
+
+#: Samples scored at a time at the end of a NumPy epoch (keeps the scratch memory small).
+SCORING_CHUNK = 1024
 
 
 class History:
@@ -30,13 +36,16 @@ class History:
 
     Keys: ``loss``, ``accuracy`` (training, measured during the epoch as the weights
     moved), ``val_loss`` and ``val_accuracy`` with validation data, and ``seconds``
-    (wall time of each epoch's training, device work included).
+    (wall time of each epoch's training, device work included).  ``params`` holds the
+    settings of the latest ``fit``; ``warnings`` the diagnoses of runs that stopped
+    learning (empty when all is well).
     """
 
     def __init__(self):
         self.epoch: list[int] = []
         self.history: dict[str, list[float]] = {}
         self.params: dict = {}
+        self.warnings: list[str] = []
 
     def append(self, epoch: int, logs: dict) -> None:
         self.epoch.append(epoch)
@@ -69,30 +78,6 @@ class Callback:
         """Called once after the last epoch."""
 
 
-def as_labels(y, n_classes: int) -> np.ndarray:
-    """Integer labels from integer labels or one-hot rows; DataError when out of range."""
-    y = to_numpy(y)
-    if y.ndim == 2:
-        if y.shape[1] != n_classes:
-            raise DataError(
-                f"one-hot labels have {y.shape[1]} columns but the output layer has {n_classes} units"
-            )
-        y = y.argmax(axis=1)
-    elif y.ndim != 1:
-        raise DataError(f"labels must be 1-D integers or 2-D one-hot rows, got shape {y.shape}")
-    if y.size and not np.issubdtype(y.dtype, np.integer):
-        if not np.all(np.mod(y, 1) == 0):
-            raise DataError("labels must be whole numbers (class indices)")
-    y = y.astype(np.int64)
-    if y.size and (y.min() < 0 or y.max() >= n_classes):
-        bad = y.min() if y.min() < 0 else y.max()
-        raise DataError(
-            f"label {bad} is out of range for an output layer of {n_classes} units "
-            f"(labels must be 0..{n_classes - 1}); widen the last layer"
-        )
-    return y
-
-
 def rank_share(batch: int, rank: int, ranks: int) -> tuple[int, int]:
     """The [lo, hi) part of a ``batch``-sample minibatch that ``rank`` of ``ranks`` trains on.
 
@@ -122,19 +107,19 @@ class OutputRecord:
             self.views.append(self.outputs[:, offset : offset + index.shape[0]])
             offset += index.shape[0]
 
-    def totals(self, labels, loss: str, loss_sum, correct) -> None:
+    def totals(self, labels, objective: str, loss_sum, correct) -> None:
         """Set ``loss_sum`` and ``correct`` for the recorded outputs; ``labels`` in the same order."""
-        from .network import EVAL_CHUNK
         from .ops import NumpyKernels  # a fresh one: its scratch buffers go when it goes
 
         loss_sum.fill(0)
         correct.fill(0)
         kernels, labels = NumpyKernels(), labels.astype(np.int32)
         n = self.outputs.shape[1]
-        for start in range(0, n, EVAL_CHUNK):  # in chunks: scratch memory stays small
-            stop = min(start + EVAL_CHUNK, n)
-            outputs = np.ascontiguousarray(self.outputs[:, start:stop])
-            kernels.output_delta(outputs, labels[start:stop], np.empty_like(outputs), loss_sum, correct, loss)
+        for start in range(0, n, SCORING_CHUNK):
+            stop = min(start + SCORING_CHUNK, n)
+            outputs = np.array(self.outputs[:, start:stop])  # a copy: a softmax's logits become probabilities
+            kernels.output_delta(outputs, labels[start:stop], np.empty_like(outputs), loss_sum, correct,
+                                 objective)
 
 
 class _Batches:
@@ -170,19 +155,30 @@ class _Batches:
             self.order[...] = backend.xp.random.RandomState(seed).permutation(self.n)
 
 
-def fit(network, X, y, epochs=30, batch_size=10, lr=3.0, momentum=0.0, weight_decay=0.0,
-        validation_data=None, callbacks=None, shuffle=True, progress=None, communicator=None,
-        cuda_graph=True) -> History:
-    """Train ``network`` on ``(X, y)`` by minibatch stochastic gradient descent.
+def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momentum=0.0, nesterov=False,
+        betas=(0.9, 0.999), eps=1e-8, weight_decay=None, lr_scaling=None, validation_data=None,
+        callbacks=None, shuffle=True, progress=None, communicator=None, cuda_graph=True) -> History:
+    """Train ``network`` on ``(X, y)`` for ``epochs`` more epochs of minibatch gradient descent.
+
+    Calling ``fit`` again trains further: epoch numbers count on in the History, and the
+    sample order of epoch ``k`` depends only on ``(seed, k)``, so ``fit(epochs=2)`` then
+    ``fit(epochs=3)`` gives bit for bit the weights of ``fit(epochs=5)``.
 
     Args:
         X: (samples, features) array, NumPy or CuPy.
         y: integer labels (samples,) or one-hot rows (samples, classes).
-        epochs: total epochs to reach; a network that already trained some epochs
-            (e.g. loaded from a checkpoint) continues from there.
-        batch_size: samples per minibatch (m); the step is theta -= (lr/m) sum grad.
-        lr: learning rate eta.
-        momentum, weight_decay: see :class:`gpunn.optim.SGD`.
+        epochs: how many epochs to train in this call.
+        batch_size: samples per minibatch (m); gradients are averaged over the batch.
+        optimizer: ``"sgd"`` (the tutorial's), ``"adam"`` or ``"adamw"`` (see :mod:`gpunn.optim`).
+        lr: learning rate; default 3.0 for SGD (the tutorial's eta), 0.001 for Adam/AdamW.
+        momentum, nesterov: SGD's (Nesterov) momentum.
+        betas, eps: Adam's and AdamW's moment decay rates and denominator term.
+        weight_decay: L2 for SGD and Adam, decoupled for AdamW; default 0 (AdamW: 0.01).
+        lr_scaling: ``"fan_in"`` gives each layer the step size ``lr * sqrt(64 / fan_in)``
+            (see :func:`gpunn.optim.lr_scaling_rates`) so that wide layers do not saturate;
+            ``"none"`` uses ``lr`` everywhere, step for step what ``torch.optim.SGD``
+            computes.  Default: ``fan_in`` for SGD when ``lr`` is left at its default,
+            ``none`` otherwise.  SGD only.
         validation_data: optional (X_val, y_val), evaluated after every epoch.
         callbacks: list of :class:`Callback`.
         shuffle: True (device generator), False (fixed order), or ``"host"`` (NumPy's
@@ -199,10 +195,13 @@ def fit(network, X, y, epochs=30, batch_size=10, lr=3.0, momentum=0.0, weight_de
             one.  If capturing fails, training warns and launches them one by one.
 
     Returns:
-        The network's :class:`History` (continued across resumed runs).
+        The network's :class:`History` (continued across calls and resumed runs).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if epochs < 0:
+        raise ValueError(f"epochs must be 0 or more, got {epochs}")
+    settings = optimizer_settings(network, optimizer, lr, momentum, nesterov, betas, eps, weight_decay, lr_scaling)
     backend, xp = network.backend, network.backend.xp
     samples, labels = network.device_samples(X, y)
     n = network.sample_count(samples)
@@ -212,13 +211,16 @@ def fit(network, X, y, epochs=30, batch_size=10, lr=3.0, momentum=0.0, weight_de
     if network.history is None:
         network.history = History()
     history = network.history
-    history.params = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum,
-                      "weight_decay": weight_decay, "samples": n}
+    history.params = {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, **settings,
+                      "samples": n}
+    if optimizer == "sgd":
+        history.params["lr_scaling"] = "none" if settings["layer_rates"] is None else "fan_in"
     callbacks = list(callbacks or [])
     for cb in callbacks:
         cb.network = network
-    network.optimizer = _optimizer_for(network, lr, momentum, weight_decay)
+    network.optimizer = _optimizer_for(network, optimizer, settings)
     network.stop_training = False
+    watch = CollapseWatch(network, X, y, epochs, optimizer, settings)
 
     rank, ranks = (communicator.rank, communicator.size) if communicator is not None else (0, 1)
     if batch_size < ranks:
@@ -227,6 +229,7 @@ def fit(network, X, y, epochs=30, batch_size=10, lr=3.0, momentum=0.0, weight_de
             f"use --batch-size {ranks} or more, or fewer ranks"
         )
 
+    first_epoch = network.epochs_done
     with backend.device(), _work_stream(backend) as stream:
         batches = _Batches(network, n, min(batch_size, n), shuffle, rank, ranks)
         data = (samples, labels)
@@ -241,7 +244,7 @@ def fit(network, X, y, epochs=30, batch_size=10, lr=3.0, momentum=0.0, weight_de
 
         for cb in callbacks:
             cb.on_train_begin()
-        for epoch in range(network.epochs_done, epochs):
+        for epoch in range(first_epoch, first_epoch + epochs):
             for cb in callbacks:
                 cb.on_epoch_begin(epoch)
             started = time.perf_counter()
@@ -252,18 +255,19 @@ def fit(network, X, y, epochs=30, batch_size=10, lr=3.0, momentum=0.0, weight_de
                 graphed = _capture(network, data, batches.order, batch_size, loss_sum, correct, stream)
                 use_graph = graphed is not None
             first = 0
-            if graphed is not None:
-                graphed.run_epoch(full_steps, progress, report_every)
-                first = full_steps
-            for step, (index, m) in enumerate(batches.steps[first:], start=first):
+            with np.errstate(all="ignore"):  # a diverging run is diagnosed below, not warned about per ufunc
+                if graphed is not None:
+                    graphed.run_epoch(full_steps, progress, report_every)
+                    first = full_steps
+                for step, (index, m) in enumerate(batches.steps[first:], start=first):
+                    if record is not None:
+                        numpy_train_step(network, data, index, m, record.views[step], communicator)
+                    else:
+                        train_step(network, data, index, m, loss_sum, correct, communicator)
+                    if progress is not None and step % report_every == 0:
+                        progress(step, steps)
                 if record is not None:
-                    numpy_train_step(network, data, index, m, record.views[step], communicator)
-                else:
-                    train_step(network, data, index, m, loss_sum, correct, communicator)
-                if progress is not None and step % report_every == 0:
-                    progress(step, steps)
-            if record is not None:
-                record.totals(to_numpy(labels)[batches.local_order()], network.loss, loss_sum, correct)
+                    record.totals(to_numpy(labels)[batches.local_order()], network.objective, loss_sum, correct)
             if communicator is not None:
                 communicator.allreduce_sum(loss_sum)
                 communicator.allreduce_sum(correct)
@@ -273,7 +277,7 @@ def fit(network, X, y, epochs=30, batch_size=10, lr=3.0, momentum=0.0, weight_de
             if not math.isfinite(train_loss):
                 raise TrainingDiverged(
                     f"the training loss became {train_loss} in epoch {epoch + 1}; "
-                    f"lower the learning rate (--lr, now {lr}) or use --init scaled"
+                    f"{watch.advice()}"
                 )
             logs = {"loss": train_loss, "accuracy": train_accuracy}
             if val is not None:
@@ -282,6 +286,10 @@ def fit(network, X, y, epochs=30, batch_size=10, lr=3.0, momentum=0.0, weight_de
             logs["seconds"] = seconds
             network.epochs_done = epoch + 1
             history.append(epoch, logs)
+            warning = watch.check(epoch - first_epoch, logs)
+            if warning:
+                history.warnings.append(warning)
+                warnings.warn(warning, TrainingWarning, stacklevel=2)
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)
             if network.stop_training:
@@ -289,6 +297,30 @@ def fit(network, X, y, epochs=30, batch_size=10, lr=3.0, momentum=0.0, weight_de
         for cb in callbacks:
             cb.on_train_end()
     return history
+
+
+class TrainingWarning(UserWarning):
+    """A run that goes on but has stopped learning (see :mod:`gpunn.diagnosis`)."""
+
+
+def optimizer_settings(network, optimizer, lr, momentum, nesterov, betas, eps, weight_decay, lr_scaling) -> dict:
+    """The optimizer's settings with the defaults filled in; ValueError for options it does not take."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
+    lr_given = lr is not None
+    lr = DEFAULT_LR[optimizer] if lr is None else lr
+    weight_decay = DEFAULT_WEIGHT_DECAY[optimizer] if weight_decay is None else weight_decay
+    if optimizer != "sgd":
+        if momentum or nesterov:
+            raise ValueError(f"momentum and nesterov are SGD options; {optimizer} has betas instead")
+        if lr_scaling not in (None, "none"):
+            raise ValueError(f"lr_scaling applies to SGD only, not to {optimizer}")
+        return {"lr": lr, "betas": [float(b) for b in betas], "eps": eps, "weight_decay": weight_decay}
+    if lr_scaling is None:
+        lr_scaling = "none" if lr_given else "fan_in"
+    rates = lr_scaling_rates(network.sizes, lr_scaling)
+    return {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "nesterov": bool(nesterov),
+            "layer_rates": None if lr_scaling == "none" else rates}
 
 
 def train_step(network, data, index, m, loss_sum, correct, communicator=None) -> None:
@@ -318,22 +350,23 @@ def numpy_train_step(network, data, index, m, record, communicator=None) -> None
     """:func:`train_step` for the NumPy backend, with the fewest NumPy calls per step.
 
     The outputs go to ``record`` (a view into :class:`OutputRecord`) instead of being
-    scored at once, and with plain SGD the factor eta/m rides on the output delta so
-    that the update is one subtraction.  Also no sync and no allocation.
+    scored at once, and with plain SGD the factor eta/m (times each layer's rate) rides
+    on the deltas so that the update is one subtraction.  Also no sync and no allocation.
     """
     optimizer = network.optimizer
-    scale = optimizer.lr / m if optimizer.plain else 1.0
+    plain = getattr(optimizer, "plain", False)
+    scale = optimizer.lr / m if plain else 1.0
     if index.shape[0]:
         ws = network.workspace(index.shape[0])
         data[0].take(index, 0, ws.rows, "clip")  # whole [x, 1, t] rows (see Workspace)
         network.forward(ws)
         np.copyto(record, ws.outputs)
-        network.backward(ws, scale=scale)
+        network.backward(ws, scale=scale, layer_rates=optimizer.layer_rates if plain else None)
     else:  # this rank's share of a short last batch is empty
         network.grads.fill(0)
     if communicator is not None:
         communicator.allreduce_sum(network.grads)
-    if optimizer.plain:
+    if plain:
         optimizer.step_prescaled(network.params, network.grads)
     else:
         optimizer.step(network.params, network.grads, m)
@@ -365,9 +398,9 @@ def _capture(network, data, order, batch_size, loss_sum, correct, stream):
     return graphed
 
 
-def _optimizer_for(network, lr, momentum, weight_decay) -> SGD:
-    """Reuse the network's optimizer (and its momentum state) when resuming with the same settings."""
+def _optimizer_for(network, name: str, settings: dict):
+    """Reuse the network's optimizer (and its state) when training on with the same settings."""
     existing = getattr(network, "optimizer", None)
-    if existing is not None and existing.matches(lr, momentum, weight_decay):
+    if existing is not None and existing.matches(name, settings):
         return existing
-    return SGD(network.backend, network.layout.size, network.dtype, lr, momentum, weight_decay)
+    return make_optimizer(name, network.backend, network.layout, network.dtype, settings)

@@ -19,22 +19,23 @@
 
 namespace gpunn {
 
-// z[r, c] <- sigmoid(z[r, c] + b[r]), in place.
-template <typename T>
-__device__ void bias_sigmoid(T* z, const T* b, int rows, int cols) {
+// z[r, c] <- act(z[r, c] + b[r]), in place: the layer's weighted sums become its outputs.
+template <typename T, typename Act>
+__device__ void bias_act(T* z, const T* b, int rows, int cols) {
     const int n = rows * cols;
     const int stride = gridDim.x * blockDim.x;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-        z[i] = sigmoid(z[i] + b[i / cols]);
+        z[i] = Act::apply(z[i] + b[i / cols]);
     }
 }
 
-// g[i] <- g[i] * a[i] (1 - a[i]), in place.
-template <typename T>
-__device__ void sigmoid_backward(T* g, const T* a, int n) {
+// g[i] <- g[i] * act'(z[i]), with act' taken from the saved output a[i], in place:
+// the chain rule through one layer.
+template <typename T, typename Act>
+__device__ void act_backward(T* g, const T* a, int n) {
     const int stride = gridDim.x * blockDim.x;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-        g[i] = g[i] * sigmoid_grad_from_output(a[i]);
+        g[i] = g[i] * Act::grad_from_output(a[i]);
     }
 }
 
@@ -43,8 +44,10 @@ __device__ void sigmoid_backward(T* g, const T* a, int n) {
 // it walks the rows, writes delta, adds up the column's loss in double and
 // finds the first most active row; then ONE atomicAdd of its loss to
 // *loss_sum and one of its hits to *correct.
-template <typename T, bool Quadratic>
-__device__ void output_delta(const T* a, const int* labels, T* delta, double* loss_sum,
+// Objective: 0 quadratic, 1 cross-entropy (both on sigmoid outputs),
+// 2 softmax cross-entropy (a holds the logits and receives the probabilities).
+template <typename T, int Objective>
+__device__ void output_delta(T* a, const int* labels, T* delta, double* loss_sum,
                              unsigned long long* correct, int rows, int cols) {
     const int stride = gridDim.x * blockDim.x;
     double loss = 0.0;
@@ -52,21 +55,25 @@ __device__ void output_delta(const T* a, const int* labels, T* delta, double* lo
     for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += stride) {
         const int label = labels[c];
         int best = 0;
-        T best_a = T(0);
-        for (int j = 0; j < rows; ++j) {
-            const int i = j * cols + c;
-            const T aj = a[i];
-            const T t = T(label == j ? 1 : 0);
-            if constexpr (Quadratic) {
-                delta[i] = quadratic_delta(aj, t);
-                loss += quadratic_loss(aj, t);
-            } else {
-                delta[i] = cross_entropy_delta(aj, t);
-                loss += double(cross_entropy_loss(aj, t));
-            }
-            if (j == 0 || beats_max(aj, best_a)) {
-                best = j;
-                best_a = aj;
+        if constexpr (Objective == 2) {
+            loss += double(softmax_cross_entropy(a + c, delta + c, rows, cols, label, best));
+        } else {
+            T best_a = T(0);
+            for (int j = 0; j < rows; ++j) {
+                const int i = j * cols + c;
+                const T aj = a[i];
+                const T t = T(label == j ? 1 : 0);
+                if constexpr (Objective == 0) {
+                    delta[i] = quadratic_delta(aj, t);
+                    loss += quadratic_loss(aj, t);
+                } else {
+                    delta[i] = cross_entropy_delta(aj, t);
+                    loss += double(cross_entropy_loss(aj, t));
+                }
+                if (j == 0 || beats_max(aj, best_a)) {
+                    best = j;
+                    best_a = aj;
+                }
             }
         }
         hits += (best == label) ? 1ULL : 0ULL;
@@ -75,19 +82,65 @@ __device__ void output_delta(const T* a, const int* labels, T* delta, double* lo
     atomicAdd(correct, hits);
 }
 
-// One SGD step over the flat parameter buffer (see gpunn::sgd_step).
-// velocity may be NULL when momentum == 0; grad is left unchanged.
+// Softmax over each column of z (logits -> probabilities), in place: the
+// output layer of a softmax network at prediction time.  One thread per column.
 template <typename T>
-__device__ void sgd_update(T* theta, const T* grad, T* velocity, int n, T lr, T inv_m,
-                           T momentum, T weight_decay) {
+__device__ void softmax_columns(T* z, int rows, int cols) {
+    const int stride = gridDim.x * blockDim.x;
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += stride) {
+        T z_max = z[c];
+        for (int j = 1; j < rows; ++j) {
+            if (beats_max(z[j * cols + c], z_max)) z_max = z[j * cols + c];
+        }
+        T sum = T(0);
+        for (int j = 0; j < rows; ++j) {
+            const T e = exp_(z[j * cols + c] - z_max);
+            z[j * cols + c] = e;
+            sum += e;
+        }
+        for (int j = 0; j < rows; ++j) {
+            z[j * cols + c] = z[j * cols + c] / sum;
+        }
+    }
+}
+
+// One SGD step over the flat parameter buffer (see gpunn::sgd_step).
+// velocity may be NULL when momentum == 0, lr_scale NULL when every parameter
+// takes the same step size; grad is left unchanged.
+template <typename T>
+__device__ void sgd_update(T* theta, const T* grad, T* velocity, const T* lr_scale, int n, T lr, T inv_m,
+                           T momentum, T weight_decay, int nesterov) {
     const bool use_momentum = momentum != T(0);
     const int stride = gridDim.x * blockDim.x;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
         T v = use_momentum ? velocity[i] : T(0);
-        theta[i] = sgd_step(theta[i], grad[i], v, lr, inv_m, momentum, weight_decay);
+        theta[i] = sgd_step(theta[i], grad[i], v, lr, inv_m, momentum, weight_decay, nesterov != 0,
+                            lr_scale == nullptr ? nullptr : lr_scale + i);
         if (use_momentum) {
             velocity[i] = v;
         }
+    }
+}
+
+// One Adam/AdamW step over the flat parameter buffer (see gpunn::adam_step).
+// The step number t is read from device memory (*step, already counting this
+// step), so a CUDA graph that replays this launch applies the right bias
+// corrections at every replay.  Hyper-parameters come in double, as PyTorch
+// holds them; each thread works out the same t-dependent scalars.
+template <typename T>
+__device__ void adam_update(T* theta, const T* grad, T* m, T* v, const int* step, int n, T inv_m,
+                            double lr, double beta1, double beta2, double eps, double weight_decay,
+                            int decoupled) {
+    const AdamScalars s = adam_scalars(lr, beta1, beta2, *step);
+    const T l2_decay = decoupled ? T(0) : T(weight_decay);
+    const T decoupled_factor = decoupled ? T(1.0 - lr * weight_decay) : T(1);
+    const int stride = gridDim.x * blockDim.x;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        T mi = m[i], vi = v[i];
+        theta[i] = adam_step(theta[i], grad[i], mi, vi, inv_m, T(1.0 - beta1), T(beta2), T(1.0 - beta2),
+                             T(eps), T(s.step_size), T(s.bias_correction2_sqrt), l2_decay, decoupled_factor);
+        m[i] = mi;
+        v[i] = vi;
     }
 }
 
@@ -126,27 +179,46 @@ extern "C" __global__ void advance_step(int* step) {
 
 // ---- exported entry points: <op>_f32 and <op>_f64 ---------------------------
 
+// One activation's pair of kernels: bias_<name> (forward) and <name>_backward.
+#define GPUNN_EXPORT_ACTIVATION(T, SUFFIX, NAME, ACT)                                          \
+    extern "C" __global__ void bias_##NAME##SUFFIX(T* z, const T* b, int rows, int cols) {      \
+        gpunn::bias_act<T, gpunn::ACT>(z, b, rows, cols);                                     \
+    }                                                                                         \
+    extern "C" __global__ void NAME##_backward##SUFFIX(T* g, const T* a, int n) {               \
+        gpunn::act_backward<T, gpunn::ACT>(g, a, n);                                          \
+    }
+
+#define GPUNN_EXPORT_OUTPUT_DELTA(T, SUFFIX, NAME, OBJECTIVE)                                  \
+    extern "C" __global__ void output_delta_##NAME##SUFFIX(                                    \
+        T* a, const int* labels, T* delta, double* loss_sum, unsigned long long* correct,     \
+        int rows, int cols) {                                                                 \
+        gpunn::output_delta<T, OBJECTIVE>(a, labels, delta, loss_sum, correct, rows, cols);   \
+    }
+
 #define GPUNN_EXPORT_KERNELS(T, SUFFIX)                                                       \
-    extern "C" __global__ void bias_sigmoid##SUFFIX(T* z, const T* b, int rows, int cols) {   \
-        gpunn::bias_sigmoid<T>(z, b, rows, cols);                                             \
+    GPUNN_EXPORT_ACTIVATION(T, SUFFIX, sigmoid, Sigmoid)                                      \
+    GPUNN_EXPORT_ACTIVATION(T, SUFFIX, tanh, Tanh)                                            \
+    GPUNN_EXPORT_ACTIVATION(T, SUFFIX, relu, Relu)                                            \
+    extern "C" __global__ void bias_identity##SUFFIX(T* z, const T* b, int rows, int cols) {  \
+        gpunn::bias_act<T, gpunn::Identity>(z, b, rows, cols);                                \
     }                                                                                         \
-    extern "C" __global__ void sigmoid_backward##SUFFIX(T* g, const T* a, int n) {            \
-        gpunn::sigmoid_backward<T>(g, a, n);                                                  \
-    }                                                                                         \
-    extern "C" __global__ void output_delta_quadratic##SUFFIX(                                \
-        const T* a, const int* labels, T* delta, double* loss_sum,                            \
-        unsigned long long* correct, int rows, int cols) {                                    \
-        gpunn::output_delta<T, true>(a, labels, delta, loss_sum, correct, rows, cols);        \
-    }                                                                                         \
-    extern "C" __global__ void output_delta_cross_entropy##SUFFIX(                            \
-        const T* a, const int* labels, T* delta, double* loss_sum,                            \
-        unsigned long long* correct, int rows, int cols) {                                    \
-        gpunn::output_delta<T, false>(a, labels, delta, loss_sum, correct, rows, cols);       \
+    GPUNN_EXPORT_OUTPUT_DELTA(T, SUFFIX, quadratic, 0)                                        \
+    GPUNN_EXPORT_OUTPUT_DELTA(T, SUFFIX, cross_entropy, 1)                                    \
+    GPUNN_EXPORT_OUTPUT_DELTA(T, SUFFIX, softmax_cross_entropy, 2)                            \
+    extern "C" __global__ void softmax_columns##SUFFIX(T* z, int rows, int cols) {            \
+        gpunn::softmax_columns<T>(z, rows, cols);                                             \
     }                                                                                         \
     extern "C" __global__ void sgd_update##SUFFIX(T* theta, const T* grad, T* velocity,       \
-                                                  int n, T lr, T inv_m, T momentum,           \
-                                                  T weight_decay) {                           \
-        gpunn::sgd_update<T>(theta, grad, velocity, n, lr, inv_m, momentum, weight_decay);    \
+                                                  const T* lr_scale, int n, T lr, T inv_m,    \
+                                                  T momentum, T weight_decay, int nesterov) { \
+        gpunn::sgd_update<T>(theta, grad, velocity, lr_scale, n, lr, inv_m, momentum,         \
+                             weight_decay, nesterov);                                         \
+    }                                                                                         \
+    extern "C" __global__ void adam_update##SUFFIX(                                           \
+        T* theta, const T* grad, T* m, T* v, const int* step, int n, T inv_m, double lr,      \
+        double beta1, double beta2, double eps, double weight_decay, int decoupled) {         \
+        gpunn::adam_update<T>(theta, grad, m, v, step, n, inv_m, lr, beta1, beta2, eps,       \
+                              weight_decay, decoupled);                                       \
     }                                                                                         \
     extern "C" __global__ void gather_batch##SUFFIX(                                          \
         const T* src, const int* labels_src, const long long* order, const int* step,         \

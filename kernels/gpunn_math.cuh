@@ -29,6 +29,10 @@ __host__ __device__ __forceinline__ float log_(float x) { return logf(x); }
 __host__ __device__ __forceinline__ double log_(double x) { return log(x); }
 __host__ __device__ __forceinline__ float abs_(float x) { return fabsf(x); }
 __host__ __device__ __forceinline__ double abs_(double x) { return fabs(x); }
+__host__ __device__ __forceinline__ float exp_(float x) { return expf(x); }
+__host__ __device__ __forceinline__ double exp_(double x) { return exp(x); }
+__host__ __device__ __forceinline__ float sqrt_(float x) { return sqrtf(x); }
+__host__ __device__ __forceinline__ double sqrt_(double x) { return sqrt(x); }
 
 // Floor for 1 - |a - t| inside the cross-entropy's log (ops.CROSS_ENTROPY_FLOOR).
 #define GPUNN_CROSS_ENTROPY_FLOOR 1e-12
@@ -46,6 +50,48 @@ template <typename T>
 __host__ __device__ __forceinline__ T sigmoid_grad_from_output(T a) {
     return a * (T(1) - a);
 }
+
+// ---- activations ------------------------------------------------------------
+// Each activation is a functor with
+//   apply(z):            the unit's output a = f(z);
+//   grad_from_output(a): f'(z) computed from the saved output a alone, so the
+//                        backward pass never needs the weighted sums z.
+// The kernels are templates over these (bias_act, act_backward in
+// gpunn_kernels.cu): one kernel text, one instantiation per activation.
+// Each formula performs the IEEE operations of its NumPy twin (gpunn/ops.py)
+// in the same order.
+
+struct Sigmoid {
+    template <typename T>
+    __host__ __device__ __forceinline__ static T apply(T z) { return sigmoid(z); }
+    template <typename T>
+    __host__ __device__ __forceinline__ static T grad_from_output(T a) { return sigmoid_grad_from_output(a); }
+};
+
+// tanh'(z) = 1 - tanh(z)^2 = 1 - a^2.
+struct Tanh {
+    template <typename T>
+    __host__ __device__ __forceinline__ static T apply(T z) { return tanh_(z); }
+    template <typename T>
+    __host__ __device__ __forceinline__ static T grad_from_output(T a) { return T(1) - a * a; }
+};
+
+// relu(z) = max(z, 0), NaN kept (like np.maximum); relu'(z) = 1 where a > 0, else 0.
+struct Relu {
+    template <typename T>
+    __host__ __device__ __forceinline__ static T apply(T z) { return z < T(0) ? T(0) : z; }
+    template <typename T>
+    __host__ __device__ __forceinline__ static T grad_from_output(T a) { return a > T(0) ? T(1) : T(0); }
+};
+
+// The output layer of a softmax network keeps its weighted sums (the logits):
+// the softmax itself is fused into the output-delta kernel, per sample.
+struct Identity {
+    template <typename T>
+    __host__ __device__ __forceinline__ static T apply(T z) { return z; }
+    template <typename T>
+    __host__ __device__ __forceinline__ static T grad_from_output(T) { return T(1); }
+};
 
 // Quadratic loss of one output unit: 1/2 (a - t)^2, accumulated in double.
 template <typename T>
@@ -85,23 +131,107 @@ __host__ __device__ __forceinline__ bool beats_max(T x, T m) {
     return x > m || (x != x && m == m);
 }
 
-// One SGD step of one parameter, returning the new theta:
+// Softmax cross-entropy of one sample, fused: its K logits z (one column of the
+// output layer, stride `stride` apart in memory) become the probabilities
+// p = softmax(z) in place, delta = p - t is written, and the sample's loss
+// -log p_label = log(sum_j exp(z_j - max)) - (z_label - max) is returned,
+// computed from the max-shifted logits so that it is finite for any finite z.
+// `best` receives the first most probable class (np.argmax's rules).
+// The twin (ops.NumpyKernels.output_delta) performs the same operations in
+// the same order: shift, exp, a sequential sum over the classes, divide.
+template <typename T>
+__host__ __device__ inline T softmax_cross_entropy(T* z, T* delta, int rows, long long stride, int label,
+                                                   int& best) {
+    T z_max = z[0];
+    for (int j = 1; j < rows; ++j) {
+        const T zj = z[j * stride];
+        if (beats_max(zj, z_max)) z_max = zj;
+    }
+    const T shifted_label = z[(long long)label * stride] - z_max;
+    T sum = T(0);
+    for (int j = 0; j < rows; ++j) {
+        const T e = exp_(z[j * stride] - z_max);
+        z[j * stride] = e;
+        sum += e;
+    }
+    best = 0;
+    T best_p = T(0);
+    for (int j = 0; j < rows; ++j) {
+        const long long i = j * stride;
+        const T p = z[i] / sum;
+        z[i] = p;
+        delta[i] = p - T(label == j ? 1 : 0);
+        if (j == 0 || beats_max(p, best_p)) {
+            best = j;
+            best_p = p;
+        }
+    }
+    return log_(sum) - shifted_label;
+}
+
+// One SGD step of one parameter, returning the new theta (torch.optim.SGD's
+// arithmetic, dampening 0):
 //   g = grad * inv_m + weight_decay * theta   (decay term skipped when 0, as in
 //       the twin, so a non-finite theta does not turn 0 * theta into NaN)
-//   with momentum: v = momentum * v + g; theta - lr * v
-//   without:       theta - lr * g             (v is neither read nor written)
+//   with momentum: v = momentum * v + g; g = v, or with Nesterov g = g + momentum * v
+//   step = lr * g, times the parameter's own rate multiplier when there is one
+//   (lr_scale, the per-layer step sizes); theta - step
+// v is neither read nor written without momentum.
 template <typename T>
-__host__ __device__ __forceinline__ T sgd_step(T theta, T grad, T& v, T lr, T inv_m,
-                                               T momentum, T weight_decay) {
+__host__ __device__ __forceinline__ T sgd_step(T theta, T grad, T& v, T lr, T inv_m, T momentum,
+                                               T weight_decay, bool nesterov, const T* lr_scale) {
     T g = grad * inv_m;
     if (weight_decay != T(0)) {
         g += weight_decay * theta;
     }
     if (momentum != T(0)) {
         v = momentum * v + g;
-        g = v;
+        g = nesterov ? g + momentum * v : v;
     }
-    return theta - lr * g;
+    T step = lr * g;
+    if (lr_scale != nullptr) {
+        step *= *lr_scale;
+    }
+    return theta - step;
+}
+
+// The scalars of one Adam step that depend on the step number t (1, 2, ...),
+// computed in double exactly as torch.optim.Adam computes them in Python:
+// step_size = lr / (1 - beta1^t), bias_correction2_sqrt = sqrt(1 - beta2^t).
+struct AdamScalars {
+    double step_size;
+    double bias_correction2_sqrt;
+};
+
+__host__ __device__ inline AdamScalars adam_scalars(double lr, double beta1, double beta2, int t) {
+    AdamScalars s;
+    s.step_size = lr / (1.0 - pow(beta1, double(t)));
+    s.bias_correction2_sqrt = sqrt(1.0 - pow(beta2, double(t)));
+    return s;
+}
+
+// One Adam / AdamW step of one parameter (torch.optim.Adam/AdamW,
+// _single_tensor_adam, amsgrad off), returning the new theta:
+//   g = grad * inv_m (+ l2_decay * theta: Adam's weight decay, an L2 term)
+//   theta = theta * decoupled_factor      (AdamW: 1 - lr * weight_decay; else 1, skipped)
+//   m = m + (1 - beta1) (g - m)            (torch's lerp_)
+//   v = v beta2 + (1 - beta2) g^2
+//   theta - step_size * m / (sqrt(v) / bias_correction2_sqrt + eps)
+template <typename T>
+__host__ __device__ __forceinline__ T adam_step(T theta, T grad, T& m, T& v, T inv_m, T one_minus_beta1,
+                                                T beta2, T one_minus_beta2, T eps, T step_size,
+                                                T bias_correction2_sqrt, T l2_decay, T decoupled_factor) {
+    T g = grad * inv_m;
+    if (l2_decay != T(0)) {
+        g += l2_decay * theta;
+    }
+    if (decoupled_factor != T(1)) {
+        theta *= decoupled_factor;
+    }
+    m = m + one_minus_beta1 * (g - m);
+    v = v * beta2 + one_minus_beta2 * g * g;
+    const T denom = sqrt_(v) / bias_correction2_sqrt + eps;
+    return theta - step_size * (m / denom);
 }
 
 }  // namespace gpunn

@@ -53,8 +53,9 @@ def train(run: dict, communicator, backend: str, data):
         net = load(run["load"], backend=backend)
     else:
         net = Network(SIZES, init="scaled", backend=backend, dtype=run["dtype"], seed=SEED)
-    net.fit(data.X_train, data.y_train, epochs=run["epochs"], batch_size=run["batch_size"], lr=3.0,
-            momentum=run.get("momentum", 0.0), callbacks=[Fault(communicator.rank)], communicator=communicator)
+    net.fit(data.X_train, data.y_train, epochs=run["epochs"] - net.epochs_done, batch_size=run["batch_size"],
+            lr=3.0, momentum=run.get("momentum", 0.0), callbacks=[Fault(communicator.rank)],
+            communicator=communicator)
     return net
 
 

@@ -3,16 +3,24 @@
 import numpy as np
 
 from gpunn.losses import LOSS_FUNCTIONS, one_hot
-from gpunn.ops import sigmoid
+from gpunn.ops import REFERENCE_ACTIVATIONS
+
+
+def reference_outputs(net, X):
+    """The network's outputs (classes, samples) by the plain, allocating formulas (float64)."""
+    a = np.asarray(X, dtype=np.float64).T
+    weights = net.get_weights()
+    layers = list(zip(weights[::2], weights[1::2]))
+    for layer, (W, b) in enumerate(layers):
+        z = W.T.astype(np.float64) @ a + b.astype(np.float64)[:, None]
+        kind = net.activation if layer < len(layers) - 1 else net.output_activation
+        a = z if kind == "softmax" else REFERENCE_ACTIVATIONS[kind][0](z)
+    return a
 
 
 def reference_loss(net, X, y):
     """Summed loss of ``net`` on (X, y) by the plain, allocating formulas (float64)."""
-    a = np.asarray(X, dtype=np.float64).T
-    weights = net.get_weights()
-    for W, b in zip(weights[::2], weights[1::2]):
-        a = sigmoid(W.T.astype(np.float64) @ a + b.astype(np.float64)[:, None])
-    loss, _ = LOSS_FUNCTIONS[net.loss](a, one_hot(y, net.sizes[-1]))
+    loss, _ = LOSS_FUNCTIONS[net.objective](reference_outputs(net, X), one_hot(y, net.sizes[-1]))
     return loss
 
 

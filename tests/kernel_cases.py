@@ -12,14 +12,22 @@ Test modules import this file by name: tests/ has no ``__init__.py``, so pytest'
 
 Tolerances (one place, with their reasons):
 
-* ``sigmoid``: the host and NumPy compute ``0.5*tanh(0.5*z) + 0.5`` with the same
-  operations, but glibc's ``tanhf``/``tanh`` and NumPy's own (SIMD) tanh differ by up to
-  one ulp (measured: at most 1 eps of absolute difference over 800k samples); CUDA
-  documents ``tanhf`` to 2 ulp.  Outputs lie in [0, 1], so the check is absolute:
-  ``atol = 4 eps`` (4.8e-7 in float32, 8.9e-16 in float64).
-* ``exact``: ``sigmoid_backward`` and both deltas do the same IEEE multiplications and
-  subtractions in the same order as the twin (no library function, nothing to contract
-  into an FMA), so they must agree to the last bit.
+* ``sigmoid``, ``tanh``: the host and NumPy compute ``0.5*tanh(0.5*z) + 0.5`` (``tanh(z)``)
+  with the same operations, but glibc's ``tanhf``/``tanh`` and NumPy's own (SIMD) tanh
+  differ by up to one ulp (measured: at most 1 eps of absolute difference over 800k
+  samples); CUDA documents ``tanhf`` to 2 ulp.  Outputs lie in [-1, 1], so the check is
+  absolute: ``atol = 4 eps`` (4.8e-7 in float32, 8.9e-16 in float64).  ``relu`` and
+  ``identity`` (one comparison, one addition) must agree to the last bit.
+* ``exact``: every ``<activation>_backward`` and the sigmoid outputs' deltas do the same
+  IEEE multiplications and subtractions in the same order as the twin (no library
+  function, nothing to contract into an FMA), so they must agree to the last bit.
+* ``softmax``: ``exp`` (glibc against NumPy's SIMD exp, 1-2 ulp; CUDA's ``expf`` 2 ulp)
+  feeds the sum and the quotients, and the kernel adds the K classes up one after the
+  other where NumPy may sum a contiguous column pairwise (a relative error of up to
+  K eps between them), so probabilities and deltas (in [-1, 1]) are compared absolutely
+  at ``atol = (8 + K) eps``, the loss as ``loss`` below.
+* ``adam``: the bias corrections use ``pow`` in double on both sides; each of the step's
+  roundings is half an ulp of its term, ``atol = 8 eps * (max|theta| + max|step|)``.
 * ``loss``: the per-element terms agree to an ulp of T (``logf`` vs NumPy's log; the
   quadratic twin sums in T with BLAS ``dot``), and both sides add them up in a different
   order.  float32: ``rtol = 1e-5``; float64: ``rtol = 1e-12`` (worst case n*eps for
@@ -42,7 +50,7 @@ import pytest
 
 from gpunn import kernel_source
 from gpunn.backend import to_numpy
-from gpunn.ops import LOSSES, NumpyKernels, sigmoid
+from gpunn.ops import ACTIVATIONS, OBJECTIVES, REFERENCE_ACTIVATIONS, NumpyKernels, sigmoid
 
 SHAPES = [(1, 1), (3, 257), (10, 1000), (1, 4096), (4096, 1)]
 SHAPE_IDS = [f"{r}x{c}" for r, c in SHAPES]
@@ -52,7 +60,15 @@ SGD_MODES = {
     "momentum": dict(momentum=0.9, weight_decay=0.0),
     "weight_decay": dict(momentum=0.0, weight_decay=1e-3),
     "momentum+weight_decay": dict(momentum=0.5, weight_decay=5e-4),
+    "nesterov": dict(momentum=0.9, weight_decay=1e-3, nesterov=True),
 }
+ADAM_MODES = {
+    "adam": dict(weight_decay=0.0, decoupled=False),
+    "adam+l2": dict(weight_decay=1e-2, decoupled=False),
+    "adamw": dict(weight_decay=1e-2, decoupled=True),
+}
+#: Absolute tolerance of each forward activation, in units of eps (see the module docstring).
+ACTIVATION_ATOL = {"sigmoid": 4, "tanh": 4, "relu": 0, "identity": 0}
 
 
 def missing_tool(reason: str) -> None:
@@ -77,15 +93,26 @@ def assert_exact(actual, expected, what=""):
 LOSS_RTOL = {np.float32: 1e-5, np.float64: 1e-12}
 
 
-def activations(rng, shape, dtype) -> np.ndarray:
-    """Sigmoid outputs spread over (0, 1), with a few exact 0s and 1s and some tied maxima."""
-    a = sigmoid(rng.normal(scale=3.0, size=shape)).astype(dtype)
+def activations(rng, shape, dtype, activation="sigmoid") -> np.ndarray:
+    """Outputs of ``activation`` over its range, with exact 0s (and 1s) and some tied maxima."""
+    a = REFERENCE_ACTIVATIONS[activation][0](rng.normal(scale=3.0, size=shape)).astype(dtype)
     rows, cols = shape
     if rows > 1 and cols > 2:
         a[0, ::3] = 1.0  # saturated outputs: cross-entropy hits its floor where t = 0
         a[rows - 1, ::3] = 1.0  # ... and ties with row 0: argmax must pick row 0
         a[:, 1::5] = 0.0  # whole columns of zeros: ties everywhere, argmax is 0
     return a
+
+
+def logits(rng, shape, dtype) -> np.ndarray:
+    """Output-layer weighted sums for a softmax: wide spread, some huge, some tied."""
+    z = rng.normal(scale=6.0, size=shape).astype(dtype)
+    rows, cols = shape
+    if rows > 1 and cols > 2:
+        z[0, ::4] = 800.0  # exp would overflow without the max shift
+        z[rows - 1, ::4] = 800.0  # ... and a tie: argmax must pick row 0
+        z[:, 2::7] = -300.0  # whole columns equal: uniform probabilities, argmax 0
+    return z
 
 
 class KernelParity:
@@ -103,23 +130,24 @@ class KernelParity:
     # -- forward ------------------------------------------------------------------
     @pytest.mark.parametrize("dtype", DTYPES)
     @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
-    def test_bias_sigmoid(self, kernels, xp, numpy_kernels, rng, shape, dtype):
+    @pytest.mark.parametrize("activation", (*ACTIVATIONS, "identity"))
+    def test_bias_act(self, kernels, xp, numpy_kernels, rng, activation, shape, dtype):
         z = rng.normal(scale=4.0, size=shape).astype(dtype)
         b = rng.normal(size=shape[0]).astype(dtype)
         expected = z.copy()
-        numpy_kernels.bias_sigmoid(expected, b)
+        numpy_kernels.bias_act(expected, b, activation)
         z_dev = xp.array(z)
-        kernels.bias_sigmoid(z_dev, xp.array(b))
-        assert_close(z_dev, expected, atol=4 * eps(dtype), what="sigmoid")
+        kernels.bias_act(z_dev, xp.array(b), activation)
+        assert_close(z_dev, expected, atol=ACTIVATION_ATOL[activation] * eps(dtype), what=activation)
 
     @pytest.mark.parametrize("dtype", DTYPES)
     def test_bias_sigmoid_saturates_without_nan(self, kernels, xp, numpy_kernels, dtype):
         z = np.array([[-1e4, -200.0, -20.0, 0.0, 1.5, -3.0, 20.0, 200.0, 1e4]], dtype)
         b = np.zeros(1, dtype)
         expected = z.copy()
-        numpy_kernels.bias_sigmoid(expected, b)
+        numpy_kernels.bias_act(expected, b, "sigmoid")
         z_dev = xp.array(z)
-        kernels.bias_sigmoid(z_dev, xp.array(b))
+        kernels.bias_act(z_dev, xp.array(b), "sigmoid")
         got = to_numpy(z_dev)
         assert not np.isnan(got).any()
         assert got[0, 0] == 0.0 and got[0, 1] == 0.0
@@ -127,38 +155,79 @@ class KernelParity:
         assert got[0, 3] == 0.5
         assert_close(got, expected, atol=4 * eps(dtype), what="sigmoid")
 
-    # -- backward -----------------------------------------------------------------
     @pytest.mark.parametrize("dtype", DTYPES)
-    @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
-    def test_sigmoid_backward(self, kernels, xp, numpy_kernels, rng, shape, dtype):
-        g = rng.normal(size=shape).astype(dtype)
-        a = activations(rng, shape, dtype)
-        expected = g.copy()
-        numpy_kernels.sigmoid_backward(expected, a)
-        g_dev = xp.array(g)
-        kernels.sigmoid_backward(g_dev, xp.array(a))
-        assert_exact(g_dev, expected, "g * a(1 - a)")
+    def test_relu_keeps_nan_and_zeroes_negatives(self, kernels, xp, numpy_kernels, dtype):
+        z = np.array([[-1e30, -1.0, -0.0, 0.0, 2.5, np.nan, np.inf, -np.inf]], dtype)
+        expected = z.copy()
+        numpy_kernels.bias_act(expected, np.zeros(1, dtype), "relu")
+        z_dev = xp.array(z)
+        kernels.bias_act(z_dev, xp.zeros(1, dtype), "relu")
+        assert_exact(z_dev, expected, "relu")
+        assert np.isnan(to_numpy(z_dev)[0, 5])
 
     @pytest.mark.parametrize("dtype", DTYPES)
     @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
-    @pytest.mark.parametrize("loss", LOSSES)
-    def test_output_delta(self, kernels, xp, numpy_kernels, rng, loss, shape, dtype):
-        a = activations(rng, shape, dtype)
+    def test_softmax_columns(self, kernels, xp, numpy_kernels, rng, shape, dtype):
+        z = logits(rng, shape, dtype)
+        expected = z.copy()
+        numpy_kernels.softmax_(expected)
+        z_dev = xp.array(z)
+        kernels.softmax_(z_dev)
+        assert_close(z_dev, expected, atol=(8 + shape[0]) * eps(dtype), what="softmax")
+        np.testing.assert_allclose(to_numpy(z_dev).sum(axis=0), 1.0, rtol=shape[0] * 4 * eps(dtype))
+
+    # -- backward -----------------------------------------------------------------
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+    @pytest.mark.parametrize("activation", ACTIVATIONS)
+    def test_act_backward(self, kernels, xp, numpy_kernels, rng, activation, shape, dtype):
+        g = rng.normal(size=shape).astype(dtype)
+        a = activations(rng, shape, dtype, activation)
+        expected = g.copy()
+        numpy_kernels.act_backward(expected, a, activation)
+        g_dev = xp.array(g)
+        kernels.act_backward(g_dev, xp.array(a), activation)
+        assert_exact(g_dev, expected, f"g * {activation}'")
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+    @pytest.mark.parametrize("objective", OBJECTIVES)
+    def test_output_delta(self, kernels, xp, numpy_kernels, rng, objective, shape, dtype):
+        softmax = objective == "softmax_cross_entropy"
+        a = logits(rng, shape, dtype) if softmax else activations(rng, shape, dtype)
         labels = rng.integers(0, shape[0], size=shape[1]).astype(np.int32)
         # Nonzero starting totals: the kernel must add to them, not overwrite them.
-        expected = self._output_delta(numpy_kernels, np, a, labels, loss)
-        actual = self._output_delta(kernels, xp, a, labels, loss)
-        assert_exact(actual[0], expected[0], "delta")
+        expected = self._output_delta(numpy_kernels, np, a, labels, objective)
+        actual = self._output_delta(kernels, xp, a, labels, objective)
+        if softmax:
+            atol = (8 + shape[0]) * eps(dtype)
+            assert_close(actual[0], expected[0], atol=atol, what="delta")
+            assert_close(actual[3], expected[3], atol=atol, what="probabilities")
+            assert np.isfinite(actual[1]), "the log-sum-exp loss must stay finite"
+        else:
+            assert_exact(actual[0], expected[0], "delta")
         assert_close(actual[1], expected[1], rtol=LOSS_RTOL[dtype], what="loss_sum")
         assert int(actual[2]) == int(expected[2]), "correct"
 
     @staticmethod
-    def _output_delta(kernels, xp, a, labels, loss, start_loss=1.5, start_correct=7):
+    def _output_delta(kernels, xp, a, labels, objective, start_loss=1.5, start_correct=7):
+        """(delta, loss sum, correct count, outputs afterwards) from one output_delta call."""
         delta = xp.full(a.shape, np.nan, a.dtype)
         loss_sum = xp.array(np.array(start_loss, np.float64))
         correct = xp.array(np.array(start_correct, np.int64))
-        kernels.output_delta(xp.array(a), xp.array(labels), delta, loss_sum, correct, loss=loss)
-        return to_numpy(delta), float(to_numpy(loss_sum)), int(to_numpy(correct))
+        outputs = xp.array(a)
+        kernels.output_delta(outputs, xp.array(labels), delta, loss_sum, correct, objective)
+        return to_numpy(delta), float(to_numpy(loss_sum)), int(to_numpy(correct)), to_numpy(outputs)
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    def test_softmax_loss_is_exact_for_extreme_logits(self, kernels, xp, numpy_kernels, dtype):
+        # The label's probability underflows to 0, yet the loss is the true -log p = 1000.
+        z = np.array([[1000.0, 0.0], [0.0, 0.0]], dtype)  # columns: samples
+        labels = np.array([1, 0], np.int32)
+        delta, loss, correct, p = self._output_delta(kernels, xp, z, labels, "softmax_cross_entropy", 0.0, 0)
+        assert loss == pytest.approx(1000.0 + np.log(2.0), rel=1e-6)
+        assert correct == 1  # sample 1 ties at 0.5/0.5: the first class wins, and it is its label
+        assert_close(p, np.array([[1.0, 0.5], [0.0, 0.5]]), atol=4 * eps(dtype), what="probabilities")
 
     @pytest.mark.parametrize("dtype", DTYPES)
     def test_forward_then_output_delta(self, kernels, xp, numpy_kernels, rng, dtype):
@@ -168,10 +237,10 @@ class KernelParity:
         b = rng.normal(size=shape[0]).astype(dtype)
         labels = rng.integers(0, shape[0], size=shape[1]).astype(np.int32)
         a_ref = z.copy()
-        numpy_kernels.bias_sigmoid(a_ref, b)
+        numpy_kernels.bias_act(a_ref, b, "sigmoid")
         expected = self._output_delta(numpy_kernels, np, a_ref, labels, "quadratic")
         a_dev = xp.array(z)
-        kernels.bias_sigmoid(a_dev, xp.array(b))
+        kernels.bias_act(a_dev, xp.array(b), "sigmoid")
         actual = self._output_delta(kernels, xp, to_numpy(a_dev), labels, "quadratic")
         assert_close(actual[0], expected[0], atol=8 * eps(dtype), what="chained delta")
         assert_close(actual[1], expected[1], rtol=LOSS_RTOL[dtype], what="chained loss")
@@ -180,17 +249,20 @@ class KernelParity:
     @pytest.mark.parametrize("dtype", DTYPES)
     @pytest.mark.parametrize("size", [1, 771, 10_000, 4096])
     @pytest.mark.parametrize("mode", SGD_MODES)
-    def test_sgd_update(self, kernels, xp, numpy_kernels, rng, mode, size, dtype):
+    @pytest.mark.parametrize("scaled", [False, True], ids=["one-rate", "per-layer-rates"])
+    def test_sgd_update(self, kernels, xp, numpy_kernels, rng, scaled, mode, size, dtype):
         hyper = SGD_MODES[mode]
         theta = rng.normal(size=size).astype(dtype)
         grad = rng.normal(scale=10.0, size=size).astype(dtype)
         velocity = rng.normal(scale=0.1, size=size).astype(dtype)
+        lr_scale = rng.uniform(0.1, 1.0, size=size).astype(dtype) if scaled else None
         lr, inv_m = 0.3, 1.0 / 32
 
         theta_ref, velocity_ref = theta.copy(), velocity.copy()
-        numpy_kernels.sgd_update(theta_ref, grad.copy(), velocity_ref, lr, inv_m, **hyper)
+        numpy_kernels.sgd_update(theta_ref, grad.copy(), velocity_ref, lr, inv_m, lr_scale=lr_scale, **hyper)
         theta_dev, velocity_dev = xp.array(theta), xp.array(velocity)
-        kernels.sgd_update(theta_dev, xp.array(grad), velocity_dev, lr, inv_m, **hyper)
+        kernels.sgd_update(theta_dev, xp.array(grad), velocity_dev, lr, inv_m,
+                           lr_scale=None if lr_scale is None else xp.array(lr_scale), **hyper)
 
         scale = np.abs(theta).max() + np.abs(theta - theta_ref).max()
         assert_close(theta_dev, theta_ref, atol=4 * eps(dtype) * scale, what="theta")
@@ -210,6 +282,29 @@ class KernelParity:
             assert_close(theta_dev, theta_ref, atol=4 * eps(dtype) * 2 * np.abs(theta).max(), what="theta")
         assert np.isnan(to_numpy(poisoned_velocity)).all(), "velocity was written with momentum 0"
 
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("size", [1, 771, 10_000])
+    @pytest.mark.parametrize("mode", ADAM_MODES)
+    def test_adam_update(self, kernels, xp, numpy_kernels, rng, mode, size, dtype):
+        hyper = dict(lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, **ADAM_MODES[mode])
+        theta = rng.normal(size=size).astype(dtype)
+        m = np.zeros(size, dtype)
+        v = np.zeros(size, dtype)
+        theta_dev, m_dev, v_dev = xp.array(theta), xp.array(m), xp.array(v)
+        step, step_dev = np.zeros((), np.int32), xp.zeros((), np.int32)
+        for _ in range(3):  # three steps: the bias corrections change with the step number
+            grad = rng.normal(scale=10.0, size=size).astype(dtype)
+            before = theta.copy()
+            numpy_kernels.advance_step(step)
+            numpy_kernels.adam_update(theta, grad.copy(), m, v, step, 1.0 / 16, **hyper)
+            kernels.advance_step(step_dev)
+            kernels.adam_update(theta_dev, xp.array(grad), m_dev, v_dev, step_dev, 1.0 / 16, **hyper)
+            scale = np.abs(before).max() + np.abs(theta - before).max()
+            assert_close(theta_dev, theta, atol=8 * eps(dtype) * scale, what="theta")
+            assert_close(m_dev, m, atol=8 * eps(dtype) * np.abs(m).max(), what="m")
+            assert_close(v_dev, v, atol=8 * eps(dtype) * np.abs(v).max(), what="v")
+        assert int(to_numpy(step_dev)) == 3
+
     # -- launch shapes and argument checks ------------------------------------------
     def test_grid_stride_loops_cover_more_elements_than_threads(
         self, kernels, xp, numpy_kernels, rng, monkeypatch
@@ -219,16 +314,16 @@ class KernelParity:
         z = rng.normal(size=shape).astype(dtype)
         b = rng.normal(size=shape[0]).astype(dtype)
         expected = z.copy()
-        numpy_kernels.bias_sigmoid(expected, b)
+        numpy_kernels.bias_act(expected, b, "sigmoid")
         z_dev = xp.array(z)
-        kernels.bias_sigmoid(z_dev, xp.array(b))
+        kernels.bias_act(z_dev, xp.array(b), "sigmoid")
         assert_close(z_dev, expected, atol=4 * eps(dtype), what="sigmoid")
 
         g = rng.normal(size=shape).astype(dtype)
         expected_g = g.copy()
-        numpy_kernels.sigmoid_backward(expected_g, expected)
+        numpy_kernels.act_backward(expected_g, expected, "sigmoid")
         g_dev = xp.array(g)
-        kernels.sigmoid_backward(g_dev, xp.array(expected))
+        kernels.act_backward(g_dev, xp.array(expected), "sigmoid")
         assert_exact(g_dev, expected_g, "g * a(1 - a)")
 
         a = activations(rng, (3, 2000), dtype)
@@ -276,16 +371,20 @@ class KernelParity:
     def test_bad_arguments_are_refused(self, kernels, xp):
         z32 = xp.zeros((2, 3), np.float32)
         with pytest.raises(TypeError):
-            kernels.bias_sigmoid(xp.zeros((2, 3), np.int32), xp.zeros(2, np.int32))
+            kernels.bias_act(xp.zeros((2, 3), np.int32), xp.zeros(2, np.int32), "sigmoid")
         with pytest.raises(TypeError):
-            kernels.bias_sigmoid(z32, xp.zeros(2, np.float64))
+            kernels.bias_act(z32, xp.zeros(2, np.float64), "relu")
         with pytest.raises(ValueError):
-            kernels.bias_sigmoid(z32, xp.zeros(3, np.float32))
+            kernels.bias_act(z32, xp.zeros(3, np.float32), "tanh")
         with pytest.raises(ValueError):
-            kernels.sigmoid_backward(z32.T, xp.zeros((3, 2), np.float32))  # not C-contiguous
+            kernels.bias_act(z32, xp.zeros(2, np.float32), "swish")
+        with pytest.raises(ValueError):
+            kernels.act_backward(z32.T, xp.zeros((3, 2), np.float32), "sigmoid")  # not C-contiguous
         with pytest.raises(ValueError):
             kernels.output_delta(z32, xp.zeros(3, np.int32), z32.copy(), xp.zeros((), np.float64),
-                                 xp.zeros((), np.int64), loss="hinge")
+                                 xp.zeros((), np.int64), "hinge")
+        with pytest.raises(ValueError):
+            kernels.sgd_update(xp.zeros(4, np.float32), xp.zeros(4, np.float32), None, 0.1, 1.0, nesterov=True)
         with pytest.raises(TypeError):
             kernels.output_delta(z32, xp.zeros(3, np.int64), z32.copy(), xp.zeros((), np.float64),
                                  xp.zeros((), np.int64))

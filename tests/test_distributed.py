@@ -79,10 +79,11 @@ def gpunn_train(mpiexec, ranks, *options):
 
 
 def reference(dtype, batch_size, epochs, momentum=0.0, start=None) -> Network:
-    """The single-process run the distributed runs must reproduce."""
+    """The single-process run the distributed runs must reproduce (``epochs`` in total, counting ``start``'s)."""
     data = load_dataset("digits")
     net = start or Network(SIZES, init="scaled", backend="numpy", dtype=dtype, seed=SEED)
-    net.fit(data.X_train, data.y_train, epochs=epochs, batch_size=batch_size, lr=LR, momentum=momentum)
+    net.fit(data.X_train, data.y_train, epochs=epochs - net.epochs_done, batch_size=batch_size, lr=LR,
+            momentum=momentum)
     return net
 
 

@@ -6,10 +6,21 @@ import numpy as np
 import pytest
 
 import gpunn
-from gpunn.losses import one_hot
-from gpunn.ops import NumpyKernels, sigmoid
+from gpunn.losses import one_hot, softmax_cross_entropy
+from gpunn.ops import ACTIVATIONS, NumpyKernels, sigmoid
 
 from helpers import batch_gradient, reference_loss
+
+
+def min_hidden_margin(net, X):
+    """The smallest |z| over a ReLU network's hidden weighted sums (the kink is at 0)."""
+    a, margin = np.asarray(X, dtype=np.float64).T, np.inf
+    weights = net.get_weights()
+    for W, b in zip(weights[:-2:2], weights[1:-2:2]):
+        z = W.T @ a + b[:, None]
+        margin = min(margin, np.abs(z).min())
+        a = np.maximum(z, 0)
+    return margin
 
 
 def random_problem(sizes, n=7, seed=1):
@@ -19,12 +30,22 @@ def random_problem(sizes, n=7, seed=1):
     return X, y
 
 
-@pytest.mark.parametrize("loss", ["quadratic", "cross_entropy"])
+OUTPUTS = [("sigmoid", "quadratic"), ("sigmoid", "cross_entropy"), ("softmax", "cross_entropy")]
+
+
+@pytest.mark.parametrize("output,loss", OUTPUTS, ids=["-".join(o) for o in OUTPUTS])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("sizes", [[3, 2], [4, 5, 3], [5, 4, 6, 3], [3, 6, 5, 4, 2]])
 @pytest.mark.parametrize("backend", ["numpy", "emulated"])  # folded bias; bias kernel + CUDA sources
-def test_gradient_matches_finite_differences(loss, sizes, backend):
-    net = gpunn.Network(sizes, loss=loss, backend=backend, dtype="float64", seed=3)
+def test_gradient_matches_finite_differences(activation, output, loss, sizes, backend):
+    net = gpunn.Network(sizes, activation=activation, output_activation=output, loss=loss, backend=backend,
+                        dtype="float64", seed=3)
     X, y = random_problem(sizes)
+    # Nonzero biases everywhere: with He's zero biases a unit whose inputs are all dead
+    # ReLUs sits exactly on the kink at z = 0, where no finite difference can agree.
+    net.params += np.random.default_rng(4).normal(scale=0.1, size=net.params.shape)
+    if activation == "relu":  # a step of 1e-5 in one parameter moves any z by far less than 1e-4
+        assert min_hidden_margin(net, X) > 1e-4, "a pre-activation sits within a finite-difference step of a kink"
     grad, loss_sum, _ = batch_gradient(net, X, y)
     assert loss_sum == pytest.approx(reference_loss(net, X, y), rel=1e-12)
     base = net.params.copy()
@@ -167,7 +188,7 @@ def test_sigmoid_twin_never_overflows(dtype):
     z = np.array([[-1e4, -100, -30, 0, 30, 100, 1e4]], dtype=dtype)
     b = np.zeros(1, dtype=dtype)
     with np.errstate(all="raise"):
-        NumpyKernels().bias_sigmoid(z, b)
+        NumpyKernels().bias_act(z, b, "sigmoid")
     assert z[0, 0] == 0 and z[0, -1] == 1 and z[0, 3] == 0.5
     assert np.all((z >= 0) & (z <= 1))
 
@@ -178,13 +199,33 @@ def test_fused_twins_equal_plain_formulas():
     z = rng.normal(size=(6, 9)) * 5
     b = rng.normal(size=6)
     expected = 1 / (1 + np.exp(-(z + b[:, None])))
-    k.bias_sigmoid(z, b)
+    k.bias_act(z, b, "sigmoid")
     np.testing.assert_allclose(z, expected, rtol=1e-13, atol=1e-15)
+    for activation, formula in (("tanh", np.tanh), ("relu", lambda v: np.where(v > 0, v, 0.0))):
+        z = rng.normal(size=(6, 9)) * 5
+        expected = formula(z + b[:, None])
+        k.bias_act(z, b, activation)
+        np.testing.assert_allclose(z, expected, rtol=1e-14, atol=1e-15)
 
     g, a = rng.normal(size=(4, 5)), rng.random((4, 5))
-    expected = g * a * (1 - a)
-    k.sigmoid_backward(g, a)
-    np.testing.assert_allclose(g, expected, rtol=1e-14)
+    for activation, derivative in (("sigmoid", a * (1 - a)), ("tanh", 1 - a * a), ("relu", np.ones_like(a))):
+        expected, got = g * derivative, g.copy()
+        k.act_backward(got, a, activation)
+        np.testing.assert_allclose(got, expected, rtol=1e-14)
+    got = g.copy()
+    k.act_backward(got, np.where(a > 0.5, a, 0.0), "relu")
+    np.testing.assert_array_equal(got, np.where(a > 0.5, g, 0.0))
+
+    z = rng.normal(size=(5, 8)) * 30
+    labels = rng.integers(0, 5, 8).astype(np.int32)
+    want_loss, want_delta = softmax_cross_entropy(z, one_hot(labels, 5))
+    delta, loss_sum, correct = np.full_like(z, np.nan), np.array(0.0), np.array(0, dtype=np.int64)
+    p = z.copy()
+    k.output_delta(p, labels, delta, loss_sum, correct, "softmax_cross_entropy")
+    np.testing.assert_allclose(delta, want_delta, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(p, want_delta + one_hot(labels, 5), rtol=1e-12, atol=1e-15)
+    assert float(loss_sum) == pytest.approx(want_loss, rel=1e-13)
+    assert int(correct) == int((z.argmax(axis=0) == labels).sum())
 
     a, labels = rng.random((5, 8)), rng.integers(0, 5, 8).astype(np.int32)
     t = one_hot(labels, 5)
@@ -216,6 +257,10 @@ def test_bad_inputs_are_clear_errors():
         net.fit(np.full((2, 4), np.nan), np.array([0, 1]), epochs=1)
     with pytest.raises(ValueError, match="unknown loss"):
         gpunn.Network([4, 3], loss="hinge", backend="numpy")
+    with pytest.raises(ValueError, match="unknown activation"):
+        gpunn.Network([4, 3], activation="swish", backend="numpy")
+    with pytest.raises(ValueError, match="softmax output layer is trained with loss cross_entropy"):
+        gpunn.Network([4, 3], output_activation="softmax", loss="quadratic", backend="numpy")
     with pytest.raises(ValueError, match="unsupported dtype"):
         gpunn.Network([4, 3], dtype="float16", backend="numpy")
     with pytest.raises(ValueError, match="at least one unit"):
@@ -234,11 +279,20 @@ def test_get_weights_shapes_and_flat_views():
 
 
 def test_initialisers():
-    normal = gpunn.Network([400, 300, 10], init="normal", backend="numpy", dtype="float64", seed=0)
-    scaled = gpunn.Network([400, 300, 10], init="scaled", backend="numpy", dtype="float64", seed=0)
-    assert normal.get_weights()[0].std() == pytest.approx(1.0, rel=0.02)
-    assert scaled.get_weights()[0].std() == pytest.approx(1 / math.sqrt(400), rel=0.02)
-    assert scaled.get_weights()[1].std() == pytest.approx(1.0, rel=0.25)
+    def first_layer(init, activation="sigmoid"):
+        net = gpunn.Network([400, 300, 10], activation=activation, init=init, backend="numpy", dtype="float64")
+        return net.get_weights()[:2], net.init
+
+    (W, b), _ = first_layer("normal")
+    assert W.std() == pytest.approx(1.0, rel=0.02) and b.std() == pytest.approx(1.0, rel=0.25)
+    (W, b), _ = first_layer("scaled")
+    assert W.std() == pytest.approx(1 / math.sqrt(400), rel=0.02) and b.std() == pytest.approx(1.0, rel=0.25)
+    (W, b), _ = first_layer("xavier")
+    assert W.std() == pytest.approx(math.sqrt(2 / 700), rel=0.02) and not b.any()
+    (W, b), _ = first_layer("he")
+    assert W.std() == pytest.approx(math.sqrt(2 / 400), rel=0.02) and not b.any()
+    # the default depends on the activation, in Python as on the command line
+    assert [first_layer(None, act)[1] for act in ("sigmoid", "tanh", "relu")] == ["scaled", "xavier", "he"]
 
 
 def test_predict_matches_reference_forward():
