@@ -41,4 +41,4 @@ class CupyKernels(ks.PlannedKernels):
 
     def _run(self, launch: ks.Launch) -> None:
         with cupy.cuda.Device(self.device_id):
-            self._functions[launch.name]((launch.grid,), (launch.block,), launch.args)
+            self._functions[launch.name](ks.dim3(launch.grid), ks.dim3(launch.block), launch.args)

@@ -2,15 +2,24 @@
 
 :class:`HostKernels` has the methods of :class:`gpunn.ops.NumpyKernels` and works on
 NumPy arrays, but every operation runs the kernel source of ``kernels/gpunn_kernels.cu``,
-compiled by the host C++ compiler with ``kernels/host_shim.cuh`` (which defines the CUDA
-qualifiers away and runs each block and thread of a launch in turn).  Launches use the
+compiled by the host C++ compiler with ``kernels/host_shim.cuh``.  Launches use the
 same grid, block and arguments as :class:`gpunn.cuda_kernels.CupyKernels`, planned by
 :mod:`gpunn.kernel_source`.  This is the ``emulated`` backend: it exists so that the
 kernels' arithmetic can be tested against the NumPy twins on machines without a GPU.
+:class:`HostModule` does the same for any CUDA source text with its own kernel names
+(the tests use it for kernels of their own).
 
-Limits: slow (one C function call per emulated thread); threads run one after another,
-so races cannot show; float32 subnormals are kept, where the GPU flushes them to zero;
-the host compiler does not contract ``a*b + c`` into an FMA, where the GPU may.
+The shim runs the blocks of a launch one after another and the threads of a block as
+fibers that switch at ``__syncthreads()``, with one poisoned copy of the ``__shared__``
+variables per block; 1-, 2- and 3-D grids and blocks.  A block whose threads do not all
+reach the same barriers fails the launch with :class:`KernelLaunchError`.
+
+Limits: slow (one C function call per emulated thread, a fiber switch per thread and
+barrier); fibers switch only at barriers, in thread order, so races within a barrier
+interval cannot show; no warp-level intrinsics and no dynamic shared memory; launches
+of one library run one at a time; float32 subnormals are kept, where the GPU flushes
+them to zero; the host compiler does not contract ``a*b + c`` into an FMA, where the
+GPU may.  ``host_shim.cuh`` says more.
 
 The compiler is ``$CXX`` or ``g++``, with ``-O2 -std=c++17 -ffp-contract=off`` and no
 fast-math.  The shared library is cached under ``$XDG_CACHE_HOME/gpunn`` (else
@@ -30,16 +39,23 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from . import kernel_source as ks
 
-CXX_FLAGS = ("-O2", "-std=c++17", "-ffp-contract=off", "-shared", "-fPIC")
+CXX_FLAGS = (
+    "-O2", "-std=c++17", "-ffp-contract=off", "-fvisibility=hidden", "-pthread", "-shared", "-fPIC",
+)
 
 _LIBRARIES: dict[Path, ctypes.CDLL] = {}
 _BUILD_LOCK = threading.Lock()
+
+
+class KernelLaunchError(RuntimeError):
+    """The host shim refused or aborted a launch (bad dimensions, barrier divergence)."""
 
 
 def _compiler() -> str:
@@ -59,11 +75,20 @@ def _compiler_version(cxx: str) -> str:
     return subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
 
 
-def host_code(code: str | None = None) -> str:
-    """The C++ translation unit: shim, kernel source (or ``code``) and one export per kernel."""
-    exports = "\n".join(f"GPUNN_HOST_EXPORT({name})" for name in ks.KERNEL_NAMES)
+def host_code(
+    code: str | None = None, kernel_names: Iterable[str] | None = None, defines: Iterable[str] = ()
+) -> str:
+    """The C++ translation unit: macros, shim, kernel source and one export per kernel.
+
+    ``code`` defaults to gpunn's kernels and ``kernel_names`` to theirs
+    (:data:`~gpunn.kernel_source.KERNEL_NAMES`); each of ``defines`` is defined to 1
+    before the shim.
+    """
+    names = ks.KERNEL_NAMES if kernel_names is None else kernel_names
+    macros = "".join(f"#define {macro} 1\n" for macro in defines)
+    exports = "\n".join(f"GPUNN_HOST_EXPORT({name})" for name in names)
     return (
-        f'#line 1 "{ks.HOST_SHIM_FILE}"\n{ks.read_source(ks.HOST_SHIM_FILE)}\n'
+        f'{macros}#line 1 "{ks.HOST_SHIM_FILE}"\n{ks.read_source(ks.HOST_SHIM_FILE)}\n'
         f"{ks.kernel_code() if code is None else code}\n"
         f'#line 1 "<host exports>"\n{exports}\n'
     )
@@ -82,16 +107,18 @@ def _cache_dir() -> Path:
     return fallback
 
 
-def build_host_library(code: str | None = None) -> Path:
+def build_host_library(
+    code: str | None = None, kernel_names: Iterable[str] | None = None, defines: Iterable[str] = ()
+) -> Path:
     """Compile the kernels (or ``code``) into a shared library for this CPU; return its path.
 
-    Reuses a cached build of the same text, compiler and flags.  Raises
-    :class:`~gpunn.kernel_source.CompilerUnavailable` when there is no compiler and
-    :class:`~gpunn.kernel_source.KernelCompileError`, with the compiler's messages, when
-    the source does not compile.
+    The arguments are those of :func:`host_code`.  Reuses a cached build of the same
+    text, compiler and flags.  Raises :class:`~gpunn.kernel_source.CompilerUnavailable`
+    when there is no compiler and :class:`~gpunn.kernel_source.KernelCompileError`, with
+    the compiler's messages, when the source does not compile.
     """
     cxx = _compiler()
-    source = host_code(code)
+    source = host_code(code, kernel_names, defines)
     key = "\0".join([source, cxx, _compiler_version(cxx), platform.machine(), *CXX_FLAGS])
     digest = hashlib.sha256(key.encode()).hexdigest()
     target = _cache_dir() / f"host_kernels-{digest[:24]}.so"
@@ -113,24 +140,45 @@ def build_host_library(code: str | None = None) -> Path:
     return target
 
 
-def _library() -> ctypes.CDLL:
-    """The host build of the current sources, compiled (or found in the cache) and loaded once."""
+def _load(path: Path) -> ctypes.CDLL:
+    """The library at ``path``, loaded once per process."""
     with _BUILD_LOCK:
-        path = build_host_library()
         library = _LIBRARIES.get(path)
         if library is None:
             library = _LIBRARIES[path] = ctypes.CDLL(str(path))
         return library
 
 
+@functools.lru_cache(maxsize=256)
+def _c_dims(extent: int | tuple[int, ...]):
+    """``extent`` as the shim's ``unsigned[3]`` (shared: the shim only reads it)."""
+    return (ctypes.c_uint * 3)(*ks.dim3(extent))
+
+
+class _ErrorBuffer(threading.local):
+    """Room for the message of a refused launch, one per Python thread."""
+
+    def __init__(self):
+        self.buffer = ctypes.create_string_buffer(512)
+
+
+_ERROR = _ErrorBuffer()
+
+
 class _HostKernel:
-    """One exported kernel of the host library, callable with a :class:`~gpunn.kernel_source.Launch`."""
+    """One exported kernel of a host library, callable with a :class:`~gpunn.kernel_source.Launch`."""
 
     def __init__(self, library: ctypes.CDLL, name: str):
         self.name = name
         self._launch = getattr(library, f"launch_{name}")
-        self._launch.argtypes = (ctypes.c_uint, ctypes.c_uint, ctypes.POINTER(ctypes.c_void_p))
-        self._launch.restype = None
+        self._launch.argtypes = (
+            ctypes.POINTER(ctypes.c_uint),
+            ctypes.POINTER(ctypes.c_uint),
+            ctypes.POINTER(ctypes.c_void_p),
+            ctypes.c_char_p,
+            ctypes.c_size_t,
+        )
+        self._launch.restype = ctypes.c_int
         arg_sizes = getattr(library, f"arg_sizes_{name}")
         arg_sizes.argtypes = (ctypes.POINTER(ctypes.c_size_t), ctypes.c_int)
         arg_sizes.restype = ctypes.c_int
@@ -153,7 +201,9 @@ class _HostKernel:
                     f"the kernel's parameter has {size} (wrong scalar type?)"
                 )
         args = (ctypes.c_void_p * len(values))(*[ctypes.addressof(v) for v in values])
-        self._launch(launch.grid, launch.block, args)
+        error = _ERROR.buffer
+        if self._launch(_c_dims(launch.grid), _c_dims(launch.block), args, error, len(error)) != 0:
+            raise KernelLaunchError(f"{self.name}: {error.value.decode(errors='replace')}")
 
 
 def _argument_value(arg):
@@ -169,12 +219,30 @@ def _argument_value(arg):
     )
 
 
+class HostModule:
+    """CUDA source text compiled for the CPU; runs launches of its ``kernel_names``.
+
+    ``code`` is CUDA C++ whose kernels ``kernel_names`` are ``extern "C" __global__``
+    functions, the same text NVRTC compiles (:func:`~gpunn.kernel_source.compile_for_arch`);
+    ``defines`` are macros set to 1 before the shim (the tests build shim mutants with
+    them).  Built and cached by :func:`build_host_library`, loaded once per process.
+    """
+
+    def __init__(self, code: str, kernel_names: Iterable[str], defines: Iterable[str] = ()):
+        names = tuple(kernel_names)
+        library = _load(build_host_library(code, names, tuple(defines)))
+        self._kernels = {name: _HostKernel(library, name) for name in names}
+
+    def run(self, launch: ks.Launch) -> None:
+        """Execute ``launch`` on NumPy arrays; KernelLaunchError if the shim refuses or aborts it."""
+        self._kernels[launch.name](launch)
+
+
 class HostKernels(ks.PlannedKernels):
     """The fused operations of :class:`gpunn.ops.NumpyKernels`, run by the CUDA kernel sources on the CPU."""
 
     def __init__(self):
-        library = _library()
-        self._kernels = {name: _HostKernel(library, name) for name in ks.KERNEL_NAMES}
+        self._module = HostModule(ks.kernel_code(), ks.KERNEL_NAMES)
 
     def _run(self, launch: ks.Launch) -> None:
-        self._kernels[launch.name](launch)
+        self._module.run(launch)

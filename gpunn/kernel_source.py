@@ -189,9 +189,21 @@ class Launch(NamedTuple):
     """One kernel launch: what both the CuPy and the host backend execute."""
 
     name: str  #: exported kernel name, e.g. ``bias_sigmoid_f32``
-    grid: int  #: blocks (1-D)
-    block: int  #: threads per block (1-D)
+    grid: int | tuple[int, ...]  #: blocks: ``x`` or ``(x[, y[, z]])`` (see :func:`dim3`)
+    block: int | tuple[int, ...]  #: threads per block: ``x`` or ``(x[, y[, z]])``
     args: tuple  #: arrays (NumPy or CuPy), ``None`` for NULL, NumPy scalars; kernel order
+
+
+def dim3(extent: int | tuple[int, ...]) -> tuple[int, int, int]:
+    """A launch's grid or block as ``(x, y, z)``: an int is ``(x, 1, 1)``, a missing y or z is 1.
+
+    ValueError unless it is 1 to 3 sizes, each from 1 to 2^31 - 1.  CUDA's tighter
+    limits (1024 threads per block, ...) are left to the launch.
+    """
+    sizes = (extent,) if isinstance(extent, (int, np.integer)) else tuple(extent)
+    if not 1 <= len(sizes) <= 3 or not all(1 <= size <= _INT32_MAX for size in sizes):
+        raise ValueError(f"a launch grid or block is 1 to 3 positive sizes (x[, y[, z]]), not {extent!r}")
+    return tuple(int(size) for size in sizes) + (1,) * (3 - len(sizes))
 
 
 def grid_for(threads_wanted: int) -> int:
