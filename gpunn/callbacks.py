@@ -41,13 +41,15 @@ class EpochLogger(Callback):
     ``epoch   3/10  loss 0.08123  running train acc 0.9512  val acc 0.9466  61,234 samples/s``:
     the training loss and accuracy are measured during the epoch, as the weights moved
     (hence "running"); the validation figures after it.  ``show_warnings`` also prints
-    each new diagnosis of the run (``history.warnings``) as a ``Warning: ...`` line.
+    each new diagnosis of the run (``history.warnings``) as a ``Warning: ...`` line, even
+    without the epoch lines (``lines=False``); ``before_line`` is called first (e.g. to
+    clear a progress bar).
     """
 
     def __init__(self, epochs: int, samples: int, val_label: str = "val", show_warnings: bool = False,
-                 stream=None, before_line=None):
+                 lines: bool = True, stream=None, before_line=None):
         self.epochs, self.samples, self.val_label = epochs, samples, val_label
-        self.show_warnings, self.stream, self.before_line = show_warnings, stream, before_line
+        self.show_warnings, self.lines, self.stream, self.before_line = show_warnings, lines, stream, before_line
         self.warned = 0
 
     def on_epoch_end(self, epoch, logs=None):
@@ -59,6 +61,8 @@ class EpochLogger(Callback):
             for warning in found[self.warned:]:
                 print(f"Warning: {warning}", file=stream)
             self.warned = len(found)
+        if not self.lines:
+            return
         val = f"  {self.val_label} acc {logs['val_accuracy']:.4f}" if "val_accuracy" in logs else ""
         rate = self.samples / logs["seconds"] if logs["seconds"] > 0 else float("inf")
         print(f"epoch {epoch + 1:>3}/{self.epochs}  loss {logs['loss']:.5f}  running train acc "

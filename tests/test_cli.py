@@ -71,8 +71,20 @@ def test_bad_options_are_usage_errors(args, message):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--layers", "10,30,10"], "data has 64 features"),
-    (["--layers", "64,30,5"], "at least 10 units"),
+    (["--layers", "10,30,10"], "the first size must be 64 and the last 10; e.g. --layers 64,10,30,10"),
+    (["--layers", "64,30,5"], "the first size must be 64 and the last 10; e.g. --layers 64,30,5,10"),
+    (["--layers", "64,100"], "e.g. --layers 64,100,10"),  # a hidden layer typed without the outputs
+])
+def test_layers_that_do_not_fit_the_data_are_usage_errors_with_a_valid_fix(args, message):
+    result = run("train", "--epochs", "1", "--backend", "numpy", *args)
+    assert result.exit_code == 2
+    assert message in result.output
+    suggested = result.output.split("e.g. --layers ")[1].split()[0]
+    fixed = run("train", "--epochs", "1", "--backend", "numpy", "--layers", suggested, "--quiet")
+    assert fixed.exit_code == 0, fixed.output
+
+
+@pytest.mark.parametrize("args,message", [
     (["--dataset", "nosuchset"], "nosuchset"),
 ])
 def test_bad_data_is_a_one_line_runtime_error(args, message):
