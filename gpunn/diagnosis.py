@@ -10,7 +10,8 @@ must never read like a normal one that happened to score badly.
 feeds a fixed probe of up to :data:`PROBE_SAMPLES` training samples forward and
 measures how much each output unit varies across them.  The network counts as flat
 when no output varies by more than :data:`FLAT_OUTPUT_SPREAD` (it ignores its input)
-and its training accuracy is no better than always answering the most common class.
+and its training accuracy is no better than always answering the most common class
+(training data of a single class is never diagnosed: there, that answer is right).
 A run is diagnosed as stuck when the network is flat after both of its first two
 epochs (or, for a one-epoch ``fit``, at its end): a one-line diagnosis naming the
 option that fixes it.  (A flat network can escape its plateau later, which happens
@@ -45,6 +46,8 @@ class CollapseWatch:
         self.last_watched = min(epochs, EPOCHS_WATCHED) - 1
         labels = network.label_indices(y, len(y))
         self.majority_share = np.bincount(labels).max() / len(labels) if len(labels) else 1.0
+        if self.majority_share == 1.0:  # one class only: the same answer for every input is the right one
+            self.last_watched = -1
         self.probe = to_numpy(X[:PROBE_SAMPLES])
 
     def check(self, epoch_in_run: int, logs: dict) -> str | None:

@@ -40,6 +40,7 @@ saving leaves the previous file intact.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import tempfile
@@ -125,6 +126,19 @@ def save(net: Network, path, extra=None) -> None:
     ``path`` is used exactly as given (no ``.npz`` is appended).  ``extra`` is any
     JSON-serialisable value stored alongside, returned by :func:`load_with_metadata`.
     """
+    arrays = _model_arrays(net, extra)
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def to_bytes(net: Network, extra=None) -> bytes:
+    """The model file :func:`save` would write, as bytes (what pickling a Network stores)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **_model_arrays(net, extra))
+    return buffer.getvalue()
+
+
+def _model_arrays(net: Network, extra) -> dict:
+    """The arrays of a model file (see the module docstring), metadata included."""
     from . import __version__
 
     history = net.history
@@ -165,7 +179,7 @@ def save(net: Network, path, extra=None) -> None:
         arrays.update({name: to_numpy(array).copy() for name, array in optimizer.state().items()})
     if net.scaler is not None:
         arrays.update({name: np.asarray(array, dtype=np.float64) for name, array in net.scaler.state().items()})
-    atomic_write(path, lambda f: np.savez(f, **arrays))
+    return arrays
 
 
 #: The options of the latest fit that a model file keeps, so that a resumed run uses them again.
@@ -203,9 +217,18 @@ def load_with_metadata(path, backend=None) -> tuple[Network, dict]:
     except IsADirectoryError:
         raise ModelFileError(f"{path} is a folder, not a model file; give the .npz file inside it") from None
     with file:
-        _check_container(file.read(8), path)
-        file.seek(0)
-        metadata, arrays = _read_archive(file, path)
+        return _load_file(file, path, backend)
+
+
+def from_bytes(data: bytes, backend=None, name: str = "the pickled model") -> Network:
+    """The network in a model file's bytes (:func:`to_bytes`), checked as :func:`load` checks a file."""
+    return _load_file(io.BytesIO(data), name, backend)[0]
+
+
+def _load_file(file, path: str, backend) -> tuple[Network, dict]:
+    _check_container(file.read(8), path)
+    file.seek(0)
+    metadata, arrays = _read_archive(file, path)
     return _build(metadata, arrays, backend, path), metadata
 
 

@@ -502,7 +502,30 @@ class Network:
 
         save(self, path, extra=extra)
 
+    def to_onnx(self, path, classes=None) -> None:
+        """Write this network as an ONNX model (outputs ``probabilities`` and ``label``); see :mod:`gpunn.onnx_export`."""
+        from .onnx_export import export
+
+        export(self, path, classes=classes)
+
+    def __reduce__(self):
+        """Pickle (and copy) as the bytes of a model file, restored onto the same backend.
+
+        What is stored is the model file (:func:`gpunn.io.to_bytes`): numbers and JSON, read
+        back through the loader's checks, so a pickled network resumes training exactly.
+        The backend is named by its label (e.g. ``cupy:0``): unpickling needs it there too.
+        """
+        from .io import to_bytes
+
+        return _unpickle, (to_bytes(self), self.backend.label)
+
     def __repr__(self) -> str:
         return (f"Network(sizes={list(self.sizes)}, activation={self.activation!r}, "
                 f"output_activation={self.output_activation!r}, loss={self.loss!r}, init={self.init!r}, "
                 f"backend={self.backend.label!r}, dtype={self.dtype.name!r})")
+
+
+def _unpickle(data: bytes, backend: str) -> Network:
+    from .io import from_bytes
+
+    return from_bytes(data, backend)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# scikit-learn's array-API estimator check (tests/test_sklearn.py) runs only with this set, and SciPy reads
+# it once, when first imported: set here, before any test module imports SciPy.
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
 from kernel_cases import missing_tool
 
