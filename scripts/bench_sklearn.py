@@ -7,7 +7,8 @@ Both estimators get the same hidden layers, activation, solver, step size, batch
 L2 penalty and number of epochs: ``tol=0`` and ``n_iter_no_change=inf`` switch the
 stopping rule off, so each trains exactly ``--epochs`` epochs.  The data are float32
 (scikit-learn then trains in float32 too) and unscaled beyond what the loader does
-(pixels in [0, 1]).  Each (estimator, seed) pair is fitted once per repeat, the
+(pixels in [0, 1]), with the same number of BLAS threads (``--threads``, default 1).
+Each (estimator, seed) pair is fitted once per repeat, the
 estimators taking turns; the table gives the median fit time over all fits and the
 mean test accuracy over the seeds.  What still differs is stated in gpunn/sklearn.py:
 the initial weights (gpunn's He against scikit-learn's uniform Glorot), two softmax
@@ -23,6 +24,7 @@ import time
 import warnings
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier as SklearnMLP
 
@@ -81,9 +83,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="random_state 0..seeds-1, accuracy averaged")
     parser.add_argument("--repeats", type=int, default=1, help="fits per (estimator, seed), for the timing")
     parser.add_argument("--backend", default="numpy")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="BLAS threads for both (on a shared, loaded machine more threads than free cores "
+                             "slow both down many times)")
     args = parser.parse_args()
+    threadpool_limits(args.threads)
     print(f"hidden {args.hidden}, {args.activation}, {args.solver} lr {args.lr:g}, batch {args.batch_size}, "
-          f"alpha {args.alpha:g}, {args.epochs} epochs, float32, seeds 0..{args.seeds - 1}, gpunn on {args.backend}")
+          f"alpha {args.alpha:g}, {args.epochs} epochs, float32, seeds 0..{args.seeds - 1}, gpunn on {args.backend}, "
+          f"{args.threads} BLAS thread(s)")
     print("| data (train / test) | estimator | test accuracy | fit seconds (median) | speed vs scikit-learn |")
     print("|---|---|---|---|---|")
     for name in args.datasets.split(","):

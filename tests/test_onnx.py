@@ -7,6 +7,7 @@ float64 within rtol 1e-10, atol 1e-13; labels equal ``Network.predict`` exactly.
 """
 
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -177,3 +178,9 @@ def test_export_without_onnx_says_how_to_install(model_file, tmp_path, monkeypat
     result = export(model_file, tmp_path / "m.onnx")
     assert result.exit_code == 1 and 'pip install "gpunn[onnx]"' in result.output
     assert len(result.output.splitlines()) == 1
+
+
+def test_gpunn_and_its_command_line_do_not_import_onnx():
+    code = "import sys, gpunn, gpunn.cli; print(sorted(m for m in ('onnx', 'onnxruntime') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
