@@ -391,7 +391,8 @@ def _load(values) -> str:
 @click.option("--peers", default=None,
               help=f"Comma list of {', '.join(PEERS)}; or gpunn, torch, gemm-floor for both devices "
                    "[default: all].")
-@click.option("--json-out", type=click.Path(dir_okay=False), default=None, help="Write the full results here.")
+@click.option("--output", "--json-out", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Write the full results here, as JSON (--json-out is the same option).")
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="BLAS/OpenMP threads for every peer, through threadpoolctl [default: each library's own].")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
