@@ -277,7 +277,8 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
                 )
             logs = {"loss": train_loss, "accuracy": train_accuracy}
             if val is not None:
-                result = network.evaluate_device(*val)
+                with np.errstate(all="ignore"):  # a diverged network's validation is reported as such
+                    result = network.evaluate_device(*val)
                 logs.update(val_loss=result["loss"], val_accuracy=result["accuracy"])
             logs["seconds"] = seconds
             network.epochs_done = epoch + 1
