@@ -45,9 +45,41 @@ def _compare(reference, other, dtype):
     assert history["accuracy"] == pytest.approx(ref_history["accuracy"], abs=0.01)
 
 
+@pytest.mark.parametrize("dense", ["fused", "cublas"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_emulated_kernels_train_like_numpy(dtype):
-    _compare(_train("numpy", dtype), _train("emulated", dtype), dtype)
+def test_emulated_kernels_train_like_numpy(dtype, dense):
+    emulated = _train("emulated", dtype, dense=dense)
+    assert emulated[0].history.params["dense"] == dense and emulated[0].history.params["step"] == "launches"
+    _compare(_train("numpy", dtype), emulated, dtype)
+
+
+def test_emulated_runs_repeat_bit_for_bit_whatever_order_the_blocks_run_in(host_kernels):
+    """Two runs of the same fit, the kernels' blocks in different orders: identical losses and weights.
+
+    Full batches of 4,096 samples make every training output delta a launch of 16
+    blocks (the 1,000 validation samples: 4); a GPU may run them in any order, and so
+    does the host executor here (:meth:`gpunn.host_kernels.HostKernels.shuffle_blocks`).
+    Nothing may depend on it: the loss sums go through the deterministic reduction.
+    (With the blocks' sums added by floating-point atomics instead, the losses differ
+    in their last bits.)
+    """
+    rng = np.random.default_rng(5)
+    X, y = rng.random((5096, 8)), rng.integers(0, 10, 5096)
+    runs = []
+    try:
+        for seed in (1, 2):
+            host_kernels.shuffle_blocks(seed)  # the library's block order, for every HostKernels
+            net = gpunn.Network([8, 16, 10], backend="emulated", dtype="float64", seed=3)
+            history = net.fit(X[:4096], y[:4096], epochs=4, batch_size=4096, lr=1.0, dense="fused",
+                              validation_data=(X[4096:], y[4096:]))
+            runs.append((history.history, net.get_weights()))
+    finally:
+        host_kernels.shuffle_blocks(0)
+    (first, first_weights), (second, second_weights) = runs
+    for key in ("loss", "val_loss", "accuracy", "val_accuracy"):
+        assert [float(x).hex() for x in first[key]] == [float(x).hex() for x in second[key]], key
+    for a, b in zip(first_weights, second_weights):
+        np.testing.assert_array_equal(a, b)
 
 
 def _cupy_or_skip():
