@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import dense
-from .backend import Backend, get_backend, to_numpy
+from .backend import Backend, get_backend, is_cupy_array, to_numpy
 from .errors import DataError
 from .labels import as_labels
 from .ops import ACTIVATIONS, default_loss, objective
@@ -403,7 +403,8 @@ class Network:
         Kernel backends: samples as columns, ``(inputs, samples)``, the layout the GPU
         gather kernel reads.  Labels become int32.
         """
-        X_host = X if self.backend.is_gpu else to_numpy(X)
+        # a CuPy array stays on the GPU for the CuPy backend; anything else (NumPy, lists) goes through NumPy
+        X_host = X if self.backend.is_gpu and is_cupy_array(X) else to_numpy(X)
         if X_host.ndim != 2:
             raise DataError(f"X must be 2-D (samples, features), got shape {tuple(X_host.shape)}")
         n, n_in = X_host.shape
