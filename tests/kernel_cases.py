@@ -56,7 +56,7 @@ import pytest
 
 from gpunn import kernel_source
 from gpunn.backend import to_numpy
-from gpunn.ops import ACTIVATIONS, OBJECTIVES, REFERENCE_ACTIVATIONS, NumpyKernels, sigmoid
+from gpunn.ops import ACTIVATIONS, OBJECTIVES, REFERENCE_ACTIVATIONS, NumpyKernels
 
 SHAPES = [(1, 1), (3, 257), (10, 1000), (1, 4096), (4096, 1)]
 SHAPE_IDS = [f"{r}x{c}" for r, c in SHAPES]
