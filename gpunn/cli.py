@@ -224,6 +224,7 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation
 
     if checkpoint_every and not output:
         raise click.UsageError("--checkpoint-every needs --output, the file the checkpoints go to")
+    _check_combinations(output_activation, loss, optimizer, momentum, nesterov, lr_scaling)
     if plot_path:
         from .plotting import check_output_path, require_matplotlib
 
@@ -310,6 +311,20 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation
             f"{summary['seconds']:.2f} s  {summary['samples_per_second']:,.0f} samples/s  "
             f"[{summary['backend']}, {summary['dtype']}]"
         )
+
+
+def _check_combinations(output_activation, loss, optimizer, momentum, nesterov, lr_scaling) -> None:
+    """Usage errors for options that make no sense together (before any data is read)."""
+    from .ops import default_loss, objective
+
+    try:
+        objective(output_activation, loss or default_loss(output_activation))
+    except ValueError as exc:
+        raise click.UsageError(str(exc).replace("loss ", "--loss ", 1)) from None
+    if optimizer != "sgd" and (momentum or nesterov or lr_scaling not in ("auto", "none")):
+        raise click.UsageError(f"--momentum, --nesterov and --lr-scaling apply to --optimizer sgd, not {optimizer}")
+    if nesterov and not momentum:
+        raise click.UsageError("--nesterov needs a --momentum above 0, e.g. --momentum 0.9")
 
 
 def _resumed_training(saved: dict, typed: dict, batch_size: int) -> tuple[dict, int]:

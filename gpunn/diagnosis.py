@@ -27,7 +27,6 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import to_numpy
-from .labels import as_labels
 
 PROBE_SAMPLES = 64
 #: Largest spread (max - min over the probe) of every output for the network to count as flat.
@@ -44,7 +43,7 @@ class CollapseWatch:
         self.network = network
         self.optimizer, self.settings = optimizer, settings
         self.last_watched = min(epochs, EPOCHS_WATCHED) - 1
-        labels = as_labels(y, network.sizes[-1])
+        labels = network.label_indices(y, len(y))
         self.majority_share = np.bincount(labels).max() / len(labels) if len(labels) else 1.0
         self.probe = to_numpy(X[:PROBE_SAMPLES])
 
