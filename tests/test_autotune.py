@@ -14,6 +14,7 @@ import pytest
 import gpunn
 from gpunn import autotune, dense
 from gpunn.autotune import Decision, TuningCache, pick_dense
+from gpunn.autotune import cache_path as real_cache_path  # conftest points autotune.cache_path elsewhere
 
 DEVICE = "Fake GPU (sm_90), cupy 14.2.0"
 
@@ -149,4 +150,4 @@ def test_cpu_backends_do_not_tune(monkeypatch):
 
 def test_the_cache_lives_in_gpunns_cache_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert autotune.cache_path() == tmp_path / "gpunn" / autotune.CACHE_FILE
+    assert real_cache_path() == tmp_path / "gpunn" / autotune.CACHE_FILE
