@@ -200,6 +200,46 @@ def compile_for_arch(arch: str, code: str | None = None) -> bytes:
         nvrtc.destroyProgram(program)
 
 
+class KernelResources(NamedTuple):
+    """What ptxas reports for one compiled kernel."""
+
+    registers: int  #: per thread
+    shared_bytes: int  #: static shared memory per block
+    stack_bytes: int  #: stack frame per thread
+    spill_stores: int  #: bytes
+    spill_loads: int  #: bytes
+
+
+_PTXAS_ENTRY = re.compile(r"Compiling entry function '(\w+)'")
+_PTXAS_FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
+_PTXAS_USED = re.compile(r"Used (\d+) registers(?:.*?(\d+) bytes smem)?")
+
+
+def resource_usage(arch: str) -> dict[str, KernelResources]:
+    """Registers, shared memory, stack and spills of every kernel compiled for ``arch``, from ptxas.
+
+    Compiles with the options of :func:`nvrtc_options` plus ``--ptxas-options=-v`` and
+    reads ptxas's report from NVRTC's log; no GPU needed.
+    """
+    nvrtc = _nvrtc()
+    program = nvrtc.createProgram(kernel_code(), KERNEL_FILE, (), ())
+    try:
+        nvrtc.compileProgram(program, nvrtc_options(arch) + ("--ptxas-options=-v",))
+        log = nvrtc.getProgramLog(program)
+    finally:
+        nvrtc.destroyProgram(program)
+    usage, kernel, frame = {}, None, None
+    for line in log.splitlines():
+        if match := _PTXAS_ENTRY.search(line):
+            kernel, frame = match.group(1), None
+        elif kernel and (match := _PTXAS_FRAME.search(line)) and frame is None:
+            frame = tuple(int(g) for g in match.groups())
+        elif kernel and frame and (match := _PTXAS_USED.search(line)):
+            usage[kernel] = KernelResources(int(match.group(1)), int(match.group(2) or 0), *frame)
+            kernel = None
+    return usage
+
+
 # -- launches ---------------------------------------------------------------------
 
 

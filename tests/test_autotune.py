@@ -4,8 +4,10 @@
 for :func:`gpunn.autotune.measure_on_device` here; the GPU tests run the real one.
 """
 
+import contextlib
 import json
 import os
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -151,3 +153,82 @@ def test_cpu_backends_do_not_tune(monkeypatch):
 def test_the_cache_lives_in_gpunns_cache_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert real_cache_path() == tmp_path / "gpunn" / autotune.CACHE_FILE
+
+
+class _FakeCuda:
+    """Just the CUDA runtime measure_on_device uses, on the host: a "graph" replays the captured body."""
+
+    class Stream:
+        def __init__(self, non_blocking=False):
+            self.captured = None
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def begin_capture(self):
+            self.captured = []
+
+        def end_capture(self):
+            return _FakeGraph()
+
+    class Event:
+        def record(self, stream=None):
+            self.at = time.perf_counter()
+
+        def synchronize(self):
+            pass
+
+    class Device:
+        def synchronize(self):
+            pass
+
+    @staticmethod
+    def get_elapsed_time(start, end):
+        return (end.at - start.at) * 1e3
+
+    @staticmethod
+    def using_allocator(allocator):
+        return contextlib.nullcontext()
+
+
+class _FakeGraph:
+    body = None  # set by the test: the step a real graph would have recorded
+
+    def upload(self, stream):
+        pass
+
+    def launch(self, stream=None):
+        _FakeGraph.body()
+
+
+class _FakeCupy:
+    """NumPy with a host stand-in for cupy.cuda."""
+
+    cuda = _FakeCuda
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
+def test_measuring_trains_a_throwaway_network_with_each_path_and_leaves_the_real_one_alone(monkeypatch):
+    from gpunn import cuda_graph
+    from gpunn.backend import get_backend
+
+    backend = get_backend("emulated")
+    backend.xp = _FakeCupy()
+    real_capture = cuda_graph.GraphedStep.capture
+
+    def capture(self):
+        real_capture(self)  # runs the body once here (a real capture would only record it)
+        _FakeGraph.body = self.body
+
+    monkeypatch.setattr(cuda_graph.GraphedStep, "capture", capture)
+    net = gpunn.Network([12, 7, 5], activation="relu", output_activation="softmax", backend=backend, seed=1)
+    before = net.params.copy()
+    seconds = autotune.measure_on_device(net, 6, warmup=1, timed=2)
+    assert set(seconds) == set(dense.PATHS) and all(s > 0 for s in seconds.values())
+    np.testing.assert_array_equal(net.params, before)
+    assert net.dense == "fused" and net.optimizer is None
