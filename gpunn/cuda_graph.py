@@ -18,6 +18,14 @@ the step touches exists before (workspace, optimizer state, the step counter, th
 output delta's reduction scratch), and recording a launch does not execute it, so the
 parameters are untouched until the first replay.
 
+What this relies on in CuPy 14.2: ``Stream.begin_capture`` captures in relaxed mode by
+default and ``end_capture`` returns an instantiated ``cupy.cuda.Graph``
+(cupy/cuda/stream.pyx, ``_BaseStream.begin_capture``/``end_capture``); ``Graph.upload``
+and ``Graph.launch`` take the stream to use (cupy/cuda/graph.pyx); kernels are launched
+on the current stream, which ``with stream:`` sets (cupy/cuda/function.pyx, ``_launch``
+via ``_get_stream``); ``cupy.cuda.using_allocator`` swaps the thread's allocator for the
+block (cupy/cuda/__init__.py).
+
 Limits: CuPy backend, one process (no all-reduce inside the graph); the recorded
 pointers and the learning rate are fixed at capture, so a new ``fit`` records anew.
 Capturing fails if anything in the step synchronizes with the host or allocates

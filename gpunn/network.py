@@ -20,8 +20,8 @@ falls out as its last row.  On NumPy the bias is folded into the forward product
 too, ``[W; b]^T [A_prev; 1]``, which saves one pass per layer.  On the kernel backends
 each layer's products run either as gpunn's fused kernels (the product, bias and
 activation in one launch) or as library GEMMs followed by gpunn's epilogue kernels:
-:attr:`Network.dense` names the path (see :mod:`gpunn.dense`).  A softmax output layer keeps its logits after the
-forward pass; the fused output delta (or :meth:`Network.predict_proba`) turns them into
+:attr:`Network.dense` names the path (see :mod:`gpunn.dense`).  A softmax output layer
+keeps its logits after the forward pass; the fused output delta (or :meth:`Network.predict_proba`) turns them into
 probabilities, so that the loss can be computed from the max-shifted logits.
 
 Limits: fully connected layers only, one activation for all hidden layers; float32 or
