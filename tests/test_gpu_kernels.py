@@ -61,15 +61,15 @@ def test_a_fused_layer_and_its_epilogue_kernels_capture_without_a_warm_up(cupy_k
 
     wb = cupy.asarray(np.full((4, 3), 0.5, np.float32))
     a_in = cupy.ones((4, 5), cupy.float32)
-    z = cupy.zeros((3, 5), cupy.float32)
+    z, delta = cupy.zeros((3, 5), cupy.float32), cupy.zeros((3, 5), cupy.float32)
+    labels = cupy.zeros(5, cupy.int32)
     loss, correct = cupy.zeros((), cupy.float64), cupy.zeros((), cupy.int64)
-    cupy.cuda.Device().synchronize()
+    cupy.cuda.Device().synchronize()  # everything the graph touches exists before the capture
     stream = cupy.cuda.Stream(non_blocking=True)
     with stream:
         stream.begin_capture()
         cupy_kernels.dense_forward(wb, a_in, z, "identity")
-        cupy_kernels.output_delta(z, cupy.zeros(5, cupy.int32), cupy.empty_like(z), loss, correct,
-                                  "softmax_cross_entropy")
+        cupy_kernels.output_delta(z, labels, delta, loss, correct, "softmax_cross_entropy")
         graph = stream.end_capture()
         for _ in range(3):
             graph.launch()
