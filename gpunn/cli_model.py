@@ -221,7 +221,8 @@ def read_image(path, n_inputs: int) -> np.ndarray:
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The picture to write (.png, .svg, .pdf).")
+@click.option("--output", "--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="The picture to write (.png, .svg, .pdf); --out is the same option.")
 @click.option("--curves/--no-curves", default=None,
               help="Loss and accuracy per epoch [default: on, unless only --weights/--surface are asked for "
                    "and the model has no history].")

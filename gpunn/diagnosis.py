@@ -66,13 +66,17 @@ class CollapseWatch:
     def _flat(self, logs: dict) -> bool:
         if logs["accuracy"] > self.majority_share + CHANCE_MARGIN:
             return False
-        outputs = self.network.predict_proba(self.probe)
+        with np.errstate(all="ignore"):  # saturated or overflowing outputs are what is being looked for
+            outputs = self.network.predict_proba(self.probe)
         spread = float(np.max(outputs.max(axis=0) - outputs.min(axis=0)))
         return not spread > FLAT_OUTPUT_SPREAD  # NaN outputs count as flat too
 
     def advice(self) -> str:
         """What to change, for this run's optimizer and activation."""
-        lr = self.settings["lr"]
+        lr, decay = self.settings["lr"], self.settings.get("weight_decay") or 0.0
+        if self.optimizer != "adamw" and lr * decay >= 1:
+            return (f"lower the weight decay (--weight-decay / weight_decay=, now {decay:g}): times the learning "
+                    f"rate {lr:g} it moves every weight past zero at each step")
         if self.optimizer == "sgd" and self.settings.get("layer_rates") is None:
             fix = (f"lower the learning rate (--lr / lr=, now {lr:g}), or leave it out so that each layer gets "
                    f"a step size scaled to its width (--lr-scaling fan_in)")

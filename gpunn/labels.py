@@ -74,8 +74,9 @@ def class_indices(y, classes: np.ndarray, where: str = "y") -> np.ndarray:
     index = np.minimum(index, len(classes) - 1)
     unknown = classes[index] != labels
     if unknown.any():
-        raise DataError(f"{where} has the label {labels[unknown][0]!r}, which is not one of the network's classes "
-                        f"{_shown(classes)}")
+        first = labels[unknown][0]
+        raise DataError(f"{where} has the label {first.item() if isinstance(first, np.generic) else first!r}, "
+                        f"which is not one of the network's classes {_shown(classes)}")
     return index.astype(np.int64)
 
 

@@ -225,3 +225,11 @@ def test_gpu_trains_every_kind_like_numpy(digits, kind):
     np.testing.assert_allclose(history.history["loss"], ref_history.history["loss"], rtol=1e-9)
     for a, b in zip(gpu.get_weights(), reference.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-11)
+
+
+def test_a_diverging_weight_decay_is_named_as_the_cause(digits):
+    net = gpunn.Network([64, 16, 10], backend="numpy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no raw NumPy overflow warnings either
+        with pytest.raises(gpunn.TrainingDiverged, match=r"lower the weight decay .*now 10"):
+            net.fit(digits.X_train, digits.y_train, epochs=2, weight_decay=10.0)
