@@ -27,7 +27,8 @@ differ, by design or by what gpunn's network offers:
   parameter, biases included (scikit-learn leaves biases alone), and a short last batch
   gets the full batch's decay.  ``loss_curve_`` adds the penalty as scikit-learn does,
   from the weights at the end of each epoch.  With ``solver="adamw"`` (gpunn's extra)
-  ``alpha`` is AdamW's decoupled decay instead: ``theta *= 1 - learning_rate_init * alpha``.
+  ``alpha`` is AdamW's decoupled decay instead, ``theta *= 1 - learning_rate_init * alpha``
+  at every step, and no term of ``loss_curve_``.
 * Adam adds ``epsilon`` after the bias correction (PyTorch's order, see
   :mod:`gpunn.optim`), scikit-learn before it; the two agree as ``epsilon`` -> 0.
 * The initial weights are gpunn's (He for relu, Glorot for tanh, LeCun for logistic,
@@ -215,7 +216,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         X_train, labels_train, validation = self._split(X, labels)
         n = X_train.shape[0]
         batch_size = self._batch_size(n)
-        stopping = _StoppingRule(self, n, batch_size)
+        stopping = _StoppingRule(self, n, batch_size, l2=settings["solver"] != "adamw")
         network = self.network_
         options = self._optimizer_options(settings, batch_size)
         if not incremental:
@@ -246,9 +247,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             _number("each of hidden_layer_sizes", size, 1, integer=True)
         if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
             _number("batch_size ('auto' or an integer)", self.batch_size, 1, integer=True)
-        for name, high, high_open in (("momentum", 1, True), ("beta_1", 1, True), ("beta_2", 1, True),
-                                      ("validation_fraction", 1, True)):
-            _number(name, getattr(self, name), 0, high, high_open=high_open)
+        for name in ("momentum", "beta_1", "beta_2", "validation_fraction"):
+            _number(name, getattr(self, name), 0, 1, high_open=True)
         _number("alpha", self.alpha, 0)
         _number("tol", self.tol, 0)
         _number("learning_rate_init", self.learning_rate_init, 0, low_open=True)
@@ -339,10 +339,11 @@ class _StoppingRule(Callback):
     ``n_iter_no_change``, training stops: ``converged``.
     """
 
-    def __init__(self, estimator: MLPClassifier, n_samples: int, batch_size: int):
+    def __init__(self, estimator: MLPClassifier, n_samples: int, batch_size: int, l2: bool):
         self.estimator, self.n_samples = estimator, n_samples
         #: the L2 penalty per sample of an epoch, as scikit-learn adds it: alpha/2 ||W||^2 per batch
-        self.penalty = 0.5 * estimator.alpha * (-(-n_samples // batch_size)) / n_samples
+        #: (none for AdamW, whose decay is no term of the loss)
+        self.penalty = 0.5 * estimator.alpha * (-(-n_samples // batch_size)) / n_samples if l2 else 0.0
         self.converged = False
 
     def on_epoch_end(self, epoch, logs=None):

@@ -163,6 +163,7 @@ def test_alpha_is_scikit_learns_l2_per_batch(digits):
     assert est.loss_curve_ == [pytest.approx(est.network_.history.history["loss"][-1] + penalty, rel=1e-6)]
     adamw = small(max_iter=1, alpha=0.5, solver="adamw").fit(digits.X_train[:200], digits.y_train[:200])
     assert adamw.network_.optimizer.weight_decay == 0.5
+    assert adamw.loss_curve_ == adamw.network_.history.history["loss"]  # decoupled decay: no loss term
 
 
 # -- training: scikit-learn's rules -----------------------------------------------------------------------------
