@@ -412,12 +412,13 @@ def info():
 
 
 def _add_commands() -> None:
-    """The commands that live in their own modules: data, evaluate/predict/plot, bench."""
+    """The commands that live in their own modules: data, evaluate/predict/plot, explain, bench."""
     from .bench import bench
     from .cli_data import data_group
+    from .cli_explain import explain
     from .cli_model import model_commands
 
-    for command in (data_group, *model_commands, bench):
+    for command in (data_group, *model_commands, explain, bench):
         cli.add_command(command)
 
 
