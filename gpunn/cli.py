@@ -7,7 +7,6 @@ Errors the user can fix (bad options, bad data, no GPU) print one line,
 from __future__ import annotations
 
 import json
-import sys
 import time
 import warnings
 
@@ -99,24 +98,7 @@ def resolve_sizes(sizes, n_features: int, n_classes: int) -> list[int]:
     return sizes
 
 
-class _Progress:
-    """A progress bar on stderr counted in steps, plus one line per epoch."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled and sys.stderr.isatty()
-
-    def __call__(self, step, steps):
-        if self.enabled:
-            width = 30
-            done = int(width * (step + 1) / steps)
-            click.echo(f"\r  [{'#' * done}{'.' * (width - done)}] {step + 1}/{steps}", err=True, nl=False)
-
-    def clear(self):
-        if self.enabled:
-            click.echo("\r" + " " * 60 + "\r", err=True, nl=False)
-
-
-def _epoch_printer(progress: _Progress, samples: int, epochs: int, quiet: bool):
+def _epoch_printer(progress, samples: int, epochs: int, quiet: bool):
     from .train import Callback
 
     class EpochLine(Callback):
@@ -125,20 +107,16 @@ def _epoch_printer(progress: _Progress, samples: int, epochs: int, quiet: bool):
         warned = 0
 
         def on_epoch_end(self, epoch, logs=None):
-            progress.clear()
             found = self.network.history.warnings
             for warning in found[self.warned:]:
-                click.echo(f"Warning: {warning}", err=True)
+                progress.echo(f"Warning: {warning}")
             self.warned = len(found)
-            if quiet:
-                return
-            test = f"  test acc {logs['val_accuracy']:.4f}" if "val_accuracy" in logs else ""
-            rate = samples / logs["seconds"] if logs["seconds"] > 0 else float("inf")
-            click.echo(
-                f"epoch {epoch + 1:>3}/{epochs}  loss {logs['loss']:.5f}  train acc {logs['accuracy']:.4f}"
-                f"{test}  {rate:,.0f} samples/s",
-                err=True,
-            )
+            if not quiet:
+                test = f"  test acc {logs['val_accuracy']:.4f}" if "val_accuracy" in logs else ""
+                rate = samples / logs["seconds"] if logs["seconds"] > 0 else float("inf")
+                progress.echo(f"epoch {epoch + 1:>3}/{epochs}  loss {logs['loss']:.5f}  "
+                              f"train acc {logs['accuracy']:.4f}{test}  {rate:,.0f} samples/s")
+            progress.epoch_done()
 
     return EpochLine()
 
@@ -197,7 +175,10 @@ def _epoch_printer(progress: _Progress, samples: int, epochs: int, quiet: bool):
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Draw the loss and accuracy curves into this picture (.png/.svg/.pdf); needs gpunn[plot].")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary as the last line of stdout.")
-@click.option("--quiet", is_flag=True, help="No per-epoch lines.")
+@click.option("--quiet", is_flag=True, help="No per-epoch lines and no progress bar.")
+@click.option("--record-trajectory", is_flag=True,
+              help="Keep the weights at the start and after each epoch (at most 101 snapshots and 64 MiB; "
+                   "thinned evenly beyond that) in the --output model, for gpunn plot --landscape.")
 @click.option("--distributed", is_flag=True,
               help="Data-parallel training under mpiexec -n K: each rank trains on 1/K of every minibatch "
                    "(MPI on CPUs, NCCL on GPUs); rank 0 alone prints and saves.")
@@ -214,7 +195,7 @@ def train(distributed, backend, **options):
 
 def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation, output_activation, loss, init,
            optimizer, lr, lr_scaling, momentum, nesterov, beta1, beta2, eps, weight_decay, seed, backend, dtype,
-           output, checkpoint_every, resume, plot_path, as_json, quiet, communicator=None):
+           output, checkpoint_every, resume, plot_path, as_json, quiet, record_trajectory, communicator=None):
     """The train command; with a ``communicator`` (--distributed) only rank 0 prints and saves."""
     root = communicator is None or communicator.rank == 0
     quiet = quiet or not root
@@ -224,6 +205,8 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation
 
     if checkpoint_every and not output:
         raise click.UsageError("--checkpoint-every needs --output, the file the checkpoints go to")
+    if record_trajectory and not output:
+        raise click.UsageError("--record-trajectory keeps the path in the model file; give --output")
     if plot_path:
         from .plotting import check_output_path, require_matplotlib
 
@@ -249,8 +232,14 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation
     else:
         sizes = _resumed_sizes(resume, net, layers, data)
     extra = {"dataset": dataset, "data_dir": data_dir, "test_split": test_split}
-    progress = _Progress(enabled=not quiet and not as_json)
+    from .cli_progress import RunProgress
+
+    progress = RunProgress(enabled=not quiet and not as_json, epochs=epochs - net.epochs_done)
     callbacks = [_epoch_printer(progress, len(data.X_train), epochs, quiet)]
+    if record_trajectory or net.trajectory is not None:  # a resumed path goes on
+        from .trajectory import TrajectoryRecorder
+
+        callbacks.append(TrajectoryRecorder())
     if checkpoint_every and root:
         from .callbacks import ModelCheckpoint
 
@@ -259,7 +248,7 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation
         what = f"resuming {net} from {resume} after epoch {net.epochs_done}" if resume else f"training {net}"
         click.echo(f"{what} on {data.name}: {len(data.X_train)} train / {len(data.X_test)} test samples", err=True)
     started = time.perf_counter()
-    with warnings.catch_warnings():  # the epoch printer shows them as "Warning: ..." lines
+    with warnings.catch_warnings(), progress:  # the epoch printer shows them as "Warning: ..." lines
         warnings.simplefilter("ignore", TrainingWarning)
         history = net.fit(data.X_train, data.y_train, epochs=epochs - net.epochs_done, batch_size=batch_size,
                           validation_data=(data.X_test, data.y_test), callbacks=callbacks, progress=progress,

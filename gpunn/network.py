@@ -241,6 +241,8 @@ class Network:
         #: (see :class:`Workspace`); the kernel backends add the bias in ``bias_<activation>``.
         self.fold_bias = self.backend.name == "numpy"
         self.history = None
+        #: the path training took (a :class:`gpunn.trajectory.Trajectory`) when it was recorded
+        self.trajectory = None
         self.optimizer = None
         self.epochs_done = 0
         self.stop_training = False
