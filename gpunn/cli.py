@@ -7,6 +7,8 @@ Errors the user can fix (bad options, bad data, no GPU) print one line,
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 import warnings
 
@@ -64,6 +66,9 @@ class _Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:  # the reader went away (gpunn explain | head): stop without a word
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+            raise SystemExit(1) from None
         except (GpunnError, BackendError, ValueError, OSError) as exc:
             raise click.ClickException(_one_line(exc)) from None
 

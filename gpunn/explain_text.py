@@ -305,7 +305,7 @@ def _items_block(neurons, what: str) -> list[str]:
             lines += [_clip((pad if i else prefix) + text) for i, text in enumerate([t for t, _ in items] + [last])]
             continue
         order = np.argsort([-weight for _, weight in items], kind="stable")
-        for k in range(len(items) - 1, 0, -1):
+        for k in range(min(len(items) - 1, 8), 0, -1):  # no more than 8 fit in 100 columns
             line = prefix + "   ".join([items[i][0] for i in sorted(order[:k])] + [f"(+{len(items) - k} {what})"])
             if len(line + "   " + last) <= WIDTH:
                 lines.append(line + "   " + last)
