@@ -4,11 +4,12 @@ __version__ = "0.1.0"
 
 from . import callbacks
 from .backend import BackendError, get_backend
+from .callbacks import Callback
 from .data import Dataset, load_dataset
 from .errors import DataError, GpunnError, ModelFileError, TrainingDiverged
 from .io import load
 from .network import Network
-from .train import Callback, History
+from .train import History
 
 __all__ = [
     "BackendError", "Callback", "callbacks", "DataError", "Dataset", "GpunnError", "History", "ModelFileError",

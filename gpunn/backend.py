@@ -159,19 +159,19 @@ def _device_count(cupy) -> int:
 
 def parse_spec(spec: str | None) -> tuple[str, int | None]:
     """Split a backend spec into (kind, device); raise ValueError for nonsense."""
-    text = (spec or os.environ.get(ENV_VAR) or "auto").strip().lower()
+    source = "" if spec else f" (from ${ENV_VAR})" if os.environ.get(ENV_VAR) else ""
+    raw = spec or os.environ.get(ENV_VAR) or "auto"
+    text = raw.strip().lower()
     if text.startswith("@"):  # chainer-style "@numpy" / "@cupy:0"
         text = text[1:]
     kind, _, dev = text.partition(":")
     if kind not in ("auto", "numpy", "cupy", "emulated"):
-        raise ValueError(
-            f"unknown backend {spec!r}: use auto, numpy, cupy or cupy:N"
-        )
+        raise ValueError(f"unknown backend {raw!r}{source}: use auto, numpy, cupy, cupy:N or emulated")
     if dev and kind != "cupy":
-        raise ValueError(f"backend {kind!r} takes no device number; use cupy:N for a GPU")
+        raise ValueError(f"backend {raw!r}{source} takes no device number; use cupy:N for a GPU")
     if dev:
-        if not dev.isdigit():
-            raise ValueError(f"bad device number in backend {spec!r}: use cupy:N with N = 0, 1, ...")
+        if not (dev.isascii() and dev.isdigit()):
+            raise ValueError(f"bad device number in backend {raw!r}{source}: use cupy:N with N = 0, 1, ...")
         return kind, int(dev)
     return kind, (0 if kind == "cupy" else None)
 

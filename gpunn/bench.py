@@ -43,9 +43,9 @@ WARMUP_EPOCHS = 1
 SETTLE_SECONDS = 0.25
 FEATURES, CLASSES = 784, 10
 #: Samples per timed epoch of the textbook peer (it trains about 100 samples/s on C).
-TEXTBOOK_SAMPLES = {"A": 2000, "B": 2000, "C": 256, "D": 64}
+TEXTBOOK_SAMPLES = {"A": 2000, "B": 2000, "C": 256, "D": 64, "E": 0}
 QUICK_SAMPLES = 256
-QUICK_TEXTBOOK_SAMPLES = {"A": 20, "B": 20, "C": 8, "D": 2}
+QUICK_TEXTBOOK_SAMPLES = {"A": 20, "B": 20, "C": 8, "D": 2, "E": 0}
 
 
 def synthetic_data(samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -59,11 +59,13 @@ def data_description(samples: int, seed: int) -> str:
             f"labels uniform on 0..{CLASSES - 1} (seed {seed}); speed only, nothing is learned")
 
 
-def initial_weights(sizes, seed: int) -> list[np.ndarray]:
-    """The parameters every peer starts from: gpunn's ``init="scaled"`` draw, float32."""
+def initial_weights(config, seed: int) -> list[np.ndarray]:
+    """The parameters every peer starts from: gpunn's default draw for the configuration, float32
+    (``scaled`` for the sigmoid configurations, ``he`` for ReLU)."""
     from .network import Network
 
-    net = Network(sizes, init="scaled", backend="numpy", dtype="float32", seed=seed)
+    net = Network(config.sizes, activation=config.activation, output_activation=config.output_activation,
+                  loss=config.loss, backend="numpy", dtype="float32", seed=seed)
     return [np.ascontiguousarray(part, dtype=np.float32) for part in net.get_weights()]
 
 
@@ -308,20 +310,24 @@ def run_benchmark(config_names, samples, epochs, peer_names, threads, seed, quic
         for name in config_names:
             config = CONFIGS[name]
             cap = min(textbook[name], samples)
-            problem = Problem(config, X, labels, initial_weights(config.sizes, seed), seed, cap)
+            problem = Problem(config, X, labels, initial_weights(config, seed), seed, cap)
             # a GPU-sized configuration nobody asked for runs on the GPU peers only
             skip_cpu = config.gpu_sized and not configs_asked
-            to_run = [p for p in available if not (skip_cpu and PEERS[p].device == "cpu")]
+            to_run = [p for p in available if not (skip_cpu and PEERS[p].device == "cpu")
+                      and PEERS[p].unsupported(config) is None]
             log(f"config {name}: {config.describe()}")
             records = race(problem, to_run, epochs, settle, log)
             for peer in peer_names:
                 if absent[peer] is not None:
                     records[peer] = {"status": "absent", "reason": absent[peer]}
+                elif PEERS[peer].unsupported(config) is not None:
+                    records[peer] = {"status": "skipped", "reason": PEERS[peer].unsupported(config)}
                 elif peer not in records:
                     records[peer] = {"status": "skipped",
                                      "reason": f"CPU peer on the GPU-sized config {name}; ask with --configs {name}"}
             config_result = {"sizes": list(config.sizes), "batch_size": config.batch_size, "lr": config.lr,
-                             "loss": "quadratic", "textbook_samples_per_epoch": cap,
+                             "activation": config.activation, "output_activation": config.output_activation,
+                             "loss": config.loss, "optimizer": config.optimizer, "textbook_samples_per_epoch": cap,
                              "peers": {peer: records[peer] for peer in peer_names}}
             add_ratios(config_result)
             result["configs"][name] = config_result
@@ -374,8 +380,9 @@ def _load(values) -> str:
 @click.command()
 @click.option("--configs", default=None,
               help="Comma list of A (784-30-10, batch 10), B (784-100-10, batch 10), C (784-1024-1024-10, "
-                   "batch 128), D (784-4096-4096-10, batch 1024) [default: A,B,C, plus D on the GPU peers "
-                   "when one can run].")
+                   "batch 128), D (784-4096-4096-10, batch 1024): the tutorial's sigmoid network and SGD; "
+                   "E (784-256-10, relu, softmax + cross-entropy, adam, batch 64) [default: A,B,C,E, plus D "
+                   "on the GPU peers when one can run].")
 @click.option("--samples", type=click.IntRange(1), default=None,
               help=f"Samples per epoch [default: {DEFAULT_SAMPLES}; {QUICK_SAMPLES} with --quick].")
 @click.option("--epochs", type=click.IntRange(1), default=None,
@@ -384,7 +391,8 @@ def _load(values) -> str:
 @click.option("--peers", default=None,
               help=f"Comma list of {', '.join(PEERS)}; or gpunn, torch, gemm-floor for both devices "
                    "[default: all].")
-@click.option("--json-out", type=click.Path(dir_okay=False), default=None, help="Write the full results here.")
+@click.option("--output", "--json-out", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Write the full results here, as JSON (--json-out is the same option).")
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="BLAS/OpenMP threads for every peer, through threadpoolctl [default: each library's own].")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
@@ -397,7 +405,7 @@ def bench(configs, samples, epochs, peers, json_out, threads, seed, quick):
     Progress goes to stderr, the table to stdout.
     """
     peer_names = parse_peers(peers)
-    config_names = parse_configs(configs) if configs else ["A", "B", "C"]
+    config_names = parse_configs(configs) if configs else ["A", "B", "C", "E"]
     samples = samples or (QUICK_SAMPLES if quick else DEFAULT_SAMPLES)
     epochs = epochs or (1 if quick else DEFAULT_EPOCHS)
 

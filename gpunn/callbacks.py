@@ -1,16 +1,72 @@
-"""Callbacks for :meth:`gpunn.Network.fit`: save checkpoints, stop early.
+"""Callbacks for :meth:`gpunn.Network.fit`: the base class, epoch lines, checkpoints, early stopping.
 
-Both watch the per-epoch logs that :func:`gpunn.train.fit` passes to
-``on_epoch_end`` (``loss``, ``accuracy``, and with validation data ``val_loss`` and
-``val_accuracy``).  "Better" means lower for a metric whose name contains ``loss``
-and higher otherwise, unless ``mode`` says ``"min"`` or ``"max"``.
+:class:`ModelCheckpoint` and :class:`EarlyStopping` watch the per-epoch logs that
+:func:`gpunn.train.fit` passes to ``on_epoch_end`` (``loss``, ``accuracy``, and with
+validation data ``val_loss`` and ``val_accuracy``).  "Better" means lower for a metric
+whose name contains ``loss`` and higher otherwise, unless ``mode`` says ``"min"`` or
+``"max"``.  :class:`EpochLogger` prints the epoch lines of ``fit(verbose=...)`` and of
+``gpunn train``.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 
-from .train import Callback
+class Callback:
+    """Base class for hooks called by :func:`fit`; override what you need.
+
+    ``self.network`` is set before ``on_train_begin``.  Setting
+    ``network.stop_training = True`` ends training after the current epoch.
+    """
+
+    network = None
+
+    def on_train_begin(self, logs=None):
+        """Called once before the first epoch."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        """Called before each epoch (``epoch`` counts from 0)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        """Called after each epoch with its ``logs``: loss, accuracy, val_*, seconds."""
+
+    def on_train_end(self, logs=None):
+        """Called once after the last epoch."""
+
+
+class EpochLogger(Callback):
+    """One line per epoch on ``stream`` (stderr), as ``gpunn train`` prints them.
+
+    ``epoch   3/10  loss 0.08123  running train acc 0.9512  val acc 0.9466  61,234 samples/s``:
+    the training loss and accuracy are measured during the epoch, as the weights moved
+    (hence "running"); the validation figures after it.  ``show_warnings`` also prints
+    each new diagnosis of the run (``history.warnings``) as a ``Warning: ...`` line, even
+    without the epoch lines (``lines=False``); ``before_line`` is called first (e.g. to
+    clear a progress bar).
+    """
+
+    def __init__(self, epochs: int, samples: int, val_label: str = "val", show_warnings: bool = False,
+                 lines: bool = True, stream=None, before_line=None):
+        self.epochs, self.samples, self.val_label = epochs, samples, val_label
+        self.show_warnings, self.lines, self.stream, self.before_line = show_warnings, lines, stream, before_line
+        self.warned = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        stream = self.stream or sys.stderr
+        if self.before_line is not None:
+            self.before_line()
+        if self.show_warnings:
+            found = self.network.history.warnings
+            for warning in found[self.warned:]:
+                print(f"Warning: {warning}", file=stream)
+            self.warned = len(found)
+        if not self.lines:
+            return
+        val = f"  {self.val_label} acc {logs['val_accuracy']:.4f}" if "val_accuracy" in logs else ""
+        rate = self.samples / logs["seconds"] if logs["seconds"] > 0 else float("inf")
+        print(f"epoch {epoch + 1:>3}/{self.epochs}  loss {logs['loss']:.5f}  running train acc "
+              f"{logs['accuracy']:.4f}{val}  {rate:,.0f} samples/s", file=stream, flush=True)
 
 MODES = ("auto", "min", "max")
 

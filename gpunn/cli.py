@@ -11,16 +11,19 @@ import os
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import click
 import numpy as np
 
 from . import __version__
 from .backend import BackendError, get_backend, parse_spec
-from .errors import GpunnError
+from .errors import GpunnError, command_line_interface
+from .labels import classes_to_json
 from .network import INITS
 from .ops import ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS
 from .optim import LR_SCALINGS, OPTIMIZERS
+from .preprocessing import SCALINGS, Scaler
 
 DEFAULT_HIDDEN = 64
 
@@ -61,16 +64,30 @@ class BackendSpec(click.ParamType):
 
 
 class _Group(click.Group):
-    """A click group that turns user-fixable errors into ``Error: <one line>`` and exit 1."""
+    """A click group that turns user-fixable errors into ``Error: <one line>`` and exit 1.
+
+    Errors raised while a command runs name command-line options, not Python arguments
+    (:func:`gpunn.errors.option_name`).  A reader that closes the pipe early
+    (``gpunn evaluate m.npz | head -1``) ends the command quietly with status 0, as
+    other Unix tools do.
+    """
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
-        except BrokenPipeError:  # the reader went away (gpunn explain | head): stop without a word
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
-            raise SystemExit(1) from None
+            with command_line_interface():
+                return super().invoke(ctx)
+        except BrokenPipeError:
+            _silence_stdout()
+            ctx.exit(0)
         except (GpunnError, BackendError, ValueError, OSError) as exc:
             raise click.ClickException(_one_line(exc)) from None
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's final flush to the closed pipe is not an error."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -84,46 +101,39 @@ def cli():
 
 
 def resolve_sizes(sizes, n_features: int, n_classes: int) -> list[int]:
-    """Fill in inferred input/output sizes and check them against the data."""
+    """Fill in inferred input/output sizes and check them against the data.
+
+    The output layer has one unit per class.  A mismatch is an error whose suggestion is
+    always a valid network: the typed sizes that cannot be the input or the output
+    layer are kept as hidden layers.
+    """
     sizes = list(sizes) if sizes else [None, DEFAULT_HIDDEN, None]
+    n_outputs = max(n_classes, 2)  # one class only still needs two answers to choose from
     if sizes[0] is None:
         sizes[0] = n_features
     if sizes[-1] is None:
-        sizes[-1] = max(n_classes, 2)
+        sizes[-1] = n_outputs
+    if sizes[0] == n_features and sizes[-1] == n_outputs:
+        return sizes
+    hidden = sizes[1:-1]
     if sizes[0] != n_features:
-        raise GpunnError(
-            f"--layers starts with {sizes[0]} inputs but the data has {n_features} features per sample; "
-            f"use --layers {n_features},{','.join(str(s) for s in sizes[1:])}"
-        )
-    if sizes[-1] < n_classes:
-        raise GpunnError(
-            f"--layers ends with {sizes[-1]} outputs but the data has labels 0..{n_classes - 1}; "
-            f"the output layer needs at least {n_classes} units"
-        )
-    return sizes
+        hidden = [sizes[0], *hidden]
+    if sizes[-1] != n_outputs:
+        hidden = [*hidden, sizes[-1]]
+    fixed = ",".join(str(s) for s in [n_features, *hidden, n_outputs])
+    raise click.UsageError(
+        f"--layers {','.join(map(str, sizes))} does not fit the data, which has {n_features} features per sample "
+        f"and {n_classes} classes: the first size must be {n_features} and the last {n_outputs}; "
+        f"e.g. --layers {fixed}"
+    )
 
 
 def _epoch_printer(progress, samples: int, epochs: int, quiet: bool):
-    from .train import Callback
+    """The epoch lines (none with --quiet) and the run's warnings (always), on stderr, above the progress bar."""
+    from .callbacks import EpochLogger
 
-    class EpochLine(Callback):
-        """One line per epoch on stderr, and any diagnosis of the run as soon as it is made."""
-
-        warned = 0
-
-        def on_epoch_end(self, epoch, logs=None):
-            found = self.network.history.warnings
-            for warning in found[self.warned:]:
-                progress.echo(f"Warning: {warning}")
-            self.warned = len(found)
-            if not quiet:
-                test = f"  test acc {logs['val_accuracy']:.4f}" if "val_accuracy" in logs else ""
-                rate = samples / logs["seconds"] if logs["seconds"] > 0 else float("inf")
-                progress.echo(f"epoch {epoch + 1:>3}/{epochs}  loss {logs['loss']:.5f}  "
-                              f"train acc {logs['accuracy']:.4f}{test}  {rate:,.0f} samples/s")
-            progress.epoch_done()
-
-    return EpochLine()
+    return EpochLogger(epochs, samples, val_label="test", show_warnings=True, lines=not quiet,
+                       before_line=progress.clear)
 
 
 @cli.command()
@@ -146,6 +156,9 @@ def _epoch_printer(progress, samples: int, epochs: int, quiet: bool):
 @click.option("--loss", type=click.Choice(LOSSES), default=None,
               help="quadratic (the tutorial's 1/2 (t - y)^2) or cross_entropy [default: quadratic for sigmoid "
                    "outputs, cross_entropy for softmax].")
+@click.option("--scale", type=click.Choice(SCALINGS), default="auto", show_default=True,
+              help="Feature scaling fitted on the training set and kept in the model: auto (8-bit pixels / 255, "
+                   "features within [0, 1] as they are, others standardised), minmax, standard or none.")
 @click.option("--init", type=click.Choice(INITS), default=None,
               help="normal: N(0,1) as in the tutorial; scaled: N(0,1/n_in); xavier: N(0,2/(n_in+n_out)); "
                    "he: N(0,2/n_in) [default: scaled for sigmoid, xavier for tanh, he for relu].")
@@ -174,9 +187,16 @@ def _epoch_printer(progress, samples: int, epochs: int, quiet: bool):
 @click.option("--output", type=click.Path(dir_okay=False), default=None, help="Save the trained model here (.npz).")
 @click.option("--checkpoint-every", type=click.IntRange(1), default=None, metavar="N",
               help="Also save to --output after every N epochs: a checkpoint that --resume continues exactly.")
+@click.option("--patience", type=click.IntRange(1), default=None, metavar="N",
+              help="Stop early when the test-set loss (the command's validation data) has not improved for N "
+                   "epochs, and keep the best epoch's weights.")
+@click.option("--min-delta", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="With --patience: the smallest fall of the loss that counts as an improvement.")
 @click.option("--resume", type=click.Path(dir_okay=False), default=None,
-              help="Continue training this saved model until --epochs in total; its layers, loss, init, dtype "
-                   "and seed are kept, and so are its data set and training options unless given.")
+              help="Continue training this saved model until --epochs in total (default: the total its run was "
+                   "started with) and save it back there unless --output is given; its layers, loss, init, "
+                   "dtype, seed and scaling are kept, and so are its data set, training options and checkpoint "
+                   "interval unless given.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Draw the loss and accuracy curves into this picture (.png/.svg/.pdf); needs gpunn[plot].")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary as the last line of stdout.")
@@ -198,9 +218,10 @@ def train(distributed, backend, **options):
         _train(backend=backend, communicator=communicator, **options)
 
 
-def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation, output_activation, loss, init,
-           optimizer, lr, lr_scaling, momentum, nesterov, beta1, beta2, eps, weight_decay, seed, backend, dtype,
-           output, checkpoint_every, resume, plot_path, as_json, quiet, record_trajectory, communicator=None):
+def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation, output_activation, loss, scale,
+           init, optimizer, lr, lr_scaling, momentum, nesterov, beta1, beta2, eps, weight_decay, seed, backend, dtype,
+           output, checkpoint_every, patience, min_delta, resume, plot_path, as_json, quiet, record_trajectory,
+           communicator=None):
     """The train command; with a ``communicator`` (--distributed) only rank 0 prints and saves."""
     root = communicator is None or communicator.rank == 0
     quiet = quiet or not root
@@ -208,10 +229,11 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation
     from .network import Network
     from .train import TrainingWarning
 
-    if checkpoint_every and not output:
+    if checkpoint_every and not (output or resume):
         raise click.UsageError("--checkpoint-every needs --output, the file the checkpoints go to")
     if record_trajectory and not output:
         raise click.UsageError("--record-trajectory keeps the path in the model file; give --output")
+    _check_combinations(output_activation, loss, optimizer, momentum, nesterov, lr_scaling)
     if plot_path:
         from .plotting import check_output_path, require_matplotlib
 
@@ -222,33 +244,48 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation
                 "lr_scaling": None if lr_scaling == "auto" else lr_scaling}
     net = None
     if resume:
-        net, saved = _load_for_resume(resume, backend, epochs, activation=activation,
-                                      output_activation=output_activation, loss=loss, init=init, dtype=dtype,
-                                      seed=seed)
-        recorded = saved["extra"] if isinstance(saved.get("extra"), dict) and not _given("dataset") else {}
-        dataset, data_dir, test_split = _given_or_saved(
-            recorded, dataset=dataset, data_dir=data_dir, test_split=test_split)
+        net, saved = _load_for_resume(resume, backend, activation=activation, output_activation=output_activation,
+                                      loss=loss, init=init, dtype=dtype, seed=seed, scale=scale)
+        recorded = saved["extra"] if isinstance(saved.get("extra"), dict) else {}
+        _check_typed_layers(resume, net, layers)
+        epochs = _resumed_epochs(resume, net, recorded, saved, epochs)
+        if not _given("dataset"):
+            from .cli_model import recorded_data
+
+            dataset, data_dir, test_split = recorded_data(resume, recorded, data_dir, test_split)
         training, batch_size = _resumed_training(saved.get("training", {}), training, batch_size)
+        output = output or resume
+        if checkpoint_every is None and isinstance(recorded.get("checkpoint_every"), int):
+            checkpoint_every = recorded["checkpoint_every"]
     data = load_dataset(dataset, **_data_options(data_dir, test_split))
     if net is None:
-        sizes = resolve_sizes(layers, data.n_features, data.n_classes)
+        sizes = resolve_sizes(layers, data.n_features, len(data.classes))
         net = Network(sizes, activation=activation, output_activation=output_activation, loss=loss, init=init,
-                      backend=backend, dtype=dtype, seed=seed)
+                      backend=backend, dtype=dtype, seed=seed, scale=scale,
+                      classes=data.classes if len(data.classes) == sizes[-1] else None)
+        net.scaler = Scaler.fit(data.X_train, scale)  # fitted here to say what it does before training
+        if not quiet:
+            click.echo(f"scaling ({scale}): {net.scaler.describe(data.n_features)}", err=True)
     else:
         sizes = _resumed_sizes(resume, net, layers, data)
-    extra = {"dataset": dataset, "data_dir": data_dir, "test_split": test_split}
+    extra = {"dataset": _absolute_if_file(dataset), "data_dir": _absolute_if_file(data_dir),
+             "test_split": test_split, "epochs": epochs, "checkpoint_every": checkpoint_every}
     from .cli_progress import RunProgress
 
     progress = RunProgress(enabled=not quiet and not as_json, epochs=epochs - net.epochs_done)
-    callbacks = [_epoch_printer(progress, len(data.X_train), epochs, quiet)]
-    if record_trajectory or net.trajectory is not None:  # a resumed path goes on
-        from .trajectory import TrajectoryRecorder
-
-        callbacks.append(TrajectoryRecorder())
+    callbacks = [_epoch_printer(progress, len(data.X_train), epochs, quiet), progress]
     if checkpoint_every and root:
         from .callbacks import ModelCheckpoint
 
         callbacks.append(ModelCheckpoint(output, every=checkpoint_every, extra=extra))
+    if patience:
+        from .callbacks import EarlyStopping
+
+        callbacks.append(EarlyStopping(monitor="val_loss", patience=patience, min_delta=min_delta))
+    if record_trajectory or net.trajectory is not None:  # last, so that the path ends where training does
+        from .trajectory import TrajectoryRecorder
+
+        callbacks.append(TrajectoryRecorder())  # a resumed model's path goes on
     if not quiet:
         what = f"resuming {net} from {resume} after epoch {net.epochs_done}" if resume else f"training {net}"
         click.echo(f"{what} on {data.name}: {len(data.X_train)} train / {len(data.X_test)} test samples", err=True)
@@ -270,6 +307,8 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation
         "loss": net.loss,
         "optimizer": history.params["optimizer"],
         "lr": history.params["lr"],
+        "scaling": net.scaler.method,
+        "classes": classes_to_json(net.classes),
         "epochs": net.epochs_done,
         "test_accuracy": logs["val_accuracy"][-1],
         "test_loss": logs["val_loss"][-1],
@@ -300,10 +339,47 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation
         click.echo(json.dumps(summary))
     else:
         click.echo(
-            f"test accuracy {summary['test_accuracy']:.4f}  train accuracy {summary['train_accuracy']:.4f}  "
-            f"{summary['seconds']:.2f} s  {summary['samples_per_second']:,.0f} samples/s  "
+            f"test accuracy {summary['test_accuracy']:.4f}  train accuracy {summary['train_accuracy']:.4f} "
+            f"(after training)  {summary['seconds']:.2f} s  {summary['samples_per_second']:,.0f} samples/s  "
             f"[{summary['backend']}, {summary['dtype']}]"
         )
+
+
+def _absolute_if_file(name):
+    """A data set name as a model file records it: paths made absolute, so the model works from any folder."""
+    if name is None or not (os.sep in str(name) or str(name).lower().endswith((".npz", ".csv")) or
+                            Path(name).exists()):
+        return name
+    return str(Path(name).resolve())
+
+
+def _resumed_epochs(path, net, recorded: dict, metadata: dict, epochs: int) -> int:
+    """The total number of epochs a resumed run trains to: --epochs if typed, else its run's own target."""
+    if not _given("epochs"):
+        target = recorded.get("epochs")
+        if not isinstance(target, int) and metadata.get("format_version") == 1:  # format 1 kept it here
+            target = ((metadata.get("history") or {}).get("params") or {}).get("epochs")
+        epochs = target if isinstance(target, int) and not isinstance(target, bool) else epochs
+    if net.epochs_done >= epochs:
+        raise GpunnError(
+            f"{path} has already trained {net.epochs_done} epochs and --epochs is the total to reach; "
+            f"pass --epochs {net.epochs_done + 1} or more"
+        )
+    return epochs
+
+
+def _check_combinations(output_activation, loss, optimizer, momentum, nesterov, lr_scaling) -> None:
+    """Usage errors for options that make no sense together (before any data is read)."""
+    from .ops import default_loss, objective
+
+    try:
+        objective(output_activation, loss or default_loss(output_activation))
+    except ValueError as exc:
+        raise click.UsageError(str(exc).replace("loss ", "--loss ", 1)) from None
+    if optimizer != "sgd" and (momentum or nesterov or lr_scaling not in ("auto", "none")):
+        raise click.UsageError(f"--momentum, --nesterov and --lr-scaling apply to --optimizer sgd, not {optimizer}")
+    if nesterov and not momentum:
+        raise click.UsageError("--nesterov needs a --momentum above 0, e.g. --momentum 0.9")
 
 
 def _resumed_training(saved: dict, typed: dict, batch_size: int) -> tuple[dict, int]:
@@ -326,13 +402,13 @@ def _given(name: str) -> bool:
     return source not in (None, click.core.ParameterSource.DEFAULT)
 
 
-def _load_for_resume(path, backend, epochs, **architecture):
+def _load_for_resume(path, backend, **architecture):
     """Load the model to resume; architecture options typed on the command line must agree with it."""
     from .io import load_with_metadata
 
     net, metadata = load_with_metadata(path, backend=backend)
     saved = {"activation": net.activation, "output_activation": net.output_activation, "loss": net.loss,
-             "init": net.init, "dtype": net.dtype.name, "seed": net.seed}
+             "init": net.init, "dtype": net.dtype.name, "seed": net.seed, "scale": net.scale}
     for name, value in architecture.items():
         if _given(name) and value != saved[name]:
             option = "--" + name.replace("_", "-")
@@ -340,11 +416,6 @@ def _load_for_resume(path, backend, epochs, **architecture):
                 f"{option} {value} conflicts with {path}, which was made with {option} {saved[name]}; "
                 f"leave {option} out when resuming"
             )
-    if net.epochs_done >= epochs:
-        raise GpunnError(
-            f"{path} has already trained {net.epochs_done} epochs and --epochs is the total to reach; "
-            f"pass --epochs {net.epochs_done + 1} or more"
-        )
     return net, metadata
 
 
@@ -354,13 +425,19 @@ def _given_or_saved(saved: dict, **options) -> list:
 
 
 def _resumed_sizes(path, net, layers, data) -> list[int]:
-    """The resumed model's layer sizes, checked against the data and any --layers typed."""
+    """The resumed model's layer sizes, checked against the data."""
     sizes = list(net.sizes)
     if data.n_features != sizes[0]:
         raise GpunnError(
             f"{path} takes {sizes[0]} inputs but {data.name} has {data.n_features} features per sample; "
             f"resume on the data set it was trained on"
         )
+    return sizes
+
+
+def _check_typed_layers(path, net, layers) -> None:
+    """Any --layers typed when resuming must be the model's own."""
+    sizes = list(net.sizes)
     typed = list(layers or sizes)
     typed[0] = sizes[0] if typed[0] is None else typed[0]
     typed[-1] = sizes[-1] if typed[-1] is None else typed[-1]
@@ -369,7 +446,6 @@ def _resumed_sizes(path, net, layers, data) -> list[int]:
             f"--layers {','.join(map(str, typed))} conflicts with {path}, whose layers are "
             f"{','.join(map(str, sizes))}; leave --layers out when resuming"
         )
-    return sizes
 
 
 def _data_options(data_dir, test_split) -> dict:

@@ -16,7 +16,9 @@ from pathlib import Path
 import click
 import numpy as np
 
+from .data import USER_SUFFIXES
 from .errors import DataError, GpunnError
+from .labels import classes_to_json
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 INPUT_SUFFIXES = (".npy", ".csv", *IMAGE_SUFFIXES)
@@ -31,17 +33,30 @@ def _recorded(metadata: dict) -> dict:
     return extra if isinstance(extra, dict) else {}
 
 
+def recorded_data(model, extra: dict, data_dir, test_split):
+    """The data set a model file records (with its folder and split), unless --data-dir/--test-split override.
+
+    A recorded path that is no longer there is named as the model's, with the options
+    that point elsewhere.
+    """
+    dataset = extra.get("dataset")
+    if not isinstance(dataset, str) or not dataset:
+        raise GpunnError(f"{model} does not record the data set it was trained on; pass --dataset")
+    data_dir = extra.get("data_dir") if data_dir is None else data_dir
+    test_split = extra.get("test_split") if test_split is None else test_split
+    for path in (dataset if dataset.lower().endswith(USER_SUFFIXES) else None, data_dir):
+        if isinstance(path, str) and not Path(path).exists():
+            raise GpunnError(f"{path}, the data that {model} was trained on, is not there any more; "
+                             f"pass --dataset (and --data-dir) to use data from elsewhere")
+    return dataset, data_dir, test_split
+
+
 def _model_dataset(model: str, metadata: dict, dataset, data_dir, test_split):
     """The data set named on the command line, else the one recorded in the model file."""
     from .data import load_dataset
 
     if dataset is None:
-        extra = _recorded(metadata)
-        dataset = extra.get("dataset")
-        if not dataset:
-            raise GpunnError(f"{model} does not record the data set it was trained on; pass --dataset")
-        data_dir = extra.get("data_dir") if data_dir is None else data_dir
-        test_split = extra.get("test_split") if test_split is None else test_split
+        dataset, data_dir, test_split = recorded_data(model, _recorded(metadata), data_dir, test_split)
     options = {key: value for key, value in (("data_dir", data_dir), ("test_split", test_split))
                if value is not None}
     return load_dataset(dataset, **options)
@@ -64,35 +79,44 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n_classes: int) 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--dataset", default=None,
-              help="digits, xor, mnist, fashion-mnist or a .npz/.csv file [default: the model's own].")
+              help="digits, xor, mnist, fashion-mnist or a .npz/.csv file (all of whose samples are scored) "
+                   "[default: the model's own data set, its test part].")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder holding the MNIST-format files [default: the model's own, else the cache].")
-@click.option("--test-split", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
-              help="Held-out fraction of a user data set without test arrays [default: the model's own].")
+@click.option("--test-split", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Score only this held-out fraction of a .npz/.csv file without test arrays (1: all of it) "
+                   "[default: all of a --dataset file; the model's own split of its own file].")
 @_backend_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary as the last line of stdout.")
 def evaluate(model, dataset, data_dir, test_split, backend, as_json):
-    """Loss, accuracy and confusion matrix of MODEL on a test set (by default the one it was trained on)."""
+    """Loss, accuracy and confusion matrix of MODEL on a data set (by default the test set it was trained with)."""
     from .io import load_with_metadata
 
     net, metadata = load_with_metadata(model, backend=backend)
-    data = _model_dataset(model, metadata, dataset, data_dir, test_split)
+    whole_file = dataset is not None and dataset.lower().endswith(USER_SUFFIXES) and test_split in (None, 1.0)
+    data = _model_dataset(model, metadata, dataset, data_dir, None if test_split == 1.0 else test_split)
     _check_width(net, data.n_features, f"data set {data.name}")
-    result = net.evaluate(data.X_test, data.y_test)
-    confusion = confusion_matrix(data.y_test, net.predict(data.X_test), net.sizes[-1])
+    X, y, part = data.X_test, data.y_test, "test set"
+    if whole_file:
+        X, y, part = np.concatenate([data.X_train, data.X_test]), np.concatenate([data.y_train, data.y_test]), "all"
+    result = net.evaluate(X, y)
+    classes = net.classes if net.classes is not None else np.arange(net.sizes[-1])
+    confusion = confusion_matrix(net.label_indices(y, len(y)), net.predict_proba(X).argmax(axis=1), len(classes))
     if as_json:
-        click.echo(json.dumps({"model": model, "dataset": data.name, "samples": len(data.y_test),
+        click.echo(json.dumps({"model": model, "dataset": data.name, "samples": len(y),
                                "loss": result["loss"], "accuracy": result["accuracy"],
-                               "confusion": confusion.tolist()}))
+                               "classes": classes_to_json(classes), "confusion": confusion.tolist()}))
         return
     click.echo(f"{model}: {list(net.sizes)} network, {net.epochs_done} epochs; "
-               f"test set of {data.name}: {len(data.y_test)} samples")
+               f"{part} of {data.name}: {len(y)} samples")
     click.echo(f"loss {result['loss']:.5f}  accuracy {result['accuracy']:.4f}")
     click.echo("confusion matrix (rows: true label, columns: predicted label)")
-    width = max(len(str(confusion.max())), len(str(net.sizes[-1] - 1))) + 1
-    click.echo(" " * 6 + "".join(f"{c:>{width}}" for c in range(net.sizes[-1])))
-    for label, row in enumerate(confusion):
-        click.echo(f"{label:>5} " + "".join(f"{count:>{width}}" for count in row))
+    names = [str(c) for c in classes_to_json(classes)]
+    width = max(len(str(confusion.max())), *(len(name) for name in names)) + 1
+    label_width = max(5, *(len(name) for name in names))
+    click.echo(" " * (label_width + 1) + "".join(f"{name:>{width}}" for name in names))
+    for name, row in zip(names, confusion):
+        click.echo(f"{name:>{label_width}} " + "".join(f"{count:>{width}}" for count in row))
 
 
 @click.command()
@@ -197,7 +221,8 @@ def read_image(path, n_inputs: int) -> np.ndarray:
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The picture to write (.png, .svg, .pdf).")
+@click.option("--output", "--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="The picture to write (.png, .svg, .pdf); --out is the same option.")
 @click.option("--curves/--no-curves", default=None,
               help="Loss and accuracy per epoch [default: on, unless only --weights/--surface/--landscape are "
                    "asked for and the model has no history (--landscape: off, it shows the accuracy itself)].")

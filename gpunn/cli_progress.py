@@ -2,9 +2,11 @@
 
 The bar counts the minibatch steps of every epoch to be trained, so its ETA is for the
 whole run (click averages the time per step since the start, validation included), and
-it names the epoch under way.  Lines such as the per-epoch summaries are printed above
-it (:meth:`RunProgress.echo`).  The bar is drawn only when stderr is a terminal: in a
-pipe, a log file or a test runner the lines are printed and the bar is not.
+it names the epoch under way.  Lines such as the per-epoch summaries go above it: the
+bar is cleared before them (:meth:`RunProgress.clear`, the epoch logger's ``before_line``)
+and drawn again after the epoch (:meth:`RunProgress.on_epoch_end`, so put it after the
+logger).  The bar is drawn only when stderr is a terminal: in a pipe, a log file or a
+test runner only the lines are printed.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ import sys
 
 import click
 
+from .train import Callback
+
 BAR_WIDTH = 30
 
 
-class RunProgress:
-    """``fit``'s ``progress(step, steps)`` callback, drawing one bar for ``epochs`` epochs.
+class RunProgress(Callback):
+    """``fit``'s ``progress(step, steps)`` callback, drawing one bar for ``epochs`` epochs, and a
+    callback that moves it on at each epoch's end.
 
     Use as a context manager around training (the bar is closed, and the terminal's cursor
     shown again, even when training fails).  ``enabled=False`` (``--quiet``, ``--json``)
@@ -52,18 +57,17 @@ class RunProgress:
             self.bar.__enter__()
         self._advance(self.epoch * steps + step + 1)
 
-    def epoch_done(self) -> None:
-        """Move the bar to the end of the epoch just trained (the last step is not always reported)."""
+    def on_epoch_end(self, epoch, logs=None):
+        """Move the bar to the end of the epoch just trained (its last step is not always reported)."""
         self.epoch += 1
         if self.bar is not None:
             self._advance(self.epoch * self.steps)
             self.bar.render_progress()  # the label changed even when the position did not
 
-    def echo(self, line: str) -> None:
-        """Print ``line`` on stderr above the bar."""
+    def clear(self) -> None:
+        """Blank the bar's line, so that a line can be printed in its place (it comes back at the next step)."""
         if self.bar is not None:
             click.echo("\r" + " " * (self.bar.max_width or 0) + "\r", file=self.file, nl=False)
-        click.echo(line, file=self.file)  # the bar comes back at the next step
 
     def _advance(self, position: int) -> None:
         label = f"epoch {self.epoch + 1}/{self.epochs}" if self.epoch < self.epochs else "done"

@@ -36,7 +36,13 @@ DIGITS_SPLIT_SEED = 20260101
 
 @dataclass
 class Dataset:
-    """Training and test arrays plus what the network needs to know about them."""
+    """Training and test arrays plus what the network needs to know about them.
+
+    Labels are kept as written (integers of any values, or strings); ``classes`` lists
+    what each output unit stands for, in sorted order: the data set's own classes for the
+    built-in ones (MNIST has ten, even in a file that lacks a digit), else the distinct
+    labels of both splits.
+    """
 
     name: str
     X_train: np.ndarray
@@ -44,10 +50,17 @@ class Dataset:
     X_test: np.ndarray
     y_test: np.ndarray
     n_classes: int
+    known_classes: np.ndarray | None = None
 
     @property
     def n_features(self) -> int:
         return self.X_train.shape[1]
+
+    @property
+    def classes(self) -> np.ndarray:
+        if self.known_classes is not None:
+            return self.known_classes
+        return np.unique(np.concatenate([self.y_train, self.y_test]))
 
 
 def load_digits() -> Dataset:
@@ -59,14 +72,14 @@ def load_digits() -> Dataset:
     order = np.random.default_rng(DIGITS_SPLIT_SEED).permutation(len(labels))
     n_test = int(round(len(labels) * DIGITS_TEST_FRACTION))
     test, train = order[:n_test], order[n_test:]
-    return Dataset("digits", images[train], labels[train], images[test], labels[test], 10)
+    return Dataset("digits", images[train], labels[train], images[test], labels[test], 10, np.arange(10))
 
 
 def load_xor() -> Dataset:
     """The four XOR points (the classic problem a single neuron cannot solve), as 2 classes."""
     X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float64)
     y = np.array([0, 1, 1, 0], dtype=np.int64)
-    return Dataset("xor", X, y, X.copy(), y.copy(), 2)
+    return Dataset("xor", X, y, X.copy(), y.copy(), 2, np.arange(2))
 
 
 def load_mnist_family(name: str, data_dir: str | Path | None = None) -> Dataset:
@@ -77,10 +90,8 @@ def load_mnist_family(name: str, data_dir: str | Path | None = None) -> Dataset:
         paths = _local_idx_files(name, Path(data_dir))
     train_images, train_labels, test_images, test_labels = paths
     y_train, y_test = idx.read_labels(train_labels), idx.read_labels(test_labels)
-    return Dataset(
-        name, idx.read_images(train_images), y_train, idx.read_images(test_images), y_test,
-        _count_classes(y_train, y_test),
-    )
+    return Dataset(name, idx.read_images(train_images), y_train, idx.read_images(test_images), y_test, 10,
+                   np.arange(10))
 
 
 def _local_idx_files(name: str, folder: Path) -> list[Path]:
@@ -109,8 +120,8 @@ def load_user_data(path: str, test_split: float | None = None) -> Dataset:
 
 
 def _count_classes(*labels: np.ndarray) -> int:
-    """Largest label + 1 over all non-empty label arrays (0 when all are empty)."""
-    return max((int(y.max()) + 1 for y in labels if y.size), default=0)
+    """The number of distinct labels over all the label arrays."""
+    return len(np.unique(np.concatenate(labels))) if labels else 0
 
 
 BUILTIN = {"digits": load_digits, "xor": load_xor}
@@ -130,8 +141,8 @@ def load_dataset(
     in ``.npz`` / ``.csv``.  ``data_dir`` applies to the MNIST family only,
     ``test_split`` to user files without a test set only; either given elsewhere is
     an error rather than silently ignored.  ``n_classes``, when given, is the size
-    of the network's output layer: every label must fit it, and it becomes the
-    dataset's ``n_classes``.
+    of the network's output layer: the data must not have more distinct labels, and
+    it becomes the dataset's ``n_classes``.
     """
     is_user_file = name.lower().endswith(USER_SUFFIXES)
     if data_dir is not None and name not in MNIST_FAMILY:
@@ -151,10 +162,10 @@ def load_dataset(
 
 
 def validate(data: Dataset, n_classes: int | None = None) -> Dataset:
-    """Check shapes, counts, finiteness and label range; raise DataError saying what is wrong.
+    """Check shapes, counts, finiteness and labels; raise DataError saying what is wrong.
 
-    With ``n_classes`` (the output layer's size) the labels are checked against it
-    and the returned Dataset carries it; otherwise against ``data.n_classes``.
+    With ``n_classes`` (the output layer's size) the number of distinct labels is checked
+    against it and the returned Dataset carries it.
     """
     if n_classes is not None:
         data = replace(data, n_classes=n_classes)
@@ -170,26 +181,20 @@ def validate(data: Dataset, n_classes: int | None = None) -> Dataset:
             raise DataError(
                 f"{data.name}: {len(X)} {split} samples but {len(y)} labels; they must match"
             )
-        if not np.issubdtype(y.dtype, np.integer):
-            raise DataError(f"{data.name}: {split} labels must be integers, got dtype {y.dtype}")
+        if not (np.issubdtype(y.dtype, np.integer) or y.dtype.kind == "U"):
+            raise DataError(f"{data.name}: {split} labels must be integers or strings, got dtype {y.dtype}")
         if not np.isfinite(X).all():
             raise DataError(f"{data.name}: {split} features contain NaN or infinite values; clean them first")
     if data.X_test.shape[1] != data.X_train.shape[1]:
         raise DataError(
             f"{data.name}: train has {data.X_train.shape[1]} features but test has {data.X_test.shape[1]}"
         )
+    if (data.y_train.dtype.kind == "U") != (data.y_test.dtype.kind == "U"):
+        raise DataError(f"{data.name}: the train labels and the test labels must both be numbers or both strings")
     needed = _count_classes(data.y_train, data.y_test)
-    for split in ("train", "test"):
-        y = getattr(data, f"y_{split}")
-        if y.min() < 0:
-            raise DataError(f"{data.name}: {split} label {y.min()} is negative; labels are class numbers 0, 1, 2, ...")
-        if y.max() >= data.n_classes:
-            if n_classes is not None:
-                raise DataError(
-                    f"{data.name}: {split} label {y.max()} does not fit an output layer of {n_classes} units "
-                    f"(labels 0..{n_classes - 1}); make the last layer at least {needed} wide"
-                )
-            raise DataError(
-                f"{data.name}: {split} labels must be in 0..{data.n_classes - 1}, found {y.min()}..{y.max()}"
-            )
+    if needed > data.n_classes:
+        raise DataError(
+            f"{data.name}: {needed} distinct labels do not fit an output layer of {data.n_classes} units; "
+            f"make the last layer {needed} wide"
+        )
     return data

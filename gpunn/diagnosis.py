@@ -27,7 +27,6 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import to_numpy
-from .labels import as_labels
 
 PROBE_SAMPLES = 64
 #: Largest spread (max - min over the probe) of every output for the network to count as flat.
@@ -44,7 +43,7 @@ class CollapseWatch:
         self.network = network
         self.optimizer, self.settings = optimizer, settings
         self.last_watched = min(epochs, EPOCHS_WATCHED) - 1
-        labels = as_labels(y, network.sizes[-1])
+        labels = network.label_indices(y, len(y))
         self.majority_share = np.bincount(labels).max() / len(labels) if len(labels) else 1.0
         self.probe = to_numpy(X[:PROBE_SAMPLES])
 
@@ -64,13 +63,17 @@ class CollapseWatch:
     def _flat(self, logs: dict) -> bool:
         if logs["accuracy"] > self.majority_share + CHANCE_MARGIN:
             return False
-        outputs = self.network.predict_proba(self.probe)
+        with np.errstate(all="ignore"):  # saturated or overflowing outputs are what is being looked for
+            outputs = self.network.predict_proba(self.probe)
         spread = float(np.max(outputs.max(axis=0) - outputs.min(axis=0)))
         return not spread > FLAT_OUTPUT_SPREAD  # NaN outputs count as flat too
 
     def advice(self) -> str:
         """What to change, for this run's optimizer and activation."""
-        lr = self.settings["lr"]
+        lr, decay = self.settings["lr"], self.settings.get("weight_decay") or 0.0
+        if self.optimizer != "adamw" and lr * decay >= 1:
+            return (f"lower the weight decay (--weight-decay / weight_decay=, now {decay:g}): times the learning "
+                    f"rate {lr:g} it moves every weight past zero at each step")
         if self.optimizer == "sgd" and self.settings.get("layer_rates") is None:
             fix = (f"lower the learning rate (--lr / lr=, now {lr:g}), or leave it out so that each layer gets "
                    f"a step size scaled to its width (--lr-scaling fan_in)")

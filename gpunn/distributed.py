@@ -46,6 +46,7 @@ import time
 import traceback
 import warnings
 
+import click
 import numpy as np
 
 from .backend import ENV_VAR, BackendError, _device_count, _import_cupy, get_backend, parse_spec
@@ -309,7 +310,7 @@ def abort_on_error(communicator):
     except (Exception, KeyboardInterrupt) as exc:
         if communicator is None or communicator.size <= 1:
             raise
-        if not isinstance(exc, (GpunnError, BackendError, ValueError, OSError)):
+        if not isinstance(exc, (GpunnError, BackendError, ValueError, OSError, click.ClickException)):
             traceback.print_exc()
         message = " ".join(str(exc).split()) or exc.__class__.__name__
         print(f"Error: rank {communicator.rank} of {communicator.size}: {message}", file=sys.stderr, flush=True)

@@ -8,19 +8,23 @@ A model file is a NumPy ``.npz`` archive holding these arrays and nothing else:
 the optimizer's state (see :meth:`gpunn.optim.Optimizer.state`)
     ``velocity`` (SGD with momentum), or ``adam_m``, ``adam_v`` (same length and dtype
     as ``params``) and ``adam_steps`` (a 0-d int32 step count) for Adam and AdamW;
+the feature scaling (see :mod:`gpunn.preprocessing`), when there is one
+    ``scale_offset`` and ``scale_factor``, float64, one number per input;
 ``metadata``
     a ``uint8`` array holding UTF-8 JSON: the format name ``"gpunn-model"`` and
     version, the gpunn version that wrote it, the architecture (sizes, activation,
-    output_activation, loss, init, dtype, seed), ``epochs_done``, the training
-    options, the optimizer's name and settings, the per-epoch history, and ``extra``
-    (whatever the caller passed, e.g. the CLI's dataset name and data folder);
+    output_activation, loss, init, dtype, seed), the classes (what each output unit
+    stands for) and the scaling method, ``epochs_done``, the training options, the
+    optimizer's name and settings, the per-epoch history, and ``extra`` (whatever the
+    caller passed, e.g. the CLI's dataset name and data folder);
 ``trajectory`` and ``trajectory_epochs`` (optional)
     the path training took, when it was recorded (:mod:`gpunn.trajectory`): a
     (snapshots, parameters) array in the model's dtype and the epochs done at each
     snapshot (int64, increasing, at most ``epochs_done``).
 
-Format 2 added the activations and the optimizers; files of format 1 (sigmoid
-networks trained by SGD) still load and resume.
+Format 2 added the activations, the optimizers, the classes and the scaling; files of
+format 1 (sigmoid networks trained by SGD on class indices, unscaled) still load and
+resume.
 
 Nothing in the file is ever unpickled: :func:`load` refuses pickles before NumPy
 sees them and reads the archive with ``allow_pickle=False``.  Every array is checked
@@ -53,7 +57,9 @@ from .backend import to_numpy
 from .errors import ModelFileError
 from .network import DTYPES, INITS, Network, ParameterLayout, check_sizes
 from .ops import ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS, objective
+from .labels import classes_from_json, classes_to_json
 from .optim import OPTIMIZERS, make_optimizer
+from .preprocessing import METHODS, SCALINGS, Scaler
 from .train import History
 
 FORMAT_NAME = "gpunn-model"
@@ -61,6 +67,7 @@ FORMAT_VERSION = 2
 #: The optimizer state arrays a file may hold: name -> (shape is the parameters'?, dtype or None for the model's).
 STATE_ARRAYS = {"velocity": (True, None), "adam_m": (True, None), "adam_v": (True, None),
                 "adam_steps": (False, np.dtype(np.int32))}
+SCALER_ARRAYS = ("scale_offset", "scale_factor")
 #: Largest metadata member accepted (a history of 100,000 epochs fits easily).
 MAX_METADATA_BYTES = 64 << 20
 #: Room for an .npy header on top of the array data itself.
@@ -139,6 +146,8 @@ def save(net: Network, path, extra=None) -> None:
         "init": net.init,
         "dtype": net.dtype.name,
         "seed": net.seed,
+        "classes": None if net.classes is None else classes_to_json(net.classes),
+        "scale": {"requested": net.scale, "method": None if net.scaler is None else net.scaler.method},
         "epochs_done": net.epochs_done,
         "training": training,
         "optimizer": None if optimizer is None else {"name": optimizer.name, **optimizer.settings()},
@@ -158,6 +167,8 @@ def save(net: Network, path, extra=None) -> None:
               "metadata": np.frombuffer(text.encode("utf-8"), dtype=np.uint8)}
     if optimizer is not None:
         arrays.update({name: to_numpy(array).copy() for name, array in optimizer.state().items()})
+    if net.scaler is not None:
+        arrays.update({name: np.asarray(array, dtype=np.float64) for name, array in net.scaler.state().items()})
     arrays.update(_trajectory_arrays(net))
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
@@ -224,6 +235,10 @@ def _read_archive(file, path: str) -> tuple[dict, dict, object]:
             for name in ("params", *STATE_ARRAYS):
                 if name in archive.files:
                     _check_member_size(archive, path, name, n_params * dtype.itemsize + NPY_HEADER_SLACK)
+                    arrays[name] = archive[name]
+            for name in SCALER_ARRAYS:
+                if name in archive.files:
+                    _check_member_size(archive, path, name, metadata["sizes"][0] * 8 + NPY_HEADER_SLACK)
                     arrays[name] = archive[name]
             trajectory = _read_trajectory(archive, path, n_params, dtype, metadata["epochs_done"])
     except ModelFileError:
@@ -349,7 +364,17 @@ def _check_arrays(arrays: dict, metadata: dict, n_params: int, dtype: np.dtype, 
     """The arrays must be what the metadata says: 1-D, the model's dtype, one value per parameter."""
     if "params" not in arrays:
         raise ModelFileError(f"{path} is incomplete: it has no params array; {_REWRITE}")
+    for name in SCALER_ARRAYS:
+        array = arrays.pop(name, None)
+        if array is not None and (array.dtype != np.float64 or array.shape != (metadata["sizes"][0],)
+                                  or not np.isfinite(array).all()):
+            raise ModelFileError(f"{path} is inconsistent: {name} must hold {metadata['sizes'][0]} finite float64 "
+                                 f"numbers, one per input; {_REWRITE}")
+        if array is not None:
+            arrays.setdefault("scaler", {})[name] = array
     for name, array in arrays.items():
+        if name == "scaler":
+            continue
         per_parameter, own_dtype = STATE_ARRAYS.get(name, (True, None))
         want_dtype, want_shape = own_dtype or dtype, (n_params,) if per_parameter else ()
         if array.dtype != want_dtype:
@@ -402,11 +427,36 @@ def _read_trajectory(archive, path: str, n_params: int, dtype: np.dtype, epochs_
     return Trajectory.from_arrays(epochs, params)
 
 
+def _restore_classes_and_scaler(net: Network, metadata: dict, scaler_arrays: dict, path: str) -> None:
+    """The classes and the fitted scaler a file records (format 1: neither, i.e. indices, unscaled)."""
+    classes = metadata.get("classes")
+    if classes is not None:
+        try:
+            net.classes = classes_from_json(classes, net.sizes[-1])
+        except ValueError as exc:
+            raise ModelFileError(f"{path} has corrupt metadata: classes {exc}; {_REWRITE}") from None
+    scale = metadata.get("scale") or {"requested": "none", "method": "none"}
+    requested, method = (scale.get("requested"), scale.get("method")) if isinstance(scale, dict) else (None, None)
+    if requested not in SCALINGS or method not in (*METHODS, None):
+        raise ModelFileError(f"{path} has corrupt metadata: scale {scale!r} is not a known scaling; {_REWRITE}")
+    net.scale = requested
+    if method is None:
+        net.scaler = None  # asked for, not fitted yet: the next fit fits it
+    elif method == "none":
+        net.scaler = Scaler("none")
+    elif set(scaler_arrays) != set(SCALER_ARRAYS):
+        raise ModelFileError(f"{path} is inconsistent: its {method} scaling has no scale_offset/scale_factor "
+                             f"arrays; {_REWRITE}")
+    else:
+        net.scaler = Scaler(method, scaler_arrays["scale_offset"], scaler_arrays["scale_factor"])
+
+
 def _build(metadata: dict, arrays: dict, backend, path: str) -> Network:
     """A Network with the saved architecture, parameters, optimizer state and history."""
     net = Network(metadata["sizes"], activation=metadata["activation"],
                   output_activation=metadata["output_activation"], loss=metadata["loss"], init=metadata["init"],
                   backend=backend, dtype=metadata["dtype"], seed=metadata["seed"])
+    _restore_classes_and_scaler(net, metadata, arrays.get("scaler", {}), path)
     xp = net.backend.xp
     with net.backend.device():
         net.params[...] = xp.asarray(arrays["params"])

@@ -35,9 +35,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backend import Backend, get_backend, to_numpy
-from .errors import DataError
-from .labels import as_labels
+from .errors import DataError, option_name
+from .labels import class_indices, classes_from_json, infer_classes
 from .ops import ACTIVATIONS, default_loss, objective
+from .preprocessing import SCALINGS, Scaler
 from .train import fit as _fit
 
 INITS = ("normal", "scaled", "xavier", "he")
@@ -46,6 +47,14 @@ DEFAULT_INIT = {"sigmoid": "scaled", "tanh": "xavier", "relu": "he"}
 DTYPES = ("float32", "float64")
 #: Samples per forward pass in predict / evaluate.
 EVAL_CHUNK = 1024
+
+
+def _checked_classes(classes, n_outputs: int) -> np.ndarray:
+    values = [c.item() if isinstance(c, np.generic) else c for c in np.asarray(classes).tolist()]
+    try:
+        return classes_from_json(sorted(values), n_outputs)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"classes {values!r} {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -211,10 +220,16 @@ class Network:
         dtype: ``"float32"`` (default) or ``"float64"``.
         seed: seeds the initial weights and the shuffling; same seed, same backend,
             same result, bit for bit.
+        scale: ``"none"`` (default), ``"auto"``, ``"minmax"`` or ``"standard"``: feature
+            scaling fitted on the first ``fit``'s X and applied to every input after that
+            (:mod:`gpunn.preprocessing`); kept in model files.
+        classes: what the output units stand for, sorted (e.g. ``["cat", "dog"]`` or
+            ``[1, 2, 3]``); default: taken from the first ``fit``'s labels
+            (:mod:`gpunn.labels`).  ``predict`` answers with these.
     """
 
     def __init__(self, sizes, activation="sigmoid", output_activation="sigmoid", loss=None, init=None,
-                 backend=None, dtype="float32", seed=0):
+                 backend=None, dtype="float32", seed=0, scale="none", classes=None):
         self.sizes = check_sizes(sizes)
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}: use one of {', '.join(ACTIVATIONS)}")
@@ -225,6 +240,13 @@ class Network:
             raise ValueError(f"unknown init {init!r}: use one of {', '.join(INITS)}")
         if str(dtype) not in DTYPES:
             raise ValueError(f"unsupported dtype {dtype!r}: use float32 or float64")
+        if scale not in SCALINGS:
+            raise ValueError(f"unknown scale {scale!r}: use one of {', '.join(SCALINGS)}")
+        #: the requested scaling, and once fitted (or "none") the :class:`~gpunn.preprocessing.Scaler`
+        self.scale = scale
+        self.scaler = Scaler("none") if scale == "none" else None
+        #: the class each output unit stands for (None until the first fit decides)
+        self.classes = None if classes is None else _checked_classes(classes, self.sizes[-1])
         self.activation = activation
         self.output_activation = output_activation
         self.loss = loss
@@ -358,38 +380,63 @@ class Network:
                     xp.multiply(back, back.dtype.type(layer_rates[layer - 1] / layer_rates[layer]), out=back)
 
     # -- inference --------------------------------------------------------------
-    def device_samples(self, X, y=None):
-        """Validate ``X`` (and ``y``) and move them to the device in the layout training uses.
+    def device_samples(self, X, y=None, where: str = "X"):
+        """Validate ``X`` (and ``y``), scale ``X`` and move both to the device in the layout training uses.
 
-        NumPy: one sample per row, ``[x, 1, t]``: the features, a one for the folded bias
-        and the one-hot target (zeros without ``y``), ``(samples, inputs + 1 + classes)``.
+        NumPy: one sample per row, ``[x, 1, t]``: the (scaled) features, a one for the folded
+        bias and the one-hot target (zeros without ``y``), ``(samples, inputs + 1 + classes)``.
         Kernel backends: samples as columns, ``(inputs, samples)``, the layout the GPU
-        gather kernel reads.  Labels become int32.
+        gather kernel reads.  Labels become int32 class indices (see :mod:`gpunn.labels`).
+        ``where`` names ``X`` in error messages.
         """
-        X_host = X if self.backend.is_gpu else to_numpy(X)
-        if X_host.ndim != 2:
-            raise DataError(f"X must be 2-D (samples, features), got shape {tuple(X_host.shape)}")
+        X_host = self._as_samples(X, where)
         n, n_in = X_host.shape
-        if n_in != self.sizes[0]:
-            raise DataError(
-                f"the data has {n_in} features per sample but the network's input layer "
-                f"has {self.sizes[0]} units; make --layers start with {n_in}"
-            )
         xp = self.backend.xp
         with self.backend.device():
-            labels = None if y is None else self.backend.asarray(as_labels(y, self.sizes[-1]), np.int32)
+            labels = None if y is None else self.backend.asarray(self.label_indices(y, n), np.int32)
             if self.fold_bias:
                 samples = xp.zeros((n, n_in + 1 + self.sizes[-1]), dtype=self.dtype)
                 samples[:, :n_in] = X_host
                 samples[:, n_in] = 1
                 if labels is not None:
                     samples[np.arange(n), n_in + 1 + labels] = 1
-                features = samples[:, :n_in]
+                features, feature_axis = samples[:, :n_in], 1
             else:
                 samples = features = xp.ascontiguousarray(xp.asarray(X_host, dtype=self.dtype).T)
+                feature_axis = 0
             if not _all_finite(xp, features):
-                raise DataError("X contains NaN or infinite values; clean the data first")
+                raise DataError(f"{where} contains NaN or infinite values; clean the data first")
+            if self.scaler is not None:
+                self.scaler.apply_(features, xp, feature_axis)
         return samples, labels
+
+    def _as_samples(self, X, where: str):
+        """``X`` as a 2-D (samples, features) array of numbers (host, or device on CuPy); one 1-D sample allowed."""
+        if not hasattr(X, "shape"):
+            X = np.asarray(X)
+        if not self.backend.is_gpu:
+            X = to_numpy(X)
+        if X.dtype.kind not in "biuf":
+            raise DataError(f"{where} must hold real numbers, not {X.dtype}; convert it, e.g. X.astype(float)")
+        if X.ndim == 1 and X.shape[0] == self.sizes[0]:
+            X = X[None, :]  # one sample
+        if X.ndim != 2:
+            raise DataError(f"{where} must be 2-D (samples, features), got shape {tuple(X.shape)}")
+        if X.shape[1] != self.sizes[0]:
+            raise DataError(
+                f"{where} has {X.shape[1]} features per sample but the network's input layer has "
+                f"{self.sizes[0]} units; make {option_name('sizes', '--layers')} start with {X.shape[1]}"
+            )
+        return X
+
+    def label_indices(self, y, n: int, where: str = "y") -> np.ndarray:
+        """Class indices (int64) for the labels ``y`` of ``n`` samples, by :attr:`classes` when set."""
+        if not hasattr(y, "shape"):
+            y = np.asarray(y)
+        if len(y) != n:
+            raise DataError(f"{where} has {len(y)} labels but X has {n} samples; give one label per sample")
+        classes = self.classes if self.classes is not None else infer_classes(y, self.sizes[-1], where)
+        return class_indices(y, classes, where)
 
     def sample_count(self, samples) -> int:
         """Number of samples in an array made by :meth:`device_samples`."""
@@ -415,8 +462,9 @@ class Network:
         return out
 
     def predict(self, X) -> np.ndarray:
-        """The answer for each sample: the index of the most active output node."""
-        return self.predict_proba(X).argmax(axis=1)
+        """The answer for each sample: the class of the most active output node (see :attr:`classes`)."""
+        index = self.predict_proba(X).argmax(axis=1)
+        return index if self.classes is None else self.classes[index]
 
     def evaluate(self, X, y) -> dict:
         """Mean loss per sample and accuracy on ``(X, y)``."""
@@ -441,12 +489,14 @@ class Network:
 
     def fit(self, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momentum=0.0, nesterov=False,
             betas=(0.9, 0.999), eps=1e-8, weight_decay=None, lr_scaling=None, validation_data=None,
-            callbacks=None, shuffle=True, progress=None, communicator=None, cuda_graph=True):
+            validation_split=0.0, callbacks=None, verbose=0, shuffle=True, progress=None, communicator=None,
+            cuda_graph=True):
         """Train ``epochs`` more epochs by minibatch gradient descent; see :func:`gpunn.train.fit`."""
         return _fit(self, X, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                     momentum=momentum, nesterov=nesterov, betas=betas, eps=eps, weight_decay=weight_decay,
-                    lr_scaling=lr_scaling, validation_data=validation_data, callbacks=callbacks,
-                    shuffle=shuffle, progress=progress, communicator=communicator, cuda_graph=cuda_graph)
+                    lr_scaling=lr_scaling, validation_data=validation_data, validation_split=validation_split,
+                    callbacks=callbacks, verbose=verbose, shuffle=shuffle, progress=progress,
+                    communicator=communicator, cuda_graph=cuda_graph)
 
     def save(self, path, extra=None) -> None:
         """Save to one ``.npz`` file, atomically; see :func:`gpunn.io.save` (``gpunn.load`` reads it back)."""

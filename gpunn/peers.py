@@ -1,29 +1,33 @@
 """The contestants that ``gpunn bench`` races gpunn against.
 
-Every trainer here trains the same network on the same data with the same algorithm:
-fully connected sigmoid layers, the quadratic loss ``1/2 |a - t|^2`` per sample, and
-plain minibatch SGD ``theta <- theta - (lr/m) sum_batch grad`` over minibatches of a
-freshly shuffled sample order each epoch (the last, partial batch is trained on).
-All start from the same initial parameters and use float32.  Only the implementation
-differs:
+Every trainer here trains the same network on the same data with the same algorithm,
+the configuration's (:class:`Config`): configurations A-D are the tutorial's network,
+fully connected sigmoid layers, the quadratic loss ``1/2 |a - t|^2`` per sample and
+plain minibatch SGD ``theta <- theta - (lr/m) sum_batch grad``; configuration E is the
+network people train today, ReLU hidden layers, a softmax output with the categorical
+cross-entropy (averaged over the batch) and Adam.  Minibatches come from a freshly
+shuffled sample order each epoch (the last, partial batch is trained on).  All start
+from the same initial parameters and use float32.  Only the implementation differs:
 
 ``gpunn-numpy``, ``gpunn-cupy``
     gpunn itself through :meth:`gpunn.Network.fit`, one epoch per call, timed by the
     epoch's ``seconds`` in its History (the training loop only: fit's upload of the
     data and its set-up before the loop are not counted).
 ``torch-cpu``, ``torch-cuda``
-    PyTorch eager mode as its tutorials write it: ``nn.Linear`` + ``nn.Sigmoid`` in an
-    ``nn.Sequential``, ``mse_loss(reduction="sum") / 2`` scaled by ``1/m``,
-    ``torch.optim.SGD`` with its defaults, data resident on the device.
+    PyTorch eager mode as its tutorials write it: ``nn.Linear`` + ``nn.Sigmoid`` (or
+    ``nn.ReLU``) in an ``nn.Sequential``, ``mse_loss(reduction="sum") / 2`` scaled by
+    ``1/m`` (or ``cross_entropy`` on the logits), ``torch.optim.SGD`` (or ``Adam``) with
+    its defaults, data resident on the device.
 ``numpy-obvious``
     The vectorised NumPy version a competent person writes first: samples as rows,
-    ``Z = A @ W + b``, ``1/(1 + exp(-Z))``, backprop with temporaries,
-    ``W -= lr/m * gW``.
+    ``Z = A @ W + b``, ``1/(1 + exp(-Z))`` (or ``maximum(Z, 0)`` and a max-shifted
+    softmax), backprop with temporaries, ``W -= lr/m * gW`` (or Adam's textbook update).
 ``textbook``
     Nielsen's ``network.py`` (``update_mini_batch`` and ``backprop``): column
     vectors, one sample at a time, gradients summed per minibatch.  It is about a
     thousand times slower than the others, so each of its epochs trains only a capped
     number of samples (:attr:`Problem.textbook_samples`) and its rate comes from those.
+    The tutorial's network only: it sits out configuration E.
 ``gemm-floor-cpu``, ``gemm-floor-cuda``
     Not a trainer: only the matrix products of each training step at the real shapes
     (per layer the forward GEMM and the weight-gradient GEMM, and the delta GEMM for
@@ -31,8 +35,8 @@ differs:
     steps.  No gather, no sigmoid, no update: a lower bound on the epoch time of any
     implementation that uses the same BLAS (NumPy's) or cuBLAS (through CuPy).
 
-Limits: quadratic loss and float32 only (what the benchmark configurations use); the
-peers exist to be timed, not to be used as trainers.
+Limits: float32 only, and only what the benchmark configurations use; the peers exist
+to be timed, not to be used as trainers.
 """
 
 from __future__ import annotations
@@ -50,7 +54,11 @@ DTYPE = np.float32
 
 @dataclass(frozen=True)
 class Config:
-    """One network to race: layer sizes, minibatch size and learning rate (quadratic loss)."""
+    """One network to race: layer sizes, minibatch size, learning rate and the kind of network.
+
+    The default kind is the tutorial's: sigmoid hidden and output layers, the quadratic
+    loss and plain SGD.
+    """
 
     name: str
     sizes: tuple[int, ...]
@@ -58,9 +66,21 @@ class Config:
     lr: float
     #: Too big to time on a CPU in reasonable time: run there only when asked for by name.
     gpu_sized: bool = False
+    activation: str = "sigmoid"
+    output_activation: str = "sigmoid"
+    loss: str = "quadratic"
+    optimizer: str = "sgd"
+
+    @property
+    def tutorial(self) -> bool:
+        """Whether this is the tutorial's network (what every peer implements)."""
+        return (self.activation, self.output_activation, self.loss, self.optimizer) == (
+            "sigmoid", "sigmoid", "quadratic", "sgd")
 
     def describe(self) -> str:
-        return f"{'-'.join(map(str, self.sizes))}, batch {self.batch_size}, lr {self.lr:g}, quadratic loss"
+        kind = "quadratic loss" if self.tutorial else (
+            f"{self.activation}, {self.output_activation} + {self.loss}, {self.optimizer}")
+        return f"{'-'.join(map(str, self.sizes))}, batch {self.batch_size}, lr {self.lr:g}, {kind}"
 
 
 CONFIGS = {config.name: config for config in (
@@ -68,6 +88,8 @@ CONFIGS = {config.name: config for config in (
     Config("B", (784, 100, 10), 10, 3.0),
     Config("C", (784, 1024, 1024, 10), 128, 0.5),
     Config("D", (784, 4096, 4096, 10), 1024, 0.5, gpu_sized=True),
+    Config("E", (784, 256, 10), 64, 1e-3, activation="relu", output_activation="softmax", loss="cross_entropy",
+           optimizer="adam"),
 )}
 
 
@@ -129,6 +151,11 @@ class Peer(abc.ABC):
         """Why this peer cannot run on this machine, or None when it can."""
         return None
 
+    @classmethod
+    def unsupported(cls, config: Config) -> str | None:
+        """Why this peer does not train ``config``, or None when it does."""
+        return None
+
     @abc.abstractmethod
     def epoch(self) -> tuple[int, float]:
         """Train (or, for the floor, compute) one epoch; return (samples trained, seconds)."""
@@ -141,8 +168,8 @@ class Peer(abc.ABC):
 class GpunnPeer(Peer):
     """gpunn on NumPy, timed by the per-epoch ``seconds`` that :meth:`Network.fit` records.
 
-    Each call continues training with ``fit(..., epochs=epochs_done + 1)``; the result
-    is bit for bit that of one ``fit`` over all the epochs.  ``fit`` validates and copies
+    Each call continues training with ``fit(..., epochs=1)``; the result is bit for bit
+    that of one ``fit`` over all the epochs.  ``fit`` validates and copies
     ``X`` into its training layout (uploads it, on a GPU) and builds its batch views on
     every call, about 0.1 s at 50,000 samples; that happens before its epoch clock
     starts and is not counted.
@@ -156,14 +183,15 @@ class GpunnPeer(Peer):
         super().__init__(problem)
         from .network import Network
 
-        self.net = Network(problem.config.sizes, loss="quadratic", backend=self.backend_spec,
-                           dtype="float32", seed=problem.seed)
+        config = problem.config
+        self.net = Network(config.sizes, activation=config.activation, output_activation=config.output_activation,
+                           loss=config.loss, backend=self.backend_spec, dtype="float32", seed=problem.seed)
         self.net.set_weights(problem.weights)
 
     def epoch(self) -> tuple[int, float]:
         config = self.problem.config
-        history = self.net.fit(self.problem.X, self.problem.labels, epochs=self.net.epochs_done + 1,
-                               batch_size=config.batch_size, lr=config.lr)
+        history = self.net.fit(self.problem.X, self.problem.labels, epochs=1, batch_size=config.batch_size,
+                               optimizer=config.optimizer, lr=config.lr)
         return self.problem.n, history.history["seconds"][-1]
 
 
@@ -215,25 +243,43 @@ class TorchPeer(Peer):
 
         self.torch = torch
         self.dev = torch.device(self.torch_device)
+        config = problem.config
+        hidden = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}[config.activation]
+        pairs = list(zip(problem.weights[0::2], problem.weights[1::2]))
         layers = []
-        for W, b in zip(problem.weights[0::2], problem.weights[1::2]):
+        for layer, (W, b) in enumerate(pairs):
             linear = nn.Linear(*W.shape)
             with torch.no_grad():
                 linear.weight.copy_(torch.from_numpy(np.ascontiguousarray(W.T)))
                 linear.bias.copy_(torch.from_numpy(b))
-            layers += [linear, nn.Sigmoid()]
+            layers.append(linear)
+            if layer < len(pairs) - 1:
+                layers.append(hidden())
+            elif config.output_activation == "sigmoid":
+                layers.append(nn.Sigmoid())  # a softmax output stays logits: cross_entropy takes them
         self.model = nn.Sequential(*layers).to(self.dev)
         self.X = torch.from_numpy(problem.X).to(self.dev)
         self.T = torch.from_numpy(problem.one_hot()).to(self.dev)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=problem.config.lr)
+        self.labels = torch.from_numpy(problem.labels).to(self.dev)
+        optimizer = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}[config.optimizer]
+        self.optimizer = optimizer(self.model.parameters(), lr=config.lr)
         self.generator = torch.Generator(device=self.dev)
         self.generator.manual_seed(problem.seed)
 
+    def _loss(self, outputs, index):
+        """The batch's loss, averaged over its samples as gpunn's step is."""
+        functional, config = self.torch.nn.functional, self.problem.config
+        if config.output_activation == "softmax":
+            return functional.cross_entropy(outputs, self.labels[index])
+        t = self.T[index]
+        if config.loss == "quadratic":
+            return functional.mse_loss(outputs, t, reduction="sum") * (0.5 / t.shape[0])
+        return functional.binary_cross_entropy(outputs, t, reduction="sum") / t.shape[0]
+
     def train_batch(self, index) -> None:
-        """One SGD step on the samples at ``index`` (a tensor of row numbers on the device)."""
-        x, t = self.X[index], self.T[index]
+        """One optimizer step on the samples at ``index`` (a tensor of row numbers on the device)."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.torch.nn.functional.mse_loss(self.model(x), t, reduction="sum") * (0.5 / x.shape[0])
+        loss = self._loss(self.model(self.X[index]), index)
         loss.backward()
         self.optimizer.step()
 
@@ -298,24 +344,55 @@ class NumpyObviousPeer(Peer):
         self.b = [b.copy() for b in problem.weights[1::2]]
         self.T = problem.one_hot()
         self.rng = np.random.default_rng(problem.seed)
+        if problem.config.optimizer == "adam":
+            self.moments = [(np.zeros_like(p), np.zeros_like(p)) for p in self.parameters()]
+            self.steps = 0
 
     def train_batch(self, index) -> None:
-        """One SGD step on the samples at ``index`` (row numbers)."""
+        """One optimizer step on the samples at ``index`` (row numbers)."""
+        config = self.problem.config
         x, t = self.problem.X[index], self.T[index]
-        m, lr = len(index), self.problem.config.lr
+        m = len(index)
         activations = [x]
-        for W, b in zip(self.W, self.b):
-            activations.append(1.0 / (1.0 + np.exp(-(activations[-1] @ W + b))))
+        for layer, (W, b) in enumerate(zip(self.W, self.b)):
+            z = activations[-1] @ W + b
+            if layer < len(self.W) - 1 and config.activation == "relu":
+                activations.append(np.maximum(z, 0))
+            elif layer == len(self.W) - 1 and config.output_activation == "softmax":
+                e = np.exp(z - z.max(axis=1, keepdims=True))
+                activations.append(e / e.sum(axis=1, keepdims=True))
+            else:
+                activations.append(1.0 / (1.0 + np.exp(-z)))
         a = activations[-1]
-        delta = (a - t) * a * (1 - a)
+        delta = (a - t) * a * (1 - a) if config.loss == "quadratic" else a - t
+        grads = []
         for layer in range(len(self.W) - 1, -1, -1):
             a_prev = activations[layer]
-            grad_W = a_prev.T @ delta
-            grad_b = delta.sum(axis=0)
+            grads[:0] = [a_prev.T @ delta, delta.sum(axis=0)]
             if layer:
-                delta = (delta @ self.W[layer].T) * a_prev * (1 - a_prev)
-            self.W[layer] -= lr / m * grad_W
-            self.b[layer] -= lr / m * grad_b
+                if config.activation == "relu":
+                    delta = (delta @ self.W[layer].T) * (a_prev > 0)
+                else:
+                    delta = (delta @ self.W[layer].T) * a_prev * (1 - a_prev)
+        if config.optimizer == "adam":
+            self._adam([g / m for g in grads])
+            return
+        for layer in range(len(self.W)):
+            self.W[layer] -= config.lr / m * grads[2 * layer]
+            self.b[layer] -= config.lr / m * grads[2 * layer + 1]
+
+    def _adam(self, grads, beta1=0.9, beta2=0.999, eps=1e-8) -> None:
+        """Adam's update as its paper writes it, for every parameter array in turn."""
+        self.steps += 1
+        lr = self.problem.config.lr
+        for param, grad, (m, v) in zip(self.parameters(), grads, self.moments):
+            m *= beta1
+            m += (1 - beta1) * grad
+            v *= beta2
+            v += (1 - beta2) * grad * grad
+            m_hat = m / (1 - beta1 ** self.steps)
+            v_hat = v / (1 - beta2 ** self.steps)
+            param -= lr * m_hat / (np.sqrt(v_hat) + eps)
 
     def epoch(self) -> tuple[int, float]:
         n = self.problem.n
@@ -340,6 +417,10 @@ class TextbookPeer(Peer):
 
     name = "textbook"
     summary = "Nielsen's network.py, per-sample column vectors"
+
+    @classmethod
+    def unsupported(cls, config: Config) -> str | None:
+        return None if config.tutorial else "Nielsen's network.py has sigmoid layers, the quadratic loss and SGD only"
 
     def __init__(self, problem: Problem):
         super().__init__(problem)

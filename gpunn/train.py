@@ -23,9 +23,12 @@ import warnings
 import numpy as np
 
 from .backend import to_numpy
+from .callbacks import Callback, EpochLogger  # noqa: F401 - Callback is also gpunn.train.Callback
 from .diagnosis import CollapseWatch
 from .errors import DataError, TrainingDiverged
+from .labels import infer_classes
 from .optim import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, OPTIMIZERS, make_optimizer, lr_scaling_rates
+from .preprocessing import Scaler
 
 #: Samples scored at a time at the end of a NumPy epoch (keeps the scratch memory small).
 SCORING_CHUNK = 1024
@@ -54,28 +57,6 @@ class History:
 
     def __repr__(self) -> str:
         return f"History(epochs={len(self.epoch)}, keys={sorted(self.history)})"
-
-
-class Callback:
-    """Base class for hooks called by :func:`fit`; override what you need.
-
-    ``self.network`` is set before ``on_train_begin``.  Setting
-    ``network.stop_training = True`` ends training after the current epoch.
-    """
-
-    network = None
-
-    def on_train_begin(self, logs=None):
-        """Called once before the first epoch."""
-
-    def on_epoch_begin(self, epoch, logs=None):
-        """Called before each epoch (``epoch`` counts from 0)."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        """Called after each epoch with its ``logs``: loss, accuracy, val_*, seconds."""
-
-    def on_train_end(self, logs=None):
-        """Called once after the last epoch."""
 
 
 def rank_share(batch: int, rank: int, ranks: int) -> tuple[int, int]:
@@ -157,7 +138,8 @@ class _Batches:
 
 def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momentum=0.0, nesterov=False,
         betas=(0.9, 0.999), eps=1e-8, weight_decay=None, lr_scaling=None, validation_data=None,
-        callbacks=None, shuffle=True, progress=None, communicator=None, cuda_graph=True) -> History:
+        validation_split=0.0, callbacks=None, verbose=0, shuffle=True, progress=None, communicator=None,
+        cuda_graph=True) -> History:
     """Train ``network`` on ``(X, y)`` for ``epochs`` more epochs of minibatch gradient descent.
 
     Calling ``fit`` again trains further: epoch numbers count on in the History, and the
@@ -180,7 +162,11 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
             computes.  Default: ``fan_in`` for SGD when ``lr`` is left at its default,
             ``none`` otherwise.  SGD only.
         validation_data: optional (X_val, y_val), evaluated after every epoch.
+        validation_split: instead, the fraction of (X, y) held out for validation: its
+            last samples, before any shuffling (as Keras does).
         callbacks: list of :class:`Callback`.
+        verbose: 0 silent; 1 or 2 print one line per epoch on stderr, as ``gpunn train``
+            does (:class:`~gpunn.callbacks.EpochLogger`).
         shuffle: True (device generator), False (fixed order), or ``"host"`` (NumPy's
             generator on every backend: the same batch order everywhere, for comparing
             backends).
@@ -194,6 +180,9 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
             CUDA graph launch (:mod:`gpunn.cuda_graph`); False launches the kernels one by
             one.  If capturing fails, training warns and launches them one by one.
 
+    The first ``fit`` of a network also fits its feature scaling (``Network(scale=...)``)
+    on ``X`` and decides its classes from ``y`` (:mod:`gpunn.labels`).
+
     Returns:
         The network's :class:`History` (continued across calls and resumed runs).
     """
@@ -201,13 +190,18 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if epochs < 0:
         raise ValueError(f"epochs must be 0 or more, got {epochs}")
+    if verbose not in (0, 1, 2):
+        raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
     settings = optimizer_settings(network, optimizer, lr, momentum, nesterov, betas, eps, weight_decay, lr_scaling)
+    X, y, validation_data = _split_validation(X, y, validation_data, validation_split)
     backend, xp = network.backend, network.backend.xp
-    samples, labels = network.device_samples(X, y)
+    samples, labels = _first_samples(network, X, y)
     n = network.sample_count(samples)
     if n == 0:
         raise DataError("the training set is empty; give fit at least one sample")
-    val = network.device_samples(*validation_data) if validation_data is not None else None
+    val = None
+    if validation_data is not None:
+        val = network.device_samples(*validation_data, where="the validation X")
     if network.history is None:
         network.history = History()
     history = network.history
@@ -216,6 +210,8 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
     if optimizer == "sgd":
         history.params["lr_scaling"] = "none" if settings["layer_rates"] is None else "fan_in"
     callbacks = list(callbacks or [])
+    if verbose:
+        callbacks.append(EpochLogger(network.epochs_done + epochs, n))
     for cb in callbacks:
         cb.network = network
     network.optimizer = _optimizer_for(network, optimizer, settings)
@@ -281,7 +277,8 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
                 )
             logs = {"loss": train_loss, "accuracy": train_accuracy}
             if val is not None:
-                result = network.evaluate_device(*val)
+                with np.errstate(all="ignore"):  # a diverged network's validation is reported as such
+                    result = network.evaluate_device(*val)
                 logs.update(val_loss=result["loss"], val_accuracy=result["accuracy"])
             logs["seconds"] = seconds
             network.epochs_done = epoch + 1
@@ -297,6 +294,39 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
         for cb in callbacks:
             cb.on_train_end()
     return history
+
+
+def _split_validation(X, y, validation_data, fraction):
+    """``(X, y, validation_data)`` with the last ``fraction`` of (X, y) held out when asked."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"validation_split must be in [0, 1), got {fraction}")
+    if not fraction:
+        return X, y, validation_data
+    if validation_data is not None:
+        raise ValueError("give validation_data or validation_split, not both")
+    n = len(X)
+    held_out = int(n * fraction)
+    if held_out < 1 or held_out >= n:
+        raise DataError(f"validation_split={fraction} of {n} samples leaves no training or no validation samples")
+    cut = n - held_out
+    return X[:cut], y[:cut], (X[cut:], y[cut:])
+
+
+def _first_samples(network, X, y):
+    """:meth:`Network.device_samples` of the training data, fitting the scaling and the classes on first use."""
+    fresh_scaler, fresh_classes = network.scaler is None, network.classes is None
+    if fresh_scaler:
+        network.scaler = Scaler.fit(network._as_samples(X, "X"), network.scale)
+    if fresh_classes:
+        network.classes = infer_classes(y, network.sizes[-1])
+    try:
+        return network.device_samples(X, y)
+    except Exception:
+        if fresh_scaler:
+            network.scaler = None
+        if fresh_classes:
+            network.classes = None
+        raise
 
 
 class TrainingWarning(UserWarning):

@@ -71,8 +71,20 @@ def test_bad_options_are_usage_errors(args, message):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--layers", "10,30,10"], "data has 64 features"),
-    (["--layers", "64,30,5"], "at least 10 units"),
+    (["--layers", "10,30,10"], "the first size must be 64 and the last 10; e.g. --layers 64,10,30,10"),
+    (["--layers", "64,30,5"], "the first size must be 64 and the last 10; e.g. --layers 64,30,5,10"),
+    (["--layers", "64,100"], "e.g. --layers 64,100,10"),  # a hidden layer typed without the outputs
+])
+def test_layers_that_do_not_fit_the_data_are_usage_errors_with_a_valid_fix(args, message):
+    result = run("train", "--epochs", "1", "--backend", "numpy", *args)
+    assert result.exit_code == 2
+    assert message in result.output
+    suggested = result.output.split("e.g. --layers ")[1].split()[0]
+    fixed = run("train", "--epochs", "1", "--backend", "numpy", "--layers", suggested, "--quiet")
+    assert fixed.exit_code == 0, fixed.output
+
+
+@pytest.mark.parametrize("args,message", [
     (["--dataset", "nosuchset"], "nosuchset"),
 ])
 def test_bad_data_is_a_one_line_runtime_error(args, message):
@@ -96,3 +108,49 @@ def test_python_dash_m_entry_point():
 
     done = subprocess.run([sys.executable, "-m", "gpunn", "--version"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "gpunn" in done.stdout
+
+
+def test_train_the_network_people_train_today():
+    result = run("train", "--activation", "relu", "--output-activation", "softmax", "--optimizer", "adam",
+                 "--lr", "0.003", "--batch-size", "32", "--epochs", "5", "--json", "--quiet", "--backend", "numpy")
+    assert result.exit_code == 0, result.output
+    summary = last_json(result.stdout)
+    assert (summary["activation"], summary["output_activation"], summary["loss"], summary["optimizer"]) == (
+        "relu", "softmax", "cross_entropy", "adam")
+    assert summary["test_accuracy"] > 0.9 and summary["warnings"] == []
+
+
+def test_a_stuck_run_warns_on_stderr_and_in_the_json():
+    result = run("train", "--lr", "50", "--epochs", "3", "--json", "--backend", "numpy")
+    assert result.exit_code == 0, result.output
+    warnings = last_json(result.stdout)["warnings"]
+    assert len(warnings) == 1 and "--lr" in warnings[0]
+    assert result.stderr.count("Warning: training is stuck") == 1
+    assert "TrainingWarning" not in result.stderr  # gpunn's own line, not Python's warning
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--output-activation", "softmax", "--loss", "quadratic"], "--loss cross_entropy"),
+    (["--optimizer", "adam", "--momentum", "0.9"], "apply to --optimizer sgd"),
+    (["--optimizer", "adamw", "--lr-scaling", "fan_in"], "apply to --optimizer sgd"),
+    (["--nesterov"], "--nesterov needs a --momentum"),
+    (["--activation", "swish"], "--activation"),
+    (["--init", "lecun"], "--init"),
+])
+def test_options_that_make_no_sense_together_are_usage_errors(args, message):
+    result = run("train", "--epochs", "1", "--backend", "numpy", *args)
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_resume_keeps_the_optimizer_and_its_state(tmp_path):
+    common = ["--optimizer", "adamw", "--activation", "tanh", "--batch-size", "32", "--seed", "3", "--json",
+              "--quiet", "--backend", "numpy", "--dtype", "float64"]
+    straight = run("train", "--epochs", "4", "--output", str(tmp_path / "straight.npz"), *common)
+    half = run("train", "--epochs", "2", "--output", str(tmp_path / "half.npz"), *common)
+    resumed = run("train", "--resume", str(tmp_path / "half.npz"), "--epochs", "4", "--json", "--quiet",
+                  "--backend", "numpy", "--output", str(tmp_path / "resumed.npz"))
+    for result in (straight, half, resumed):
+        assert result.exit_code == 0, result.output
+    assert last_json(resumed.stdout)["optimizer"] == "adamw"
+    assert last_json(resumed.stdout)["test_loss"] == last_json(straight.stdout)["test_loss"]

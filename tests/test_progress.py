@@ -16,13 +16,14 @@ class Terminal(io.StringIO):
 
 
 def train_through(progress, epochs, steps):
-    """What fit and the epoch printer do: steps reported, then a line, then the epoch's end."""
+    """What fit and the epoch logger do: steps reported, the bar cleared for a line, the epoch's end."""
     with progress:
         for epoch in range(epochs):
             for step in range(steps):
                 progress(step, steps)
-            progress.echo(f"epoch {epoch + 1} line")
-            progress.epoch_done()
+            progress.clear()
+            print(f"epoch {epoch + 1} line", file=progress.file)
+            progress.on_epoch_end(epoch)
 
 
 def test_bar_counts_every_step_of_the_run_with_an_eta(monkeypatch):
