@@ -268,7 +268,7 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation
             click.echo(f"scaling ({scale}): {net.scaler.describe(data.n_features)}", err=True)
     else:
         sizes = _resumed_sizes(resume, net, layers, data)
-    extra = {"dataset": _absolute_if_file(dataset), "data_dir": _absolute_if_file(data_dir),
+    extra = {"dataset": _absolute_if_file(dataset), "data_dir": data_dir and str(Path(data_dir).resolve()),
              "test_split": test_split, "epochs": epochs, "checkpoint_every": checkpoint_every}
     from .cli_progress import RunProgress
 
@@ -346,9 +346,15 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation
 
 
 def _absolute_if_file(name):
-    """A data set name as a model file records it: paths made absolute, so the model works from any folder."""
-    if name is None or not (os.sep in str(name) or str(name).lower().endswith((".npz", ".csv")) or
-                            Path(name).exists()):
+    """A data set name as a model file records it: paths made absolute, so the model works from any folder.
+
+    The names of the built-in data sets stay names, even beside a folder of that name
+    (``--dataset mnist --data-dir mnist``).
+    """
+    from .data import BUILTIN, MNIST_FAMILY
+
+    if name is None or name in (*BUILTIN, *MNIST_FAMILY) or not (
+            os.sep in str(name) or str(name).lower().endswith((".npz", ".csv")) or Path(name).exists()):
         return name
     return str(Path(name).resolve())
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from .cli import LayerSizes
 from .errors import GpunnError
-from .explain import DEFAULT_LR, default_input, default_target, explain_step, one_hot_target
+from .explain import DEFAULT_LR, default_input, default_target, explain_step, network_input, one_hot_target
 from .network import INITS
 from .ops import ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS
 
@@ -138,8 +138,8 @@ def _new_network(layers, activation, output_activation, loss, init, seed, input_
 
 
 def _model_sample(model, dataset, data_dir, sample):
-    """The saved network, test sample ``sample`` of its data set with its one-hot target, its label
-    and a description of where it came from."""
+    """The saved network, test sample ``sample`` of its data set as the network sees it (scaled as in
+    training) with its one-hot target, the index of its label, and a description of where it came from."""
     from .cli_model import _check_width, _model_dataset
     from .io import load_with_metadata
 
@@ -149,6 +149,7 @@ def _model_sample(model, dataset, data_dir, sample):
     if sample >= len(data.y_test):
         raise GpunnError(f"--sample {sample} is beyond the {len(data.y_test)} test samples of {data.name}; "
                          f"give 0 to {len(data.y_test) - 1}")
-    label = int(data.y_test[sample])
-    t = one_hot_target(label, net.sizes[-1])
-    return net, data.X_test[sample], t, label, f"sample {sample} of the {data.name} test set"
+    label = int(net.label_indices(data.y_test[sample:sample + 1], 1)[0])
+    scaled = net.scaler is not None and net.scaler.method != "none"
+    source = f"sample {sample} of the {data.name} test set" + (f", scaled ({net.scaler.method})" if scaled else "")
+    return net, network_input(net, data.X_test[sample]), one_hot_target(label, net.sizes[-1]), label, source

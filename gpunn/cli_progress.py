@@ -15,7 +15,7 @@ import sys
 
 import click
 
-from .train import Callback
+from .callbacks import Callback
 
 BAR_WIDTH = 30
 

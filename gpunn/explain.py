@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import GpunnError
+from .labels import classes_to_json
 from .losses import LOSS_FUNCTIONS, LOSS_TERMS
 from .network import Network
 from .optim import SGD
@@ -92,6 +93,11 @@ class Step:
     fd_checked: np.ndarray  #: flat indices of the parameters checked by finite differences
     fd_rel_err: np.ndarray  #: their relative disagreement |g - fd| / max(|g|, |fd|, FD_FLOOR max(1, E))
     n_params: int
+    classes: list | None = None  #: what each output stands for, when the network knows (else its index)
+
+    def class_name(self, index: int) -> str:
+        """Output ``index`` as the class it stands for."""
+        return str(index if self.classes is None else self.classes[index])
 
     @property
     def fd_max_rel_err(self) -> float:
@@ -116,16 +122,25 @@ class Step:
             "W_next": [s.W_next.tolist() for s in layers], "b_next": [s.b_next.tolist() for s in layers],
             "error_after": self.error_after,
             "fd_max_rel_err": self.fd_max_rel_err, "fd_checked": int(self.fd_checked.size),
-            "n_params": self.n_params,
+            "n_params": self.n_params, **({} if self.classes is None else {"classes": self.classes}),
         }
 
 
 def float64_copy(net: Network) -> Network:
-    """The same network and weights as a float64 Network on the NumPy backend."""
+    """The same network, weights and classes as a float64 Network on the NumPy backend.
+
+    Its inputs are not scaled: the step takes ``x`` as the network's input layer sees it.
+    """
     copy = Network(net.sizes, activation=net.activation, output_activation=net.output_activation, loss=net.loss,
-                   init=net.init, backend="numpy", dtype="float64", seed=net.seed)
+                   init=net.init, backend="numpy", dtype="float64", seed=net.seed, classes=net.classes)
     copy.set_weights(net.get_weights())
     return copy
+
+
+def network_input(net: Network, features) -> np.ndarray:
+    """A sample's raw features as ``net``'s input layer sees them: scaled as in training (float64)."""
+    x = np.asarray(features, dtype=np.float64)[None, :]
+    return (net.scaler.transform(x) if net.scaler is not None else x)[0]
 
 
 def default_input(n_inputs: int) -> np.ndarray:
@@ -176,8 +191,9 @@ def check_sample(net: Network, x, t) -> tuple[np.ndarray, np.ndarray]:
 def explain_step(net: Network, x, t, lr: float = DEFAULT_LR, fd_max_params: int = FD_MAX_PARAMS) -> Step:
     """One SGD step of ``net`` on the sample ``(x, t)``, computed by gpunn (see the module docstring).
 
-    ``net`` itself is left untouched: the step runs on :func:`float64_copy` of it.
-    ``t`` is the target vector of the output layer (see :func:`check_sample`).
+    ``net`` itself is left untouched: the step runs on :func:`float64_copy` of it.  ``x``
+    is the input layer's values (scaled, if the network scales its inputs: see
+    :func:`network_input`); ``t`` the target vector of the output layer (see :func:`check_sample`).
     """
     net = float64_copy(net)
     x, t = check_sample(net, x, t)
@@ -214,7 +230,7 @@ def explain_step(net: Network, x, t, lr: float = DEFAULT_LR, fd_max_params: int 
                 loss=net.loss, x=x, t=t, lr=float(lr), layers=layers,
                 errors=LOSS_TERMS[net.objective](share[:, None], t[:, None])[:, 0], error=error,
                 answer=int(np.argmax(last.y)), error_after=error_after, fd_checked=checked, fd_rel_err=rel_err,
-                n_params=net.layout.size)
+                n_params=net.layout.size, classes=None if net.classes is None else classes_to_json(net.classes))
 
 
 def _forward_error(net: Network, ws, t: np.ndarray) -> float:

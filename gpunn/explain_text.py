@@ -51,7 +51,8 @@ def factor(value: float) -> str:
 
 
 def render(step: Step, source: str | None = None, label: int | None = None) -> list[str]:
-    """The step as lines of text at most WIDTH wide; ``source`` and ``label`` describe a real sample."""
+    """The step as lines of text at most WIDTH wide; ``source`` and ``label`` (the index of the true
+    class) describe a real sample."""
     lines = _header(step, source)
     lines += _sample(step, label)
     lines += _forward(step, label)
@@ -68,11 +69,12 @@ def _header(step: Step, source) -> list[str]:
     sizes = "-".join(map(str, step.sizes))
     hidden = f"hidden layers: {step.activation}, y = {ACTIVATION_FORMULA[step.activation]}   " \
         if len(step.sizes) > 2 else ""
-    lines = [f"One training step of a {sizes} network, with its numbers"
-             + (f": {source}" if source else ""),
-             f"{INDENT}{hidden}outputs: {step.output_activation}   error: {step.loss}",
-             f"{INDENT}learning rate η = {num(step.lr)}; float64 on NumPy; {DIGITS} digits shown "
-             f"(--json has them all)"]
+    lines = [f"One training step of a {sizes} network, with its numbers"]
+    if source:
+        lines.append(f"{INDENT}on {source}")
+    lines += [f"{INDENT}{hidden}outputs: {step.output_activation}   error: {step.loss}",
+              f"{INDENT}learning rate η = {num(step.lr)}; float64 on NumPy; {DIGITS} digits shown "
+              f"(--json has them all)"]
     return [_clip(line) for line in lines]
 
 
@@ -86,7 +88,7 @@ def _sample(step: Step, label) -> list[str]:
     one_hot = np.isin(step.t, (0, 1)).all() and step.t.sum() == 1
     if one_hot and step.t.size > 4:
         k = int(np.argmax(step.t))
-        lines.append(f"target  class {k}: t = 1 at {outputs[k]}, 0 at the other outputs")
+        lines.append(f"target  class {step.class_name(k)}: t = 1 at {outputs[k]}, 0 at the other outputs")
     else:
         lines += _values_line("target", [f"t{name[1:]}" for name in outputs], step.t)
     return lines
@@ -126,9 +128,10 @@ def _answer(step: Step, label) -> str:
     if y.size == 1:
         text = f"answer: the only output, {names[0]}, says y = {num(y[0])}"
     else:
-        text = f"answer: {names[k]} is the most active output (y = {num(y[k])}), so the network says {k}"
+        text = (f"answer: {names[k]} is the most active output (y = {num(y[k])}), so the network says "
+                f"{step.class_name(k)}")
     if label is not None:
-        text += f"; the true label is {label}: " + ("right" if label == k else "wrong")
+        text += f"; the true label is {step.class_name(label)}: " + ("right" if label == k else "wrong")
     return _clip(text)
 
 

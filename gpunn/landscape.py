@@ -40,7 +40,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backend import to_numpy
-from .labels import as_labels
 from .network import Network
 from .ops import CROSS_ENTROPY_FLOOR
 
@@ -77,8 +76,13 @@ class Landscape:
 
 def compute(net: Network, X, y, resolution: int = DEFAULT_RESOLUTION, samples: int = DEFAULT_SAMPLES,
             seed: int = 0) -> Landscape:
-    """The landscape of ``net`` on a fixed random subset of ``(X, y)`` (see the module docstring)."""
-    X, labels = _subset(np.asarray(X), as_labels(y, net.sizes[-1]), samples, seed)
+    """The landscape of ``net`` on a fixed random subset of ``(X, y)`` (see the module docstring).
+
+    ``X`` and ``y`` are as :meth:`Network.evaluate` takes them: raw features (the network's
+    scaler is applied here) and labels as written.
+    """
+    X, labels = _subset(np.asarray(X), net.label_indices(y, len(y)), samples, seed)
+    X = net.scaler.transform(X) if net.scaler is not None else X
     final = to_numpy(net.params).astype(np.float64)
     snapshots, epochs = _path(net, final)
     if snapshots is not None and len(snapshots) >= 2:
@@ -195,8 +199,9 @@ class Offsets:
 def losses(net: Network, thetas, X, labels) -> tuple[np.ndarray, np.ndarray]:
     """Mean loss per sample and accuracy of ``net``'s architecture with each parameter vector in ``thetas``.
 
-    ``thetas``: (vectors, parameters) host array, or :class:`Offsets`.  Runs on the network's
-    backend in its dtype, a chunk of vectors at a time (see :data:`CHUNK_BYTES`).
+    ``thetas``: (vectors, parameters) host array, or :class:`Offsets`; ``X`` the network's
+    inputs (already scaled), ``labels`` class indices.  Runs on the network's backend in its
+    dtype, a chunk of vectors at a time (see :data:`CHUNK_BYTES`).
     """
     backend, xp, dtype = net.backend, net.backend.xp, net.dtype
     n, widest = len(labels), max(net.sizes[1:])

@@ -1,6 +1,6 @@
 """The path training takes through parameter space: the weights at the start and after each epoch.
 
-:class:`TrajectoryRecorder` is a :class:`~gpunn.train.Callback` that copies the flat
+:class:`TrajectoryRecorder` is a :class:`~gpunn.callbacks.Callback` that copies the flat
 parameter buffer to the host when training begins and after every epoch, into
 ``network.trajectory`` (a :class:`Trajectory`).  Model files keep it
 (:func:`gpunn.io.save`), and :mod:`gpunn.landscape` draws the loss landscape around the
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .backend import to_numpy
-from .train import Callback
+from .callbacks import Callback
 
 DEFAULT_MAX_SNAPSHOTS = 101
 DEFAULT_MAX_BYTES = 64 << 20

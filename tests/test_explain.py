@@ -221,3 +221,22 @@ def test_model_options_do_not_mix(digits_model):
     result = run("--model", digits_model, "--sample", 10_000)
     assert result.exit_code == 1 and "beyond the 449 test samples" in result.output
     assert run("--input", "0.1,x").exit_code == 2
+
+
+def test_model_with_scaled_inputs_and_its_own_classes(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3)) * [100, 5, 1000] + [500, 0, 2000]  # far from [0, 1]: standardised
+    y = np.where(X[:, 0] / 100 + X[:, 2] / 1000 > 7, 7, 3)  # classes 3 and 7
+    np.savez(tmp_path / "data.npz", X=X, y=y)
+    model = tmp_path / "model.npz"
+    result = CliRunner().invoke(cli, ["train", "--dataset", str(tmp_path / "data.npz"), "--layers", "3,4,2",
+                                      "--epochs", "5", "--backend", "numpy", "--quiet", "--output", str(model)])
+    assert result.exit_code == 0, result.output
+    net = gpunn.load(model)
+    data = gpunn.load_dataset(str(tmp_path / "data.npz"))
+    step = explain_json("--model", model, "--sample", 2)
+    assert_same(step["x"], net.scaler.transform(data.X_test[2:3])[0])  # what the input layer sees
+    assert step["classes"] == [3, 7] and step["label"] == [3, 7].index(data.y_test[2])
+    text = run("--model", model, "--sample", 2).output
+    assert "scaled (standard)" in text and f"the true label is {data.y_test[2]}" in text
+    assert f"the network says {net.predict(data.X_test[2:3])[0]}" in text

@@ -93,9 +93,11 @@ def test_bad_trajectories_are_refused_in_one_line(digits, tmp_path, change, frag
 
 
 # -- the landscape ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("activation,output", [("sigmoid", "sigmoid"), ("relu", "softmax")])
-def test_the_planes_origin_is_the_model_and_the_path_ends_there(digits, activation, output):
-    net = trained(digits, activation=activation, output_activation=output)
+@pytest.mark.parametrize("activation,output,scale", [("sigmoid", "sigmoid", "none"), ("relu", "softmax", "none"),
+                                                     ("tanh", "sigmoid", "standard")])
+def test_the_planes_origin_is_the_model_and_the_path_ends_there(digits, activation, output, scale):
+    net = trained(digits, activation=activation, output_activation=output, scale=scale)
+    assert (net.scaler.method == "standard") == (scale == "standard")  # raw X in, the net's own scaling applied
     result = landscape.compute(net, *digits, resolution=7, samples=200, seed=2)
     X, y = landscape._subset(*digits, 200, 2)
     model = net.evaluate(X, y)
@@ -112,6 +114,7 @@ def test_the_planes_origin_is_the_model_and_the_path_ends_there(digits, activati
     alphas = list(result.interpolation_alphas)
     assert result.interpolation_loss[alphas.index(1.0)] == pytest.approx(model["loss"], rel=1e-10)
     start = gpunn.Network(net.sizes, activation=activation, output_activation=output, dtype="float64", seed=1)
+    start.scaler = net.scaler
     assert result.interpolation_loss[alphas.index(0.0)] == pytest.approx(start.evaluate(X, y)["loss"], rel=1e-10)
 
 
