@@ -266,4 +266,4 @@ def _score(net: Network, outputs, labels):
         shifted = outputs - outputs.max(axis=-1, keepdims=True)
         per_sample = xp.log(xp.sum(xp.exp(shifted), axis=-1)) - xp.sum(shifted * one_hot, axis=-1)
     correct = xp.argmax(outputs, axis=-1) == labels[None, :]
-    return per_sample.astype(np.float64).mean(axis=-1), correct.mean(axis=-1)
+    return per_sample.astype(np.float64).mean(axis=-1), correct.astype(np.float64).mean(axis=-1)
