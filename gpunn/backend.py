@@ -118,13 +118,17 @@ class _NullContext:
         return False
 
 
+def is_cupy_array(array) -> bool:
+    """Whether ``array`` is a CuPy array (told by its type's module: CuPy is never imported here)."""
+    return type(array).__module__.startswith("cupy") and hasattr(array, "get")
+
+
 def to_numpy(array) -> np.ndarray:
-    """A NumPy array for ``array``, copying from the GPU when it is a CuPy array."""
+    """A NumPy array for ``array`` (NumPy, CuPy, or anything np.asarray takes), copying from the GPU for CuPy."""
     if isinstance(array, np.ndarray):
         return array
-    get = getattr(array, "get", None)
-    if get is not None and type(array).__module__.startswith("cupy"):
-        return get()
+    if is_cupy_array(array):
+        return array.get()
     return np.asarray(array)
 
 

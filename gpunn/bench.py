@@ -209,11 +209,14 @@ def threads_line(report: dict) -> str:
 
 
 # -- the race ---------------------------------------------------------------------------
-def _summarise(record: dict) -> None:
+def _summarise(record: dict, batch_size: int) -> None:
     rates = [s / t for s, t in zip(record["samples"], record["seconds"])]
     record["samples_per_second"] = rates
     record["median_samples_per_second"] = statistics.median(rates)
     record["median_epoch_seconds"] = statistics.median(record["seconds"])
+    # an epoch of n samples is ceil(n / batch) steps (the last one may be short)
+    record["median_step_us"] = statistics.median(
+        t / -(-s // batch_size) * 1e6 for s, t in zip(record["samples"], record["seconds"]))
 
 
 def race(problem: Problem, names: list[str], epochs: int, settle: float, log) -> dict:
@@ -222,8 +225,9 @@ def race(problem: Problem, names: list[str], epochs: int, settle: float, log) ->
     Each peer's epoch starts ``settle`` seconds after the previous peer's ended.
 
     Returns ``{name: record}``; a record has ``status`` ``"ok"`` with the per-round
-    ``samples``, ``seconds`` and ``samples_per_second`` lists and their medians, or
-    ``"failed"`` with the ``reason`` (a peer that fails is dropped; the others go on).
+    ``samples``, ``seconds`` and ``samples_per_second`` lists, their medians, the median
+    time of a step (``median_step_us``) and the peer's :meth:`~gpunn.peers.Peer.details`,
+    or ``"failed"`` with the ``reason`` (a peer that fails is dropped; the others go on).
     """
     records, running = {}, {}
     for name in names:
@@ -245,17 +249,18 @@ def race(problem: Problem, names: list[str], epochs: int, settle: float, log) ->
                     records[name] = {"status": "failed", "reason": f"{label}: {exc.__class__.__name__}: {exc}"}
                     _close(running.pop(name))
                     continue
-                log(f"  {problem.config.name} {label:<11} {name:<16} {seconds:9.3f} s  "
+                log(f"  {problem.config.name} {label:<11} {name:<18} {seconds:9.3f} s  "
                     f"{samples / seconds:12,.0f} samples/s")
                 if timed:
                     records[name]["samples"].append(samples)
                     records[name]["seconds"].append(seconds)
+                    records[name].update(peer.details())
     finally:
         for peer in running.values():
             _close(peer)
     for record in records.values():
         if record["status"] == "ok":
-            _summarise(record)
+            _summarise(record, problem.config.batch_size)
     return records
 
 
@@ -351,12 +356,12 @@ def format_report(result: dict) -> str:
         f"peers alternating epoch by epoch ({settings['settle_seconds']:g} s idle before each); "
         f"'gpunn x' = gpunn's samples/s over the peer's on the same device",
     ]
-    header = f"{'peer':<16}{'device':<7}{'samples/epoch':>14}{'epoch s':>10}{'samples/s':>13}{'gpunn x':>9}  note"
+    header = f"{'peer':<18}{'device':<7}{'samples/epoch':>14}{'epoch s':>10}{'samples/s':>13}{'gpunn x':>9}  note"
     for name, config in result["configs"].items():
         lines += ["", f"config {name}: {CONFIGS[name].describe()}", header]
         for peer, record in config["peers"].items():
             if record["status"] != "ok":
-                lines.append(f"{peer:<16}{record['status']}: {record['reason']}")
+                lines.append(f"{peer:<18}{record['status']}: {record['reason']}")
                 continue
             speedup = record.get("gpunn_speedup")
             note = ""
@@ -365,8 +370,11 @@ def format_report(result: dict) -> str:
             elif peer.startswith("gemm-floor"):
                 over = config["gpunn_time_over_floor"].get(record["device"])
                 note = "GEMMs only" + (f"; gpunn epoch time / floor = {over:.2f}" if over else "")
+            elif record.get("dense"):
+                note = (f"{record['dense']} products ({record['dense_source']}), {record['step']}, "
+                        f"{record['median_step_us']:,.1f} us/step")
             lines.append(
-                f"{peer:<16}{record['device']:<7}{statistics.median(record['samples']):>14,.0f}"
+                f"{peer:<18}{record['device']:<7}{statistics.median(record['samples']):>14,.0f}"
                 f"{record['median_epoch_seconds']:>10.3f}{record['median_samples_per_second']:>13,.0f}"
                 f"{(f'{speedup:.2f}' if speedup else '-'):>9}  {note}".rstrip()
             )
@@ -389,8 +397,8 @@ def _load(values) -> str:
               help=f"Timed epochs per peer, after {WARMUP_EPOCHS} warm-up epoch [default: {DEFAULT_EPOCHS}; "
                    "1 with --quick].")
 @click.option("--peers", default=None,
-              help=f"Comma list of {', '.join(PEERS)}; or gpunn, torch, gemm-floor for both devices "
-                   "[default: all].")
+              help=f"Comma list of {', '.join(PEERS)}; or gpunn, torch, gemm-floor for both devices, "
+                   "gpunn-dense for the three dense paths on the GPU [default: all].")
 @click.option("--output", "--json-out", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Write the full results here, as JSON (--json-out is the same option).")
 @click.option("--threads", type=click.IntRange(1), default=None,

@@ -319,6 +319,8 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation
         "backend": net.backend.label,
         "dtype": net.dtype.name,
         "seed": net.seed,
+        "dense": history.params.get("dense"),
+        "step": history.params.get("step"),
         "warnings": list(history.warnings),
     }
     if communicator is not None:
@@ -341,7 +343,8 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation
         click.echo(
             f"test accuracy {summary['test_accuracy']:.4f}  train accuracy {summary['train_accuracy']:.4f} "
             f"(after training)  {summary['seconds']:.2f} s  {summary['samples_per_second']:,.0f} samples/s  "
-            f"[{summary['backend']}, {summary['dtype']}]"
+            f"[{summary['backend']}, {summary['dtype']}"
+            + (f", {summary['dense']} products, {summary['step']}]" if summary["dense"] else "]")
         )
 
 
@@ -470,6 +473,7 @@ def info():
     click.echo(f"gpunn {__version__}")
     click.echo(f"numpy {np.__version__}")
     click.echo(f"auto backend: {backend.label} ({backend.reason})")
+    _echo_dense_paths()
     try:
         import cupy
     except Exception as exc:  # reporting only: any import failure means "not usable"
@@ -485,6 +489,33 @@ def info():
         props = cupy.cuda.runtime.getDeviceProperties(backend.device_id)
         name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
         click.echo(f"device {backend.device_id}: {name}, {props['totalGlobalMem'] / 2**30:.1f} GiB")
+
+
+def _echo_dense_paths() -> None:
+    """The dense-path setting of the GPU backend and the autotuner's cached picks (gpunn.autotune)."""
+    from .autotune import TuningCache
+    from .dense import ENV_VAR, requested
+
+    try:
+        asked = requested()
+    except ValueError as exc:
+        click.echo(f"dense products: {exc}")
+    else:
+        how = ("measured per network shape on a GPU's first fit, then cached" if asked == "auto"
+               else f"forced by {ENV_VAR}")
+        click.echo(f"dense products: {asked} ({how}); fused steps run as one CUDA graph, cublas steps "
+                   "kernel by kernel")
+    cache = TuningCache()
+    devices = cache.load()
+    if not devices:
+        click.echo(f"cached picks ({cache.path}): none yet")
+        return
+    click.echo(f"cached picks ({cache.path}):")
+    for device, shapes in sorted(devices.items()):
+        click.echo(f"  {device}")
+        for shape, record in sorted(shapes.items()):
+            times = ", ".join(f"{path} {us:g} us" for path, us in sorted(record.get("step_us", {}).items()))
+            click.echo(f"    {shape}: {record.get('pick')} ({times} per step)")
 
 
 def _add_commands() -> None:

@@ -1,85 +1,77 @@
 """A training step on the GPU as one CUDA graph launch.
 
-At batch 10 a GPU step is a dozen tiny kernels and GEMMs, and launching them from
-Python costs far more than running them.  :class:`GraphedStep` records the whole
-step once (gather, forward, output delta with loss and accuracy, backward, SGD
-update, and the step counter's increment) on a non-blocking stream into a CUDA
-graph, then replays it: one launch per step.
+At batch 10 a GPU step is a dozen tiny kernels, and launching them from Python costs
+far more than running them.  :class:`GraphedStep` records a
+:class:`~gpunn.device_step.DeviceStep` once on a non-blocking stream into a CUDA graph,
+then replays it: one launch per step.
 
-What changes from step to step lives in device memory, so the recorded launches can
-stay the same: the epoch's sample order (reshuffled in place each epoch) and a step
-counter that the graph's own ``gather_batch`` kernel reads and its last kernel
-increments.  Only full batches are replayed; the epoch's short last batch, if any,
-takes the ordinary path (:func:`gpunn.train.train_step`), which stays the fallback
-and the reference the graph is tested against.
+Only a step made of gpunn's own kernels can be recorded: CuPy refuses every cuBLAS
+call while a stream is capturing (CuPy 14.2, ``cupy_backends/cuda/libs/cublas.pyx``,
+``setStream``, which raises ``NotImplementedError`` when ``runtime.streamIsCapturing``;
+cupy/cupy#6290), and ``cupy.matmul`` always goes through it.  So
+:func:`gpunn.train.fit` captures only the ``fused`` dense path
+(:attr:`DeviceStep.capturable`) and never tries otherwise.
+
+No warm-up step precedes the capture: gpunn's kernels are compiled, loaded and looked
+up when the backend's kernels are made (``cupy.RawModule.get_function``), every buffer
+the step touches exists before (workspace, optimizer state, the step counter, the
+output delta's reduction scratch), and recording a launch does not execute it, so the
+parameters are untouched until the first replay.
+
+What this relies on in CuPy 14.2: ``Stream.begin_capture`` captures in relaxed mode by
+default and ``end_capture`` returns an instantiated ``cupy.cuda.Graph``
+(cupy/cuda/stream.pyx, ``_BaseStream.begin_capture``/``end_capture``); ``Graph.upload``
+and ``Graph.launch`` take the stream to use (cupy/cuda/graph.pyx); kernels are launched
+on the current stream, which ``with stream:`` sets (cupy/cuda/function.pyx, ``_launch``
+via ``_get_stream``); ``cupy.cuda.using_allocator`` swaps the thread's allocator for the
+block (cupy/cuda/__init__.py).
 
 Limits: CuPy backend, one process (no all-reduce inside the graph); the recorded
 pointers and the learning rate are fixed at capture, so a new ``fit`` records anew.
 Capturing fails if anything in the step synchronizes with the host or allocates
-memory, which is also how the tests prove the step does neither.
+memory, which is also how the GPU tests prove that the step does neither.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import contextlib
 
 
 class GraphedStep:
-    """One full-batch training step of ``network``, captured once and replayed per step."""
+    """``body`` (a capturable :class:`~gpunn.device_step.DeviceStep`) recorded on ``stream``, replayed per step."""
 
-    def __init__(self, network, data, order, batch: int, loss_sum, correct, stream):
-        self.network = network
-        self.batch = batch
+    def __init__(self, body, stream):
+        if not body.capturable:
+            raise ValueError(f"a step on the {body.network.dense!r} dense path calls a library GEMM, which CuPy "
+                             "refuses during stream capture; only the fused path can be captured")
+        self.body = body
         self.stream = stream
-        xp = network.backend.xp
-        self.samples, self.labels = data  # samples as columns: (inputs, samples)
-        self.order = order
-        self.loss_sum, self.correct = loss_sum, correct
-        self.step = xp.zeros((), dtype=np.int32)
-        self.ws = network.workspace(batch)
         self.graph = None
 
-    def _body(self) -> None:
-        network, ws = self.network, self.ws
-        kernels = network.backend.kernels
-        kernels.gather_batch(self.samples, self.labels, self.order, self.step, ws.inputs, ws.labels, self.batch)
-        network.forward(ws)
-        network.backward(ws, self.loss_sum, self.correct)
-        network.optimizer.step(network.params, network.grads, self.batch)
-        kernels.advance_step(self.step)
-
     def capture(self) -> None:
-        """Run the step once uncaptured (builds cuBLAS handles, loads kernels), then record it.
+        """Record one step of ``body`` on ``self.stream`` (made current here) and upload the graph.
 
-        The warm-up step changes the parameters, so it is undone: parameters and
-        optimizer state are restored from copies taken before it.
+        Refuses any device allocation while recording: a buffer allocated then would be
+        freed and reused while the graph still writes to it.
         """
-        network = self.network
-        saved_params = network.params.copy()
-        velocity = network.optimizer.velocity
-        saved_velocity = None if velocity is None else velocity.copy()
-        saved_loss, saved_correct = self.loss_sum.copy(), self.correct.copy()
-        self._body()
-        network.params[...] = saved_params
-        if velocity is not None:
-            velocity[...] = saved_velocity
-        self.loss_sum[...] = saved_loss
-        self.correct[...] = saved_correct
-        self.stream.synchronize()
-        cuda = network.backend.xp.cuda
-        self.stream.begin_capture()
-        try:
-            # A buffer allocated while recording would be freed and reused while the
-            # graph still writes to it: refuse any allocation, so capture fails instead.
-            with cuda.using_allocator(_refuse_allocation):
-                self._body()
-        finally:
-            self.graph = self.stream.end_capture()
-        self.graph.upload(self.stream)
+        cuda = self.body.network.backend.xp.cuda
+        with self.stream:  # the launches are recorded on the current stream: make it ours
+            self.stream.begin_capture()
+            try:
+                with cuda.using_allocator(_refuse_allocation):
+                    self.body()
+            except BaseException:
+                with contextlib.suppress(Exception):  # the capture is void; report the first error
+                    self.stream.end_capture()
+                raise
+            graph = self.stream.end_capture()
+            graph.upload(self.stream)
+        self.graph = graph
 
     def run_epoch(self, steps: int, progress=None, report_every: int = 1) -> None:
         """Replay the graph for the epoch's ``steps`` full batches, from step 0."""
-        self.step.fill(0)
+        with self.stream:
+            self.body.step.fill(0)
         for step in range(steps):
             self.graph.launch(self.stream)
             if progress is not None and step % report_every == 0:

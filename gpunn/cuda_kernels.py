@@ -33,11 +33,21 @@ def _kernel_functions(device_id: int) -> dict[str, object]:
 
 
 class CupyKernels(ks.PlannedKernels):
-    """The fused operations of :class:`gpunn.ops.NumpyKernels` on CuPy arrays of one device."""
+    """The fused operations of :class:`gpunn.ops.NumpyKernels` on CuPy arrays of one device.
+
+    Launches of one instance share the output delta's reduction scratch, so they must
+    run on one stream at a time (as a training run does).
+    """
 
     def __init__(self, device_id: int = 0):
         self.device_id = device_id
+        # cupy.RawModule.get_function compiles and loads the module, and looks the
+        # kernel up (CuPy 14.2, cupy/_core/raw.pyx, RawModule.get_function:
+        # ``func = ker.kernel``), so after this no launch compiles or loads anything
+        # and the launches can be captured in a CUDA graph without a warm-up.
         self._functions = _kernel_functions(device_id)
+        with cupy.cuda.Device(device_id):
+            self._scratch = ks.ReductionScratch.zeros(cupy)
 
     def _run(self, launch: ks.Launch) -> None:
         with cupy.cuda.Device(self.device_id):

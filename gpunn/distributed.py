@@ -227,7 +227,8 @@ def init_distributed(backend_spec=None):
         rank per node.
 
     Raises:
-        GpunnError: mpi4py is missing (on GPUs it is needed only for more than one rank).
+        GpunnError: mpi4py is missing, or cannot start MPI (on GPUs MPI is needed only
+            for more than one rank: a single GPU rank trains without it).
         BackendError: no GPU for this rank, or no NCCL.
 
     Started without a launcher, the job is a single rank.  Once MPI is up, an error on
@@ -236,7 +237,13 @@ def init_distributed(backend_spec=None):
     kind, device = parse_spec(backend_spec)
     text = str(backend_spec or os.environ.get(ENV_VAR) or "auto")
     asked = device if kind == "cupy" and ":" in text else None  # an explicit cupy:N
-    MPI = _import_mpi()
+    try:
+        MPI = _import_mpi()
+    except GpunnError:
+        # mpi4py is installed but cannot start MPI: one GPU rank needs no MPI, so go on without it
+        if _launcher_size() > 1 or not _wants_gpu(kind):
+            raise
+        MPI = None
     if MPI is None:
         if not _wants_gpu(kind):
             raise GpunnError(f"distributed training on the CPU needs mpi4py, which is not installed; {INSTALL_HINT}")

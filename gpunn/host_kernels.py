@@ -9,10 +9,11 @@ kernels' arithmetic can be tested against the NumPy twins on machines without a 
 :class:`HostModule` does the same for any CUDA source text with its own kernel names
 (the tests use it for kernels of their own).
 
-The shim runs the blocks of a launch one after another and the threads of a block as
-fibers that switch at ``__syncthreads()``, with one poisoned copy of the ``__shared__``
-variables per block; 1-, 2- and 3-D grids and blocks.  A block whose threads do not all
-reach the same barriers fails the launch with :class:`KernelLaunchError`.
+The shim runs the blocks of a launch one after another (in order, or shuffled:
+:func:`shuffle_blocks`) and the threads of a block as fibers that switch at
+``__syncthreads()``, with one poisoned copy of the ``__shared__`` variables per block;
+1-, 2- and 3-D grids and blocks.  A block whose threads do not all reach the same
+barriers fails the launch with :class:`KernelLaunchError`.
 
 Limits: slow (one C function call per emulated thread, a fiber switch per thread and
 barrier); fibers switch only at barriers, in thread order, so races within a barrier
@@ -222,6 +223,7 @@ def _argument_value(arg):
 class HostModule:
     """CUDA source text compiled for the CPU; runs launches of its ``kernel_names``.
 
+
     ``code`` is CUDA C++ whose kernels ``kernel_names`` are ``extern "C" __global__``
     functions, the same text NVRTC compiles (:func:`~gpunn.kernel_source.compile_for_arch`);
     ``defines`` are macros set to 1 before the shim (the tests build shim mutants with
@@ -232,10 +234,22 @@ class HostModule:
         names = tuple(kernel_names)
         library = _load(build_host_library(code, names, tuple(defines)))
         self._kernels = {name: _HostKernel(library, name) for name in names}
+        self._shuffle = library.gpunn_host_shuffle_blocks
+        self._shuffle.argtypes = (ctypes.c_ulonglong,)
+        self._shuffle.restype = None
 
     def run(self, launch: ks.Launch) -> None:
         """Execute ``launch`` on NumPy arrays; KernelLaunchError if the shim refuses or aborts it."""
         self._kernels[launch.name](launch)
+
+    def shuffle_blocks(self, seed: int) -> None:
+        """Run the blocks of every later launch in a pseudo-random order drawn from ``seed``; 0: in order.
+
+        Applies to this module's library (shared by every HostModule of the same
+        source) until changed.  A GPU runs blocks in no promised order; a kernel whose
+        result depends on the order gives different results under different seeds.
+        """
+        self._shuffle(int(seed))
 
 
 class HostKernels(ks.PlannedKernels):
@@ -243,6 +257,11 @@ class HostKernels(ks.PlannedKernels):
 
     def __init__(self):
         self._module = HostModule(ks.kernel_code(), ks.KERNEL_NAMES)
+        self._scratch = ks.ReductionScratch.zeros(np)
 
     def _run(self, launch: ks.Launch) -> None:
         self._module.run(launch)
+
+    def shuffle_blocks(self, seed: int) -> None:
+        """Run the blocks of later launches in an order drawn from ``seed`` (0: in order); see HostModule."""
+        self._module.shuffle_blocks(seed)

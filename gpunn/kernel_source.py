@@ -11,9 +11,10 @@ launches:
   that have no GPU (:func:`compile_for_arch`).
 
 The sources live in ``kernels/`` at the top of the repository, installed as the package
-data ``gpunn.kernels``.  :func:`kernel_code` returns ``gpunn_kernels.cu`` with
-``gpunn_math.cuh`` inlined (with ``#line`` markers, so compiler messages still name
-the right file and line), which is the one text every compiler gets.
+data ``gpunn.kernels``.  :func:`kernel_code` returns ``gpunn_kernels.cu`` with its
+headers (``gpunn_math.cuh``: elementwise arithmetic; ``gpunn_tiles.cuh``: the tiled
+products and block reductions) inlined, with ``#line`` markers so that compiler
+messages still name the right file and line: the one text every compiler gets.
 
 The ``plan_*`` functions check a call's arrays and turn it into a :class:`Launch`
 (kernel name, grid, block, argument tuple); the CuPy and host backends both execute
@@ -36,13 +37,17 @@ from .errors import GpunnError
 from .ops import ACTIVATIONS, OBJECTIVES
 
 KERNEL_FILE = "gpunn_kernels.cu"
-HEADER_FILE = "gpunn_math.cuh"
+#: The headers ``gpunn_kernels.cu`` includes, inlined by :func:`kernel_code`.
+HEADER_FILES = ("gpunn_math.cuh", "gpunn_tiles.cuh")
 HOST_SHIM_FILE = "host_shim.cuh"
 
 #: The kernels in ``gpunn_kernels.cu``, each exported as ``<op>_f32`` and ``<op>_f64``.
 OPS = (
     *(f"bias_{name}" for name in (*ACTIVATIONS, "identity")),
     *(f"{name}_backward" for name in ACTIVATIONS),
+    *(f"dense_forward_{name}" for name in (*ACTIVATIONS, "identity")),
+    *(f"dense_backward_{name}" for name in ACTIVATIONS),
+    "dense_weight_grad",
     *(f"output_delta_{name}" for name in OBJECTIVES),
     "softmax_columns",
     "sgd_update",
@@ -57,10 +62,17 @@ KERNEL_NAMES = tuple(op + suffix for op in OPS for suffix in DTYPE_SUFFIXES.valu
 #: Options gpunn gives cupy.RawModule (CuPy adds its include paths, -ftz=true and -arch).
 RAWMODULE_OPTIONS = ("--std=c++17",)
 
-#: Threads per block of every launch.
+#: Threads per block of the elementwise launches.
 BLOCK = 256
 #: Most blocks of one launch; the grid-stride loops cover larger problems.
 MAX_BLOCKS = 65535
+#: The tiled products (``gpunn_tiles.cuh``): a (TILE, TILE) block of threads per
+#: TILE x TILE tile of the output.
+TILE = 16
+#: Most threads per block of the output delta (``REDUCE_THREADS`` in gpunn_tiles.cuh).
+REDUCE_THREADS = 256
+#: Most blocks of an output-delta launch: the slots of :class:`ReductionScratch`.
+REDUCE_BLOCKS = 64
 _INT32_MAX = 2**31 - 1
 
 
@@ -99,23 +111,29 @@ def read_source(name: str) -> str:
     return (kernels_dir() / name).read_text(encoding="utf-8")
 
 
-def kernel_code() -> str:
-    """``gpunn_kernels.cu`` with its ``#include "gpunn_math.cuh"`` replaced by the header.
+_LOCAL_INCLUDE = re.compile(r'^#include "([^"]+)"[ \t]*$', re.MULTILINE)
 
-    ``#line`` directives keep compiler messages pointing at the original files.
+
+def kernel_code() -> str:
+    """``gpunn_kernels.cu`` with each of its ``#include "<header>"`` lines replaced by the header.
+
+    ``#line`` directives keep compiler messages pointing at the original files.  Only
+    the :data:`HEADER_FILES` may be included this way; a missing one is an error.
     """
     kernels = read_source(KERNEL_FILE)
-    include = re.compile(rf'^#include "{re.escape(HEADER_FILE)}"[ \t]*$', re.MULTILINE)
-    match = include.search(kernels)
-    if match is None:
-        raise KernelCompileError(f'{KERNEL_FILE} must contain the line #include "{HEADER_FILE}"')
-    next_line = kernels.count("\n", 0, match.start()) + 2
-    header = read_source(HEADER_FILE)
-    inlined = (
-        f'#line 1 "{HEADER_FILE}"\n{header}\n'
-        f'#line {next_line} "{KERNEL_FILE}"'
-    )
-    return kernels[: match.start()] + inlined + kernels[match.end():]
+    included = _LOCAL_INCLUDE.findall(kernels)
+    if sorted(included) != sorted(HEADER_FILES):
+        raise KernelCompileError(
+            f"{KERNEL_FILE} must include exactly {', '.join(HEADER_FILES)} (as #include \"name\"), "
+            f"found {', '.join(included) or 'none'}"
+        )
+
+    def inline(match: re.Match) -> str:
+        next_line = kernels.count("\n", 0, match.start()) + 2
+        return (f'#line 1 "{match.group(1)}"\n{read_source(match.group(1))}\n'
+                f'#line {next_line} "{KERNEL_FILE}"')
+
+    return _LOCAL_INCLUDE.sub(inline, kernels)
 
 
 # -- NVRTC (no GPU needed) ----------------------------------------------------------
@@ -180,6 +198,46 @@ def compile_for_arch(arch: str, code: str | None = None) -> bytes:
         return nvrtc.getCUBIN(program)
     finally:
         nvrtc.destroyProgram(program)
+
+
+class KernelResources(NamedTuple):
+    """What ptxas reports for one compiled kernel."""
+
+    registers: int  #: per thread
+    shared_bytes: int  #: static shared memory per block
+    stack_bytes: int  #: stack frame per thread
+    spill_stores: int  #: bytes
+    spill_loads: int  #: bytes
+
+
+_PTXAS_ENTRY = re.compile(r"Compiling entry function '(\w+)'")
+_PTXAS_FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
+_PTXAS_USED = re.compile(r"Used (\d+) registers(?:.*?(\d+) bytes smem)?")
+
+
+def resource_usage(arch: str) -> dict[str, KernelResources]:
+    """Registers, shared memory, stack and spills of every kernel compiled for ``arch``, from ptxas.
+
+    Compiles with the options of :func:`nvrtc_options` plus ``--ptxas-options=-v`` and
+    reads ptxas's report from NVRTC's log; no GPU needed.
+    """
+    nvrtc = _nvrtc()
+    program = nvrtc.createProgram(kernel_code(), KERNEL_FILE, (), ())
+    try:
+        nvrtc.compileProgram(program, nvrtc_options(arch) + ("--ptxas-options=-v",))
+        log = nvrtc.getProgramLog(program)
+    finally:
+        nvrtc.destroyProgram(program)
+    usage, kernel, frame = {}, None, None
+    for line in log.splitlines():
+        if match := _PTXAS_ENTRY.search(line):
+            kernel, frame = match.group(1), None
+        elif kernel and (match := _PTXAS_FRAME.search(line)) and frame is None:
+            frame = tuple(int(g) for g in match.groups())
+        elif kernel and frame and (match := _PTXAS_USED.search(line)):
+            usage[kernel] = KernelResources(int(match.group(1)), int(match.group(2) or 0), *frame)
+            kernel = None
+    return usage
 
 
 # -- launches ---------------------------------------------------------------------
@@ -277,8 +335,43 @@ def plan_act_backward(g, a, activation: str) -> Launch:
     return Launch(f"{activation}_backward{suffix}", grid, BLOCK, (g, a, np.int32(g.size)))
 
 
-def plan_output_delta(a, labels, delta, loss_sum, correct, objective="quadratic") -> Launch:
-    """The output layer's delta with the loss sum and correct count: one thread per sample."""
+class ReductionScratch(NamedTuple):
+    """Device memory for the output delta's sum over blocks (``sum_over_blocks`` in gpunn_tiles.cuh).
+
+    One slot per block of a launch for its partial loss and hit count, and the
+    counter of blocks that have arrived (0 between launches: the last block resets
+    it).  Made once per kernel set, before anything is captured in a CUDA graph;
+    launches that share it must run one after another (one stream).
+    """
+
+    block_loss: object  #: (REDUCE_BLOCKS,) float64
+    block_hits: object  #: (REDUCE_BLOCKS,) int64 (the kernel's unsigned long long)
+    arrivals: object  #: (1,) uint32, zero
+
+    @classmethod
+    def zeros(cls, xp) -> "ReductionScratch":
+        return cls(xp.zeros(REDUCE_BLOCKS, np.float64), xp.zeros(REDUCE_BLOCKS, np.int64),
+                   xp.zeros(1, np.uint32))
+
+
+def reduce_launch(cols: int) -> tuple[int, int]:
+    """(blocks, threads per block) of an output-delta launch over ``cols`` samples.
+
+    Threads: the power of two from 32 to :data:`REDUCE_THREADS` that covers ``cols``,
+    so a batch of 10 does not run 256 threads; blocks: enough for one sample per
+    thread, at most :data:`REDUCE_BLOCKS`.  Both depend on ``cols`` alone, so the
+    order of the sums is fixed by the shape.
+    """
+    threads = min(REDUCE_THREADS, max(32, 1 << max(cols - 1, 0).bit_length()))
+    return max(1, min(math.ceil(cols / threads), REDUCE_BLOCKS)), threads
+
+
+def plan_output_delta(a, labels, delta, loss_sum, correct, scratch: ReductionScratch,
+                      objective="quadratic") -> Launch:
+    """The output layer's delta with the loss sum and correct count: one thread per sample.
+
+    The totals are added over the launch in a fixed order through ``scratch``.
+    """
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}: use one of {', '.join(OBJECTIVES)}")
     suffix = _suffix(a, delta)
@@ -288,14 +381,95 @@ def plan_output_delta(a, labels, delta, loss_sum, correct, objective="quadratic"
     _check(labels, "labels", (cols,), np.int32)
     _check(loss_sum, "loss_sum", (), np.float64)
     _check(correct, "correct", (), np.int64)
-    grid = grid_for(cols)
+    _check(scratch.block_loss, "block_loss", (REDUCE_BLOCKS,), np.float64)
+    _check(scratch.block_hits, "block_hits", (REDUCE_BLOCKS,), np.int64)
+    _check(scratch.arrivals, "arrivals", (1,), np.uint32)
+    grid, threads = reduce_launch(cols)
     _check_index_range(a.size, grid, "a")
     return Launch(
         f"output_delta_{objective}{suffix}",
         grid,
-        BLOCK,
-        (a, labels, delta, loss_sum, correct, np.int32(rows), np.int32(cols)),
+        threads,
+        (a, labels, delta, loss_sum, correct, *scratch, np.int32(rows), np.int32(cols)),
     )
+
+
+def _product_grid(rows: int, cols: int) -> tuple[int, int]:
+    """The grid of a tiled product with a ``rows`` x ``cols`` output: one block per TILE x TILE tile."""
+    grid = (max(1, math.ceil(cols / TILE)), max(1, math.ceil(rows / TILE)))
+    if grid[1] > 65535:
+        raise ValueError(f"a layer product with {rows} output rows is too tall for one launch "
+                         f"(at most {65535 * TILE}); use narrower layers")
+    return grid
+
+
+def _check_int32_sizes(**arrays) -> None:
+    for name, array in arrays.items():
+        if array.size > _INT32_MAX:
+            raise ValueError(f"{name} has {array.size} elements, too many for the kernels' 32-bit indices; "
+                             "use smaller batches or layers")
+
+
+def plan_dense_forward(wb, a_in, z, activation: str) -> Launch:
+    """z <- act([W; b]^T [A_prev; 1]): a layer's weighted sums, bias and activation in one kernel.
+
+    ``wb``: the layer's ``[W; b]`` block, (inputs + 1, units); ``a_in``: the previous
+    layer's activations with their row of ones, (inputs + 1, samples); ``z``: the
+    output, (units, samples).  ``activation`` may be ``identity`` (a softmax layer's logits).
+    """
+    _check_activation(activation, (*ACTIVATIONS, "identity"))
+    suffix = _suffix(wb, a_in, z)
+    depth, units = _matrix_shape(wb, "wb")
+    _check(wb, "wb")
+    _check(a_in, "a_in")
+    if a_in.shape[0] != depth:
+        raise ValueError(f"a_in has {a_in.shape[0]} rows but wb has {depth} (inputs + 1)")
+    samples = a_in.shape[1]
+    _check(z, "z", (units, samples))
+    _check_int32_sizes(wb=wb, a_in=a_in, z=z)
+    return Launch(f"dense_forward_{activation}{suffix}", _product_grid(units, samples), (TILE, TILE),
+                  (wb, a_in, z, np.int32(depth), np.int32(units), np.int32(samples)))
+
+
+def plan_dense_backward(w, delta, a_below, delta_below, activation: str) -> Launch:
+    """delta_below <- (W delta) * act'(a_below): the chain rule one layer down, in one kernel.
+
+    ``w``: the layer's weights without the bias row, (inputs, units); ``delta``: its
+    delta, (units, samples); ``a_below``: the saved outputs of the layer below,
+    (inputs, samples), from which ``act'`` is computed; ``delta_below``: the output.
+    """
+    _check_activation(activation, ACTIVATIONS)
+    suffix = _suffix(w, delta, a_below, delta_below)
+    inputs, units = _matrix_shape(w, "w")
+    _check(w, "w")
+    _check(delta, "delta")
+    if delta.shape[0] != units:
+        raise ValueError(f"delta has {delta.shape[0]} rows but w has {units} columns (units)")
+    samples = delta.shape[1]
+    _check(a_below, "a_below", (inputs, samples))
+    _check(delta_below, "delta_below", (inputs, samples))
+    _check_int32_sizes(w=w, delta=delta, delta_below=delta_below)
+    return Launch(f"dense_backward_{activation}{suffix}", _product_grid(inputs, samples), (TILE, TILE),
+                  (w, delta, a_below, delta_below, np.int32(inputs), np.int32(units), np.int32(samples)))
+
+
+def plan_dense_weight_grad(a_in, delta, grad) -> Launch:
+    """grad <- [A_prev; 1] delta^T: a layer's gradient block, the bias gradient as its last row.
+
+    ``a_in``: (inputs + 1, samples) with the row of ones; ``delta``: (units, samples);
+    ``grad``: the layer's (inputs + 1, units) block of the flat gradient buffer.
+    """
+    suffix = _suffix(a_in, delta, grad)
+    depth, samples = _matrix_shape(a_in, "a_in")
+    _check(a_in, "a_in")
+    _check(delta, "delta")
+    if delta.shape[1] != samples:
+        raise ValueError(f"delta has {delta.shape[1]} samples but a_in has {samples}")
+    units = delta.shape[0]
+    _check(grad, "grad", (depth, units))
+    _check_int32_sizes(a_in=a_in, delta=delta, grad=grad)
+    return Launch(f"dense_weight_grad{suffix}", _product_grid(depth, units), (TILE, TILE),
+                  (a_in, delta, grad, np.int32(depth), np.int32(units), np.int32(samples)))
 
 
 def plan_softmax_columns(z) -> Launch:
@@ -418,7 +592,11 @@ class PlannedKernels:
     Each method plans its launch here; a subclass executes it in :meth:`_run`, on a GPU
     (:class:`gpunn.cuda_kernels.CupyKernels`) or on the CPU
     (:class:`gpunn.host_kernels.HostKernels`), so both run exactly the same launches.
+    A subclass also sets ``self._scratch``, the :class:`ReductionScratch` of its
+    output-delta launches, when it is made (so never inside a CUDA-graph capture).
     """
+
+    _scratch: ReductionScratch
 
     def _run(self, launch: Launch) -> None:
         raise TypeError(f"{type(self).__name__} must define _run to execute a kernel launch")
@@ -437,7 +615,19 @@ class PlannedKernels:
 
     def output_delta(self, a, labels, delta, loss_sum, correct, objective="quadratic", targets=None):
         """The output layer's delta, added to the loss sum and correct count (``targets`` is not needed)."""
-        self._run(plan_output_delta(a, labels, delta, loss_sum, correct, objective))
+        self._run(plan_output_delta(a, labels, delta, loss_sum, correct, self._scratch, objective))
+
+    def dense_forward(self, wb, a_in, z, activation) -> None:
+        """z <- act([W; b]^T [A_prev; 1]) in one kernel (see :func:`plan_dense_forward`)."""
+        self._run(plan_dense_forward(wb, a_in, z, activation))
+
+    def dense_backward(self, w, delta, a_below, delta_below, activation) -> None:
+        """delta_below <- (W delta) * act'(a_below) in one kernel (see :func:`plan_dense_backward`)."""
+        self._run(plan_dense_backward(w, delta, a_below, delta_below, activation))
+
+    def dense_weight_grad(self, a_in, delta, grad) -> None:
+        """grad <- [A_prev; 1] delta^T in one kernel (see :func:`plan_dense_weight_grad`)."""
+        self._run(plan_dense_weight_grad(a_in, delta, grad))
 
     def sgd_update(self, theta, grad, velocity, lr, inv_m, momentum=0.0, weight_decay=0.0, nesterov=False,
                    lr_scale=None):

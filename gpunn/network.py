@@ -17,10 +17,11 @@ over the whole buffer, and a data-parallel all-reduce is one call.
 Activations carry an extra row of ones (:class:`Workspace`), so the gradient of
 every ``[W; b]`` block is one product, ``[A_prev; 1] delta^T``: the bias gradient
 falls out as its last row.  On NumPy the bias is folded into the forward product
-too, ``[W; b]^T [A_prev; 1]``, which saves one pass per layer; on the GPU backends
-the forward product leaves the bias out and the fused ``bias_<activation>`` kernel adds
-it together with the activation.  A softmax output layer keeps its logits after the
-forward pass; the fused output delta (or :meth:`Network.predict_proba`) turns them into
+too, ``[W; b]^T [A_prev; 1]``, which saves one pass per layer.  On the kernel backends
+each layer's products run either as gpunn's fused kernels (the product, bias and
+activation in one launch) or as library GEMMs followed by gpunn's epilogue kernels:
+:attr:`Network.dense` names the path (see :mod:`gpunn.dense`).  A softmax output layer
+keeps its logits after the forward pass; the fused output delta (or :meth:`Network.predict_proba`) turns them into
 probabilities, so that the loss can be computed from the max-shifted logits.
 
 Limits: fully connected layers only, one activation for all hidden layers; float32 or
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import dense
 from .backend import Backend, get_backend, to_numpy
 from .errors import DataError, option_name
 from .labels import class_indices, classes_from_json, infer_classes
@@ -195,6 +197,16 @@ class _StepViews:
             self.backward.append((layer - 1, acts[layer - 1], deltas[layer].T, network.grad_blocks[layer - 1],
                                   blocks[layer - 1][:-1], deltas[layer], below, acts[layer - 1][:-1],
                                   self.scratch[layer - 1], kinds[layer - 2] if layer > 1 else None))
+        #: kernel backends, per layer first to last: ([W; b], [A_prev; 1], outputs, activation)
+        self.kernel_forward = [(block, acts[layer], acts[layer + 1][:-1], kinds[layer])
+                               for layer, block in enumerate(blocks)]
+        #: kernel backends, per layer last to first: ([A_prev; 1], delta, gradient block, W,
+        #: delta of the layer below (None for the first layer), A of the layer below, its activation)
+        self.kernel_backward = [
+            (acts[layer - 1], deltas[layer], network.grad_blocks[layer - 1], blocks[layer - 1][:-1],
+             deltas[layer - 1] if layer > 1 else None, acts[layer - 1][:-1], kinds[layer - 2] if layer > 1 else None)
+            for layer in range(len(blocks), 0, -1)
+        ]
 
 
 class Network:
@@ -262,6 +274,8 @@ class Network:
         #: NumPy folds the bias into the forward product and keeps samples as rows
         #: (see :class:`Workspace`); the kernel backends add the bias in ``bias_<activation>``.
         self.fold_bias = self.backend.name == "numpy"
+        #: kernel backends: how each layer's products run (see :attr:`dense`)
+        self._products = None if self.fold_bias else dense.products(dense.default_path(self.backend), self.backend)
         self.history = None
         #: the path training took (a :class:`gpunn.trajectory.Trajectory`) when it was recorded
         self.trajectory = None
@@ -323,6 +337,25 @@ class Network:
         with self.backend.device():
             self.params[...] = self.backend.xp.asarray(flat, dtype=self.dtype)
 
+    @property
+    def dense(self) -> str | None:
+        """How the kernel backends run each layer's products: ``"fused"`` or ``"cublas"`` (NumPy: None).
+
+        ``fused``: gpunn's kernels only, so that a GPU step can be one CUDA graph;
+        ``cublas``: the library GEMM and gpunn's epilogue kernels (see :mod:`gpunn.dense`).
+        :meth:`fit` sets it for its batch size (``GPUNN_DENSE``, or the autotuner's
+        pick on a GPU); before any fit a GPU uses ``cublas`` and ``emulated`` ``fused``,
+        unless ``GPUNN_DENSE`` says otherwise.  May be assigned.
+        """
+        return None if self._products is None else self._products.name
+
+    @dense.setter
+    def dense(self, name: str) -> None:
+        if self.fold_bias:
+            raise ValueError("the NumPy backend folds the bias into its own products; dense applies to "
+                             "the cupy and emulated backends")
+        self._products = dense.products(name, self.backend)
+
     # -- buffers --------------------------------------------------------------
     def workspace(self, m: int) -> Workspace:
         """The buffers for batches of ``m`` samples (made on first use, then reused)."""
@@ -337,17 +370,15 @@ class Network:
 
         A softmax output layer is left holding its logits (see the module docstring).
         """
-        xp, kernels = self.backend.xp, self.backend.kernels
         if self.fold_bias:
-            activate_ = kernels.activate_
+            activate_ = self.backend.kernels.activate_
             for weights_t, a_prev, z, activation in ws.views(self).forward:
                 np.matmul(weights_t, a_prev, z)  # [W; b]^T [A_prev; 1]: weighted sums plus biases
                 activate_(z, activation)
             return
-        for layer, block in enumerate(self.blocks):
-            z = ws.acts[layer + 1][:-1]
-            xp.matmul(block[:-1].T, ws.acts[layer][:-1], out=z)
-            kernels.bias_act(z, block[-1], self.layer_activations[layer])
+        forward = self._products.forward
+        for wb, a_in, z, activation in ws.views(self).kernel_forward:
+            forward(wb, a_in, z, activation)
 
     def backward(self, ws: Workspace, loss_sum=None, correct=None, scale=1.0, layer_rates=None) -> None:
         """Backprop: gradients of the batch's summed loss into ``self.grads``.
@@ -358,9 +389,17 @@ class Network:
         both out from the recorded outputs once per epoch) the gradients come out
         multiplied by ``scale``, and each layer's by its entry of ``layer_rates`` too.
         """
-        xp, kernels = self.backend.xp, self.backend.kernels
+        kernels = self.backend.kernels
         last = self.layout.n_layers
         views = ws.views(self)
+        if not self.fold_bias:
+            kernels.output_delta(ws.outputs, ws.labels, ws.deltas[last], loss_sum, correct, self.objective)
+            products = self._products
+            for a_in, delta, grad, weights, delta_below, a_below, below in views.kernel_backward:
+                products.weight_grad(a_in, delta, grad)
+                if delta_below is not None:  # the chain rule, one layer down
+                    products.backward(weights, delta, a_below, delta_below, below)
+            return
         if loss_sum is None:
             rate = 1.0 if layer_rates is None else layer_rates[-1]
             kernels.output_error(ws.outputs, ws.targets, ws.deltas[last], self.objective, scale * rate,
@@ -372,12 +411,12 @@ class Network:
         for layer, a_prev, delta_t, grad, weights, delta, back, a_back, tmp, below in views.backward:
             # [A_prev; 1] delta^T: the weight gradient, and in its last row (the ones
             # times delta) the bias gradient, from one product without a reduction.
-            xp.matmul(a_prev, delta_t, out=grad)  # out= by keyword: cupy.matmul takes no positional out
+            np.matmul(a_prev, delta_t, out=grad)
             if back is not None:  # the chain rule, one layer down: (W delta) * f'(z_below)
-                xp.matmul(weights, delta, out=back)
+                np.matmul(weights, delta, out=back)
                 act_backward(back, a_back, below, tmp)
                 if layer_rates is not None and layer_rates[layer - 1] != layer_rates[layer]:
-                    xp.multiply(back, back.dtype.type(layer_rates[layer - 1] / layer_rates[layer]), out=back)
+                    np.multiply(back, back.dtype.type(layer_rates[layer - 1] / layer_rates[layer]), out=back)
 
     # -- inference --------------------------------------------------------------
     def device_samples(self, X, y=None, where: str = "X"):
@@ -490,13 +529,13 @@ class Network:
     def fit(self, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momentum=0.0, nesterov=False,
             betas=(0.9, 0.999), eps=1e-8, weight_decay=None, lr_scaling=None, validation_data=None,
             validation_split=0.0, callbacks=None, verbose=0, shuffle=True, progress=None, communicator=None,
-            cuda_graph=True):
+            cuda_graph=True, dense=None):
         """Train ``epochs`` more epochs by minibatch gradient descent; see :func:`gpunn.train.fit`."""
         return _fit(self, X, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                     momentum=momentum, nesterov=nesterov, betas=betas, eps=eps, weight_decay=weight_decay,
                     lr_scaling=lr_scaling, validation_data=validation_data, validation_split=validation_split,
                     callbacks=callbacks, verbose=verbose, shuffle=shuffle, progress=progress,
-                    communicator=communicator, cuda_graph=cuda_graph)
+                    communicator=communicator, cuda_graph=cuda_graph, dense=dense)
 
     def save(self, path, extra=None) -> None:
         """Save to one ``.npz`` file, atomically; see :func:`gpunn.io.save` (``gpunn.load`` reads it back)."""

@@ -149,6 +149,38 @@ class NumpyKernels:
         np.sum(z, axis=0, out=column)
         np.divide(z, column, out=z)
 
+    # -- dense layers: the three products of a step, each with its epilogue -------
+    # Twins of the fused dense kernels (dense_forward_<act>, dense_backward_<act>,
+    # dense_weight_grad): the same products by BLAS, then the same epilogues.  The
+    # kernels add each product's terms in order of the inner index; BLAS in its own
+    # order, so results agree to the rounding of a dot product, not to the bit.
+    def dense_forward(self, wb: np.ndarray, a_in: np.ndarray, z: np.ndarray, activation: str) -> None:
+        """z <- act([W; b]^T [A_prev; 1]): a layer's outputs from its inputs.
+
+        Args:
+            wb: the layer's ``[W; b]`` block, (inputs + 1, units).
+            a_in: the inputs with a row of ones beneath them, (inputs + 1, samples).
+            z: receives the outputs, (units, samples).
+            activation: ``sigmoid``, ``tanh``, ``relu`` or ``identity``.
+        """
+        np.matmul(wb.T, a_in, out=z)
+        self.activate_(z, activation)
+
+    def dense_backward(self, w, delta, a_below, delta_below, activation: str) -> None:
+        """delta_below <- (W delta) * act'(a_below): the chain rule one layer down.
+
+        ``w`` (inputs, units) is the layer's weights without the bias row; ``a_below``
+        (inputs, samples) holds the outputs of the layer below, whose activation is
+        ``activation``.
+        """
+        np.matmul(w, delta, out=delta_below)
+        self.act_backward(delta_below, a_below, activation)
+
+    @staticmethod
+    def dense_weight_grad(a_in, delta, grad) -> None:
+        """grad <- [A_prev; 1] delta^T: the gradient of a layer's ``[W; b]`` block, bias last."""
+        np.matmul(a_in, delta.T, out=grad)
+
     # -- backward -------------------------------------------------------------
     def act_backward(self, g: np.ndarray, a: np.ndarray, activation: str, tmp: np.ndarray | None = None) -> None:
         """g <- g * act'(z) in place, act' from the saved outputs ``a``: the chain rule through a layer.

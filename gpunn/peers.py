@@ -12,7 +12,11 @@ from the same initial parameters and use float32.  Only the implementation diffe
 ``gpunn-numpy``, ``gpunn-cupy``
     gpunn itself through :meth:`gpunn.Network.fit`, one epoch per call, timed by the
     epoch's ``seconds`` in its History (the training loop only: fit's upload of the
-    data and its set-up before the loop are not counted).
+    data and its set-up before the loop, the dense-path choice and the CUDA-graph
+    capture included, are not counted).  ``gpunn-cupy`` takes the dense path the
+    autotuner picks (:mod:`gpunn.autotune`); ``gpunn-cupy-fused`` and
+    ``gpunn-cupy-cublas`` force one, to show both sides of the pick.  Their records
+    say which ``dense`` path and which ``step`` path (``graph`` or ``launches``) ran.
 ``torch-cpu``, ``torch-cuda``
     PyTorch eager mode as its tutorials write it: ``nn.Linear`` + ``nn.Sigmoid`` (or
     ``nn.ReLU``) in an ``nn.Sequential``, ``mse_loss(reduction="sum") / 2`` scaled by
@@ -163,6 +167,10 @@ class Peer(abc.ABC):
     def close(self) -> None:
         """Release what the peer holds before the next configuration (device memory)."""
 
+    def details(self) -> dict:
+        """Facts about how the last epoch ran, added to the peer's record (none by default)."""
+        return {}
+
 
 # -- gpunn ------------------------------------------------------------------------------
 class GpunnPeer(Peer):
@@ -178,6 +186,8 @@ class GpunnPeer(Peer):
     name = "gpunn-numpy"
     summary = "gpunn Network.fit, NumPy backend"
     backend_spec = "numpy"
+    #: fit's dense path (None: $GPUNN_DENSE, else the autotuner's pick)
+    dense = None
 
     def __init__(self, problem: Problem):
         super().__init__(problem)
@@ -191,8 +201,13 @@ class GpunnPeer(Peer):
     def epoch(self) -> tuple[int, float]:
         config = self.problem.config
         history = self.net.fit(self.problem.X, self.problem.labels, epochs=1, batch_size=config.batch_size,
-                               optimizer=config.optimizer, lr=config.lr)
+                               optimizer=config.optimizer, lr=config.lr, dense=self.dense)
         return self.problem.n, history.history["seconds"][-1]
+
+    def details(self) -> dict:
+        """The dense path, why it was chosen, and the step path (``graph``, ``launches``, ``numpy``)."""
+        params = self.net.history.params
+        return {key: params.get(key) for key in ("dense", "dense_source", "step")}
 
 
 class GpunnCupyPeer(GpunnPeer):
@@ -218,6 +233,22 @@ class GpunnCupyPeer(GpunnPeer):
 
         del self.net
         cupy.get_default_memory_pool().free_all_blocks()
+
+
+class GpunnCupyFusedPeer(GpunnCupyPeer):
+    """gpunn on CuPy with the fused dense kernels forced: every step one CUDA graph launch."""
+
+    name = "gpunn-cupy-fused"
+    summary = "gpunn Network.fit, CuPy, fused dense kernels forced (one graph per step)"
+    dense = "fused"
+
+
+class GpunnCupyCublasPeer(GpunnCupyPeer):
+    """gpunn on CuPy with cuBLAS forced: the products by cuBLAS, the step launched kernel by kernel."""
+
+    name = "gpunn-cupy-cublas"
+    summary = "gpunn Network.fit, CuPy, cuBLAS products forced (launched kernel by kernel)"
+    dense = "cublas"
 
 
 # -- PyTorch ----------------------------------------------------------------------------
@@ -576,14 +607,15 @@ class GemmFloorCupyPeer(GemmFloorPeer):
 
 #: Every peer, in the order each round runs them.
 PEERS = {cls.name: cls for cls in (
-    GpunnPeer, GpunnCupyPeer, TorchPeer, TorchCudaPeer, NumpyObviousPeer, TextbookPeer,
-    GemmFloorPeer, GemmFloorCupyPeer,
+    GpunnPeer, GpunnCupyPeer, GpunnCupyFusedPeer, GpunnCupyCublasPeer, TorchPeer, TorchCudaPeer,
+    NumpyObviousPeer, TextbookPeer, GemmFloorPeer, GemmFloorCupyPeer,
 )}
 
 #: Names that select several peers at once.
 PEER_ALIASES = {
     "gemm-floor": ("gemm-floor-cpu", "gemm-floor-cuda"),
     "gpunn": ("gpunn-numpy", "gpunn-cupy"),
+    "gpunn-dense": ("gpunn-cupy", "gpunn-cupy-fused", "gpunn-cupy-cublas"),
     "torch": ("torch-cpu", "torch-cuda"),
     "all": tuple(PEERS),
 }

@@ -22,6 +22,7 @@ import warnings
 
 import numpy as np
 
+from .autotune import pick_dense
 from .backend import to_numpy
 from .callbacks import Callback, EpochLogger  # noqa: F401 - Callback is also gpunn.train.Callback
 from .diagnosis import CollapseWatch
@@ -110,6 +111,7 @@ class _Batches:
         self.network, self.n, self.shuffle, self.ranks = network, n, shuffle, ranks
         xp = network.backend.xp
         self.order = xp.arange(n, dtype=np.int64)
+        self._generator = None  # the device's generator, made at the first reshuffle
         #: (this rank's index view, global batch size m) per step
         self.steps = []
         for start in range(0, n, batch_size):
@@ -124,7 +126,15 @@ class _Batches:
         return self.network.backend.xp.concatenate([index for index, _ in self.steps])
 
     def reshuffle(self, epoch: int) -> None:
-        """New order for ``epoch``: a pure function of (seed, epoch), so resuming is exact."""
+        """New order for ``epoch``: a pure function of (seed, epoch), so resuming is exact.
+
+        On a GPU one cuRAND Philox generator serves every epoch of the ``fit``, reseeded
+        each epoch: making a generator runs a set-up kernel, and destroying one
+        synchronizes the device.  ``cupy.random.RandomState.seed`` reseeds the generator
+        it holds and rewinds its offset (CuPy 14.2, cupy/random/_generator.py,
+        ``RandomState.seed``: ``setPseudoRandomGeneratorSeed``, ``setGeneratorOffset(0)``),
+        and ``permutation(n)`` is an argsort of n fresh 32-bit draws (``_permutation``).
+        """
         if not self.shuffle:
             return
         seed = self.network.seed * 1_000_003 + epoch
@@ -132,14 +142,18 @@ class _Batches:
         if self.shuffle == "host" or not backend.is_gpu:
             order = np.random.default_rng(seed).permutation(self.n)
             self.order[...] = backend.xp.asarray(order)
-        else:
-            self.order[...] = backend.xp.random.RandomState(seed).permutation(self.n)
+            return
+        if self._generator is None:
+            xp = backend.xp
+            self._generator = xp.random.RandomState(method=xp.cuda.curand.CURAND_RNG_PSEUDO_PHILOX4_32_10)
+        self._generator.seed(seed)
+        self.order[...] = self._generator.permutation(self.n)
 
 
 def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momentum=0.0, nesterov=False,
         betas=(0.9, 0.999), eps=1e-8, weight_decay=None, lr_scaling=None, validation_data=None,
         validation_split=0.0, callbacks=None, verbose=0, shuffle=True, progress=None, communicator=None,
-        cuda_graph=True) -> History:
+        cuda_graph=True, dense=None) -> History:
     """Train ``network`` on ``(X, y)`` for ``epochs`` more epochs of minibatch gradient descent.
 
     Calling ``fit`` again trains further: epoch numbers count on in the History, and the
@@ -177,8 +191,17 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
             flat gradient buffer is summed across ranks with one all-reduce per step, and
             every rank applies the same update.  ``None`` trains in this process alone.
         cuda_graph: on the CuPy backend (one process), replay each full-batch step as one
-            CUDA graph launch (:mod:`gpunn.cuda_graph`); False launches the kernels one by
-            one.  If capturing fails, training warns and launches them one by one.
+            CUDA graph launch (:mod:`gpunn.cuda_graph`) when the step can be captured
+            (the ``fused`` dense path); False launches the kernels one by one.  A step
+            on the ``cublas`` path is never captured (CuPy refuses cuBLAS during a
+            capture), and nothing is tried or warned about.
+        dense: kernel backends: ``"fused"``, ``"cublas"`` or ``"auto"`` (default:
+            ``$GPUNN_DENSE``, else ``auto``: measured on the GPU and cached, see
+            :mod:`gpunn.autotune`); the NumPy backend ignores it.
+
+    ``history.params`` records ``dense`` (the path, None on NumPy), ``dense_source`` (why)
+    and ``step``: ``graph`` (one CUDA graph launch per full batch), ``launches`` (kernel
+    by kernel) or ``numpy``.
 
     The first ``fit`` of a network also fits its feature scaling (``Network(scale=...)``)
     on ``X`` and decides its classes from ``y`` (:mod:`gpunn.labels`).
@@ -225,6 +248,9 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
             f"use --batch-size {ranks} or more, or fewer ranks"
         )
 
+    decision = pick_dense(network, min(batch_size, n), dense)
+    if decision is not None:
+        network.dense = decision.path
     first_epoch = network.epochs_done
     with backend.device(), _work_stream(backend) as stream:
         batches = _Batches(network, n, min(batch_size, n), shuffle, rank, ranks)
@@ -234,26 +260,27 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
         correct = xp.zeros((), dtype=np.int64)
         steps = len(batches.steps)
         report_every = max(1, steps // 50)
-        graphed = None
         full_steps = n // batch_size if batch_size <= n else 0
-        use_graph = cuda_graph and backend.is_gpu and communicator is None and full_steps > 0
+        # set-up before the clock: the step of full batches, captured as a graph where it can be
+        full_batches, step_path = _full_batch_step(network, data, batches.order, batch_size, loss_sum, correct,
+                                                   stream, communicator, cuda_graph and full_steps > 0)
+        history.params.update(dense=network.dense, dense_source=decision.source if decision else None,
+                              step=step_path)
 
         for cb in callbacks:
             cb.on_train_begin()
         for epoch in range(first_epoch, first_epoch + epochs):
             for cb in callbacks:
                 cb.on_epoch_begin(epoch)
+            backend.synchronize()  # set-up and last epoch's work are done before the clock starts
             started = time.perf_counter()
             batches.reshuffle(epoch)
             loss_sum.fill(0)
             correct.fill(0)
-            if use_graph and graphed is None:
-                graphed = _capture(network, data, batches.order, batch_size, loss_sum, correct, stream)
-                use_graph = graphed is not None
             first = 0
             with np.errstate(all="ignore"):  # a diverging run is diagnosed below, not warned about per ufunc
-                if graphed is not None:
-                    graphed.run_epoch(full_steps, progress, report_every)
+                if full_batches is not None and full_steps:
+                    full_batches.run_epoch(full_steps, progress, report_every)
                     first = full_steps
                 for step, (index, m) in enumerate(batches.steps[first:], start=first):
                     if record is not None:
@@ -415,15 +442,42 @@ def _work_stream(backend):
     return backend.xp.cuda.Stream(non_blocking=True)
 
 
-def _capture(network, data, order, batch_size, loss_sum, correct, stream):
-    """A :class:`~gpunn.cuda_graph.GraphedStep` for full batches, or None (with a warning) if capture fails."""
+def _full_batch_step(network, data, order, batch_size, loss_sum, correct, stream, communicator, cuda_graph):
+    """How this ``fit`` takes its full-batch steps: ``(runner or None, step path)``.
+
+    NumPy: ``(None, "numpy")``, every step by :func:`numpy_train_step`.  Kernel
+    backends in one process: a :class:`~gpunn.device_step.DeviceStep`, which a GPU
+    records as a CUDA graph when the step is capturable (the ``fused`` dense path) and
+    ``cuda_graph`` allows: ``"graph"``; otherwise it runs call by call: ``"launches"``.
+    With a communicator every step takes :func:`train_step` (the all-reduce sits in
+    the middle of the step): ``(None, "launches")``.
+    """
+    if network.fold_bias:
+        return None, "numpy"
+    if communicator is not None:
+        return None, "launches"
+    from .device_step import DeviceStep
+
+    body = DeviceStep(network, data, order, batch_size, loss_sum, correct)
+    if not (cuda_graph and network.backend.is_gpu and body.capturable):
+        return body, "launches"
+    graphed = _capture(body, stream)
+    return (body, "launches") if graphed is None else (graphed, "graph")
+
+
+def _capture(body, stream):
+    """``body`` as a captured :class:`~gpunn.cuda_graph.GraphedStep`, or None (with a warning) if capture fails.
+
+    Only a capturable step gets here, so a failure is unexpected (a CUDA error, an
+    allocation in the step): training goes on launch by launch and says why.
+    """
     from .cuda_graph import GraphedStep
 
-    graphed = GraphedStep(network, data, order, batch_size, loss_sum, correct, stream)
+    graphed = GraphedStep(body, stream)
     try:
         graphed.capture()
     except Exception as exc:  # any capture failure: fall back to launching kernels one by one
-        warnings.warn(f"CUDA graph capture failed ({exc}); training without it", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"CUDA graph capture failed ({exc}); training without it", RuntimeWarning, stacklevel=4)
         return None
     return graphed
 

@@ -10,12 +10,16 @@
 // * matrices are C-contiguous, rows = units, cols = samples;
 // * indices are 32-bit ints: the Python side (gpunn/kernel_source.py) checks
 //   that every size plus the launched thread count stays below 2^31;
-// * grid-stride loops, so any grid size covers any problem size;
-// * no shared memory and no __syncthreads: each thread is independent, which is
-//   what lets gpunn/host_kernels.py run the kernels one thread at a time on
-//   the CPU.
+// * the elementwise kernels use grid-stride loops, so any grid size covers any
+//   problem size, and no shared memory: each thread is independent;
+// * the dense-layer kernels and the output delta work block by block, with
+//   shared memory and barriers (gpunn_tiles.cuh); gpunn/host_kernels.py runs
+//   them on the CPU with a block-level executor (host_shim.cuh);
+// * no floating-point atomics: every sum is added up in a fixed order, so a run
+//   repeats bit for bit on the same device.
 
 #include "gpunn_math.cuh"
+#include "gpunn_tiles.cuh"
 
 namespace gpunn {
 
@@ -42,13 +46,17 @@ __device__ void act_backward(T* g, const T* a, int n) {
 // The output layer's delta, fused with the loss and the correct-answer count.
 // One thread per sample (column c, grid-striding if the grid is smaller):
 // it walks the rows, writes delta, adds up the column's loss in double and
-// finds the first most active row; then ONE atomicAdd of its loss to
-// *loss_sum and one of its hits to *correct.
+// finds the first most active row.  The threads' losses and hits are then
+// summed over the launch in a fixed order (gpunn::sum_over_blocks, with the
+// scratch block_loss / block_hits / arrivals) and added to *loss_sum and
+// *correct, so the totals are the same bits whatever order the blocks run in.
 // Objective: 0 quadratic, 1 cross-entropy (both on sigmoid outputs),
 // 2 softmax cross-entropy (a holds the logits and receives the probabilities).
 template <typename T, int Objective>
 __device__ void output_delta(T* a, const int* labels, T* delta, double* loss_sum,
-                             unsigned long long* correct, int rows, int cols) {
+                             unsigned long long* correct, double* block_loss,
+                             unsigned long long* block_hits, unsigned int* arrivals, int rows,
+                             int cols) {
     const int stride = gridDim.x * blockDim.x;
     double loss = 0.0;
     unsigned long long hits = 0;
@@ -78,8 +86,69 @@ __device__ void output_delta(T* a, const int* labels, T* delta, double* loss_sum
         }
         hits += (best == label) ? 1ULL : 0ULL;
     }
-    atomicAdd(loss_sum, loss);
-    atomicAdd(correct, hits);
+    sum_over_blocks(loss, hits, loss_sum, correct, block_loss, block_hits, arrivals);
+}
+
+// ---- dense layers: the three products of a training step, each fused with its epilogue ----
+// A layer with n_in inputs and n_out units, over a batch of m samples; its
+// parameters are the block [W; b], (n_in + 1) x n_out, the bias as its last row;
+// its input is [A_prev; 1], (n_in + 1) x m, the activations with a row of ones.
+
+// Forward: z[o, c] = act(sum over i of Wb[i, o] * a_in[i, c]), i < n_in + 1: the
+// weighted sum, the bias (through the row of ones) and the activation in one
+// kernel; the weighted sums are never written to memory.  z is n_out x m.
+template <typename T, typename Act>
+struct ActivateStore {
+    T* z;
+    int ld;
+    __device__ __forceinline__ void operator()(int r, int c, T sum) const { z[r * ld + c] = Act::apply(sum); }
+};
+
+template <typename T, typename Act>
+__device__ void dense_forward(const T* wb, const T* a_in, T* z, int n_in_plus_1, int n_out, int m) {
+    const Operand<T, true> weights_t{wb, n_out, n_out, n_in_plus_1};  // op(A) = Wb^T
+    const Operand<T, true> inputs{a_in, m, m, n_in_plus_1};           // op(B) = [A_prev; 1]
+    tiled_product(weights_t, inputs, ActivateStore<T, Act>{z, m});
+}
+
+// Backward, one layer down: delta_below[i, c] = (sum over o of W[i, o] * delta[o, c])
+// * act'(a_below[i, c]), with act' from the layer below's saved outputs.  W is the
+// n_in x n_out weights (the block without its bias row); delta is n_out x m;
+// a_below and delta_below are n_in x m.
+template <typename T, typename Act>
+struct ChainRuleStore {
+    T* delta_below;
+    const T* a_below;
+    int ld;
+    __device__ __forceinline__ void operator()(int r, int c, T sum) const {
+        const int i = r * ld + c;
+        delta_below[i] = sum * Act::grad_from_output(a_below[i]);
+    }
+};
+
+template <typename T, typename Act>
+__device__ void dense_backward(const T* w, const T* delta, const T* a_below, T* delta_below, int n_in,
+                               int n_out, int m) {
+    const Operand<T, false> weights{w, n_out, n_in, n_out};  // op(A) = W
+    const Operand<T, true> deltas{delta, m, m, n_out};       // op(B) = delta
+    tiled_product(weights, deltas, ChainRuleStore<T, Act>{delta_below, a_below, m});
+}
+
+// Weight gradient: grad[i, o] = sum over c of a_in[i, c] * delta[o, c], i < n_in + 1:
+// [A_prev; 1] delta^T, the bias gradient as its last row (the ones times delta).
+// grad is the layer's (n_in + 1) x n_out block of the flat gradient buffer.
+template <typename T>
+struct Store {
+    T* out;
+    int ld;
+    __device__ __forceinline__ void operator()(int r, int c, T sum) const { out[r * ld + c] = sum; }
+};
+
+template <typename T>
+__device__ void dense_weight_grad(const T* a_in, const T* delta, T* grad, int n_in_plus_1, int n_out, int m) {
+    const Operand<T, false> inputs{a_in, m, n_in_plus_1, m};  // op(A) = [A_prev; 1]
+    const Operand<T, false> deltas_t{delta, m, n_out, m};     // op(B) = delta^T
+    tiled_product(inputs, deltas_t, Store<T>{grad, n_out});
 }
 
 // Softmax over each column of z (logits -> probabilities), in place: the
@@ -180,27 +249,45 @@ extern "C" __global__ void advance_step(int* step) {
 // ---- exported entry points: <op>_f32 and <op>_f64 ---------------------------
 
 // One activation's pair of kernels: bias_<name> (forward) and <name>_backward.
-#define GPUNN_EXPORT_ACTIVATION(T, SUFFIX, NAME, ACT)                                          \
+// One activation's kernels: bias_<name> and dense_forward_<name> (forward),
+// <name>_backward and dense_backward_<name> (backward).
+#define GPUNN_EXPORT_FORWARD(T, SUFFIX, NAME, ACT)                                             \
     extern "C" __global__ void bias_##NAME##SUFFIX(T* z, const T* b, int rows, int cols) {      \
         gpunn::bias_act<T, gpunn::ACT>(z, b, rows, cols);                                     \
     }                                                                                         \
+    extern "C" __global__ void dense_forward_##NAME##SUFFIX(                                   \
+        const T* wb, const T* a_in, T* z, int n_in_plus_1, int n_out, int m) {                \
+        gpunn::dense_forward<T, gpunn::ACT>(wb, a_in, z, n_in_plus_1, n_out, m);              \
+    }
+
+#define GPUNN_EXPORT_ACTIVATION(T, SUFFIX, NAME, ACT)                                          \
+    GPUNN_EXPORT_FORWARD(T, SUFFIX, NAME, ACT)                                                \
     extern "C" __global__ void NAME##_backward##SUFFIX(T* g, const T* a, int n) {               \
         gpunn::act_backward<T, gpunn::ACT>(g, a, n);                                          \
+    }                                                                                         \
+    extern "C" __global__ void dense_backward_##NAME##SUFFIX(                                  \
+        const T* w, const T* delta, const T* a_below, T* delta_below, int n_in, int n_out,    \
+        int m) {                                                                              \
+        gpunn::dense_backward<T, gpunn::ACT>(w, delta, a_below, delta_below, n_in, n_out, m); \
     }
 
 #define GPUNN_EXPORT_OUTPUT_DELTA(T, SUFFIX, NAME, OBJECTIVE)                                  \
     extern "C" __global__ void output_delta_##NAME##SUFFIX(                                    \
         T* a, const int* labels, T* delta, double* loss_sum, unsigned long long* correct,     \
-        int rows, int cols) {                                                                 \
-        gpunn::output_delta<T, OBJECTIVE>(a, labels, delta, loss_sum, correct, rows, cols);   \
+        double* block_loss, unsigned long long* block_hits, unsigned int* arrivals, int rows, \
+        int cols) {                                                                           \
+        gpunn::output_delta<T, OBJECTIVE>(a, labels, delta, loss_sum, correct, block_loss,    \
+                                          block_hits, arrivals, rows, cols);                  \
     }
 
 #define GPUNN_EXPORT_KERNELS(T, SUFFIX)                                                       \
     GPUNN_EXPORT_ACTIVATION(T, SUFFIX, sigmoid, Sigmoid)                                      \
     GPUNN_EXPORT_ACTIVATION(T, SUFFIX, tanh, Tanh)                                            \
     GPUNN_EXPORT_ACTIVATION(T, SUFFIX, relu, Relu)                                            \
-    extern "C" __global__ void bias_identity##SUFFIX(T* z, const T* b, int rows, int cols) {  \
-        gpunn::bias_act<T, gpunn::Identity>(z, b, rows, cols);                                \
+    GPUNN_EXPORT_FORWARD(T, SUFFIX, identity, Identity)                                       \
+    extern "C" __global__ void dense_weight_grad##SUFFIX(                                      \
+        const T* a_in, const T* delta, T* grad, int n_in_plus_1, int n_out, int m) {          \
+        gpunn::dense_weight_grad<T>(a_in, delta, grad, n_in_plus_1, n_out, m);                \
     }                                                                                         \
     GPUNN_EXPORT_OUTPUT_DELTA(T, SUFFIX, quadratic, 0)                                        \
     GPUNN_EXPORT_OUTPUT_DELTA(T, SUFFIX, cross_entropy, 1)                                    \

@@ -13,7 +13,13 @@
 //   of a slot that no thread of the block has written yet shows;
 // * provides gridDim/blockDim/blockIdx/threadIdx for 1-, 2- and 3-D launches
 //   (threadIdx is switched with the fiber);
-// * provides atomicAdd as a plain add (launches are serialized, see below);
+// * provides atomicAdd, atomicInc and __threadfence with their CUDA meaning for
+//   one thread at a time (launches are serialized and fibers switch only at
+//   barriers, see below);
+// * runs the blocks of a launch in order, or, after gpunn_host_shuffle_blocks(seed)
+//   with a seed other than 0, in a pseudo-random order that changes from launch to
+//   launch (CUDA promises no block order; a kernel whose result depends on it shows
+//   this way);
 // * and exports, for each kernel K,
 //     int launch_K(const unsigned grid[3], const unsigned block[3], void* const* args,
 //                  char* error, size_t error_capacity)
@@ -22,7 +28,11 @@
 //       with a message in error (bad launch dimensions, barrier divergence);
 //     int arg_sizes_K(size_t* sizes, int capacity)
 //       writes sizeof of each parameter and returns how many there are, so the
-//       caller can check its argument list before launching.
+//       caller can check its argument list before launching;
+//   and once per library
+//     void gpunn_host_shuffle_blocks(unsigned long long seed)
+//       0: blocks in order (the default); else each launch permutes its blocks
+//       with a generator seeded from `seed` and the number of launches so far.
 //
 // Fast path: thread 0 of each block runs on a fiber first.  If it finishes
 // without reaching a barrier, the block's other threads run as plain calls, one
@@ -65,12 +75,15 @@
 #include <unistd.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <numeric>
 #include <utility>
+#include <vector>
 
 // Mutants, only for tests/test_host_barriers.py, which defines these to 1 to show
 // that its tests fail without barrier switching or without poisoning.
@@ -107,6 +120,16 @@ inline unsigned long long atomicAdd(unsigned long long* address, unsigned long l
     *address = old + value;
     return old;
 }
+
+// CUDA's atomicInc: *address = (old >= limit) ? 0 : old + 1; returns old.
+inline unsigned int atomicInc(unsigned int* address, unsigned int limit) {
+    const unsigned int old = *address;
+    *address = (old >= limit) ? 0u : old + 1u;
+    return old;
+}
+
+// One thread runs at a time, so its writes are seen by every later reader already.
+inline void __threadfence() {}
 
 namespace gpunn_host {
 
@@ -165,6 +188,9 @@ struct Executor {
     unsigned current = 0;          // the fiber running now
     bool on_fiber = false;         // the running thread is a fiber, not a plain call
     bool shared_poisoned = false;  // this block's shared memory is poisoned already
+    std::uint64_t block_order_seed = 0;  // 0: blocks in order; else shuffled per launch
+    std::uint64_t launches = 0;          // launches so far, mixed into each shuffle
+    std::vector<std::uint64_t> block_order;
     char* error = nullptr;
     std::size_t error_capacity = 0;
     std::unique_ptr<Fiber[]> fibers;
@@ -408,6 +434,26 @@ inline bool prepare(const unsigned* grid, const unsigned* block) {
     return true;
 }
 
+// splitmix64: a small, well-mixed generator for the block shuffle.
+inline std::uint64_t next_random(std::uint64_t& state) {
+    std::uint64_t z = (state += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+// Fills e.block_order with a Fisher-Yates permutation of the launch's linear
+// block numbers, from the seed and the number of launches so far.
+inline void shuffle_block_order(std::uint64_t blocks) {
+    Executor& e = executor;
+    e.block_order.resize(blocks);
+    std::iota(e.block_order.begin(), e.block_order.end(), std::uint64_t{0});
+    std::uint64_t state = e.block_order_seed ^ (e.launches * 0xD1B54A32D192ED03ULL);
+    for (std::uint64_t i = blocks; i > 1; --i) {
+        std::swap(e.block_order[i - 1], e.block_order[next_random(state) % i]);
+    }
+}
+
 template <typename... Params>
 int launch(void (*kernel)(Params...), const unsigned* grid, const unsigned* block,
            void* const* args, char* error, std::size_t error_capacity) {
@@ -421,14 +467,19 @@ int launch(void (*kernel)(Params...), const unsigned* grid, const unsigned* bloc
     const KernelCall<Params...> call(kernel, args);
     e.run_thread = &KernelCall<Params...>::run;
     e.kernel_call = &call;
-    for (unsigned z = 0; z < gridDim.z; ++z) {
-        for (unsigned y = 0; y < gridDim.y; ++y) {
-            for (unsigned x = 0; x < gridDim.x; ++x) {
-                blockIdx = {x, y, z};
-                if (!run_block(call)) {
-                    return 1;
-                }
-            }
+    const std::uint64_t x_blocks = gridDim.x, xy_blocks = x_blocks * gridDim.y;
+    const std::uint64_t blocks = xy_blocks * gridDim.z;
+    const bool shuffled = e.block_order_seed != 0;
+    if (shuffled) {
+        shuffle_block_order(blocks);
+    }
+    ++e.launches;
+    for (std::uint64_t i = 0; i < blocks; ++i) {
+        const std::uint64_t b = shuffled ? e.block_order[i] : i;
+        blockIdx = {static_cast<unsigned>(b % x_blocks), static_cast<unsigned>(b / x_blocks % gridDim.y),
+                    static_cast<unsigned>(b / xy_blocks)};
+        if (!run_block(call)) {
+            return 1;
         }
     }
     return 0;
@@ -447,6 +498,12 @@ int arg_sizes(void (*)(Params...), std::size_t* sizes, int capacity) {
 }  // namespace gpunn_host
 
 inline void __syncthreads() { gpunn_host::barrier(); }
+
+extern "C" __attribute__((visibility("default"))) void gpunn_host_shuffle_blocks(unsigned long long seed) {
+    std::lock_guard<std::mutex> lock(gpunn_host::launch_mutex);
+    gpunn_host::executor.block_order_seed = seed;
+    gpunn_host::executor.launches = 0;
+}
 
 #define GPUNN_HOST_EXPORT(kernel)                                                          \
     extern "C" __attribute__((visibility("default"))) int launch_##kernel(                 \

@@ -43,3 +43,14 @@ def cupy_kernels():
     except BackendError as exc:
         pytest.skip(f"no usable CUDA device: {exc}")
     return backend.kernels
+
+
+# -- the autotuner's cache --------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _private_tuning_cache(monkeypatch, tmp_path):
+    """Every test keeps its dense-path picks in its own folder, never in the user's cache."""
+    from gpunn import autotune
+
+    monkeypatch.setattr(autotune, "cache_path", lambda: tmp_path / autotune.CACHE_FILE)

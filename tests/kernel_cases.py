@@ -38,6 +38,12 @@ Tolerances (one place, with their reasons):
 * ``chain`` (forward then output delta): a one-ulp difference in ``a`` near 1 becomes a
   large *relative* error in ``1 - a``, and so in ``a(1 - a)``; the chained delta is
   compared absolutely, ``atol = 8 eps`` (|delta| <= 1, its derivative in ``a`` <= 2).
+* ``dense`` (the fused products against BLAS and the twin's epilogue): a dot product of
+  n terms computed in any order (or with FMAs) is within ``(n/2) eps sum|a_i b_i|`` of the
+  exact one, so two such computations differ by at most ``n eps sum|a_i b_i|``; the
+  check is ``|got - want| <= 2 n eps (|A| |B|) + ACTIVATION_ATOL eps`` element by
+  element (every activation and derivative here has slope at most 1, so an error in
+  the sum is not magnified).
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ import pytest
 
 from gpunn import kernel_source
 from gpunn.backend import to_numpy
-from gpunn.ops import ACTIVATIONS, OBJECTIVES, REFERENCE_ACTIVATIONS, NumpyKernels, sigmoid
+from gpunn.ops import ACTIVATIONS, OBJECTIVES, REFERENCE_ACTIVATIONS, NumpyKernels
 
 SHAPES = [(1, 1), (3, 257), (10, 1000), (1, 4096), (4096, 1)]
 SHAPE_IDS = [f"{r}x{c}" for r, c in SHAPES]
@@ -69,6 +75,10 @@ ADAM_MODES = {
 }
 #: Absolute tolerance of each forward activation, in units of eps (see the module docstring).
 ACTIVATION_ATOL = {"sigmoid": 4, "tanh": 4, "relu": 0, "identity": 0}
+#: Dense layers (inputs, units, samples): every dimension below, at and across a tile
+#: (16) and an inner-dimension stage (32) of the tiled products.
+LAYER_SHAPES = [(1, 1, 1), (7, 13, 29), (30, 10, 10), (100, 64, 64), (257, 129, 29)]
+LAYER_IDS = ["x".join(map(str, shape)) for shape in LAYER_SHAPES]
 
 
 def missing_tool(reason: str) -> None:
@@ -91,6 +101,17 @@ def assert_exact(actual, expected, what=""):
 
 
 LOSS_RTOL = {np.float32: 1e-5, np.float64: 1e-12}
+
+
+def assert_product_close(actual, expected, a, b, dtype, extra_atol=0.0, what=""):
+    """``actual`` agrees with ``expected`` = f(a @ b) to the rounding of the products (``dense`` above)."""
+    depth = a.shape[1]
+    bound = 2 * depth * eps(dtype) * (np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64))
+    got = to_numpy(actual).astype(np.float64)
+    assert not np.isnan(got).any(), f"{what}: NaN left in the output (an element was not written)"
+    excess = np.abs(got - expected) - (bound + extra_atol)
+    worst = np.unravel_index(np.argmax(excess), excess.shape)
+    assert excess[worst] <= 0, f"{what}: off by {abs(got - expected)[worst]:.3g} at {worst}, bound {bound[worst]:.3g}"
 
 
 def activations(rng, shape, dtype, activation="sigmoid") -> np.ndarray:
@@ -175,6 +196,72 @@ class KernelParity:
         kernels.softmax_(z_dev)
         assert_close(z_dev, expected, atol=(8 + shape[0]) * eps(dtype), what="softmax")
         np.testing.assert_allclose(to_numpy(z_dev).sum(axis=0), 1.0, rtol=shape[0] * 4 * eps(dtype))
+
+    # -- the fused dense products -------------------------------------------------
+    @staticmethod
+    def _layer(rng, shape, dtype):
+        """A layer's [W; b] block and its input [A_prev; 1] (with the row of ones)."""
+        inputs, units, samples = shape
+        wb = rng.normal(scale=1 / np.sqrt(inputs), size=(inputs + 1, units)).astype(dtype)
+        a_in = np.ones((inputs + 1, samples), dtype)
+        a_in[:-1] = rng.normal(size=(inputs, samples))
+        return wb, a_in
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("shape", LAYER_SHAPES, ids=LAYER_IDS)
+    @pytest.mark.parametrize("activation", (*ACTIVATIONS, "identity"))
+    def test_dense_forward(self, kernels, xp, numpy_kernels, rng, activation, shape, dtype):
+        wb, a_in = self._layer(rng, shape, dtype)
+        z = xp.full((shape[1], shape[2]), np.nan, dtype)
+        kernels.dense_forward(xp.array(wb), xp.array(a_in), z, activation)
+        expected = np.empty((shape[1], shape[2]), np.float64)
+        numpy_kernels.dense_forward(wb.astype(np.float64), a_in.astype(np.float64), expected, activation)
+        assert_product_close(z, expected, wb.T, a_in, dtype, ACTIVATION_ATOL[activation] * eps(dtype),
+                             f"act([W; b]^T [A; 1]), {activation}")
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("shape", LAYER_SHAPES, ids=LAYER_IDS)
+    @pytest.mark.parametrize("activation", ACTIVATIONS)
+    def test_dense_backward(self, kernels, xp, numpy_kernels, rng, activation, shape, dtype):
+        inputs, units, samples = shape
+        w = rng.normal(size=(inputs, units)).astype(dtype)
+        delta = rng.normal(size=(units, samples)).astype(dtype)
+        a_below = activations(rng, (inputs, samples), dtype, activation)
+        delta_below = xp.full((inputs, samples), np.nan, dtype)
+        kernels.dense_backward(xp.array(w), xp.array(delta), xp.array(a_below), delta_below, activation)
+        expected = np.empty((inputs, samples), np.float64)
+        numpy_kernels.dense_backward(w.astype(np.float64), delta.astype(np.float64), a_below.astype(np.float64),
+                                     expected, activation)
+        assert_product_close(delta_below, expected, w, delta, dtype, what=f"(W delta) * {activation}'")
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("shape", LAYER_SHAPES, ids=LAYER_IDS)
+    def test_dense_weight_grad(self, kernels, xp, numpy_kernels, rng, shape, dtype):
+        inputs, units, samples = shape
+        _, a_in = self._layer(rng, shape, dtype)
+        delta = rng.normal(size=(units, samples)).astype(dtype)
+        grad = xp.full((inputs + 1, units), np.nan, dtype)
+        kernels.dense_weight_grad(xp.array(a_in), xp.array(delta), grad)
+        expected = np.empty((inputs + 1, units), np.float64)
+        numpy_kernels.dense_weight_grad(a_in.astype(np.float64), delta.astype(np.float64), expected)
+        assert_product_close(grad, expected, a_in, delta.T, dtype, what="[A; 1] delta^T")
+        # the bias gradient (last row) is the sum of the deltas over the batch
+        np.testing.assert_allclose(to_numpy(grad)[-1], delta.astype(np.float64).sum(axis=1),
+                                   rtol=0, atol=2 * samples * eps(dtype) * np.abs(delta).sum(axis=1).max())
+
+    def test_dense_kernels_refuse_mismatched_shapes(self, kernels, xp):
+        f32 = np.float32
+        with pytest.raises(ValueError, match="a_in has 4 rows"):
+            kernels.dense_forward(xp.zeros((3, 2), f32), xp.zeros((4, 5), f32), xp.zeros((2, 5), f32), "relu")
+        with pytest.raises(ValueError, match="z has shape"):
+            kernels.dense_forward(xp.zeros((3, 2), f32), xp.zeros((3, 5), f32), xp.zeros((2, 4), f32), "relu")
+        with pytest.raises(ValueError, match="unknown activation"):
+            kernels.dense_backward(xp.zeros((3, 2), f32), xp.zeros((2, 5), f32), xp.zeros((3, 5), f32),
+                                   xp.zeros((3, 5), f32), "identity")
+        with pytest.raises(ValueError, match="grad has shape"):
+            kernels.dense_weight_grad(xp.zeros((3, 5), f32), xp.zeros((2, 5), f32), xp.zeros((2, 3), f32))
+        with pytest.raises(TypeError, match="mixed dtypes"):
+            kernels.dense_weight_grad(xp.zeros((3, 5), f32), xp.zeros((2, 5)), xp.zeros((3, 2), f32))
 
     # -- backward -----------------------------------------------------------------
     @pytest.mark.parametrize("dtype", DTYPES)

@@ -79,3 +79,28 @@ def test_peer_takes_the_same_sgd_step_as_gpunn(name):
     for got, want, before in zip(peer.parameters(), net.get_weights(), start):
         assert not np.allclose(want, before)  # the step moved every parameter block
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_gpunn_records_say_which_dense_and_step_path_ran_and_the_step_time(monkeypatch):
+    """The GPU peers' records name the dense path, why, and the step path; every record a step time.
+
+    Run here with the emulated backend standing in for CuPy (same kernels, no device).
+    """
+    from gpunn import bench, peers
+
+    class EmulatedFusedPeer(peers.GpunnPeer):
+        name = "gpunn-emulated-fused"
+        backend_spec = "emulated"
+        dense = "fused"
+
+    monkeypatch.setitem(PEERS, EmulatedFusedPeer.name, EmulatedFusedPeer)
+    config = Config("T", (20, 16, 10), 8, 3.0)
+    X, labels = bench.synthetic_data(20, 0)
+    X = X[:, :20]
+    problem = Problem(config, X, labels, bench.initial_weights(config, 0), seed=0, textbook_samples=8)
+    records = bench.race(problem, [EmulatedFusedPeer.name, "gpunn-numpy"], epochs=1, settle=0, log=lambda _: None)
+    fused, numpy_record = records[EmulatedFusedPeer.name], records["gpunn-numpy"]
+    assert (fused["dense"], fused["dense_source"], fused["step"]) == ("fused", "fit(dense=)", "launches")
+    assert (numpy_record["dense"], numpy_record["step"]) == (None, "numpy")
+    for record in (fused, numpy_record):  # 20 samples in batches of 8: 3 steps per epoch
+        assert record["median_step_us"] == pytest.approx(record["seconds"][0] / 3 * 1e6)

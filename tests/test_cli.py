@@ -102,6 +102,35 @@ def test_info_names_the_backend_and_versions():
     assert "auto backend:" in result.output and "numpy" in result.output
 
 
+def test_info_shows_the_dense_setting_and_the_cached_picks(monkeypatch, tmp_path):
+    from gpunn.autotune import TuningCache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("GPUNN_DENSE", raising=False)
+    result = run("info")
+    assert "dense products: auto (measured per network shape" in result.output
+    assert "cached picks (" in result.output and "none yet" in result.output
+    TuningCache().put("NVIDIA H200 (sm_90), cupy 14.2.0", "784-30-10 batch 10 float32",
+                      {"pick": "fused", "step_us": {"fused": 21.5, "cublas": 160.0}})
+    monkeypatch.setenv("GPUNN_DENSE", "cublas")
+    result = run("info")
+    assert result.exit_code == 0
+    assert "dense products: cublas (forced by GPUNN_DENSE)" in result.output
+    assert "NVIDIA H200 (sm_90), cupy 14.2.0" in result.output
+    assert "784-30-10 batch 10 float32: fused (cublas 160 us, fused 21.5 us per step)" in result.output
+    monkeypatch.setenv("GPUNN_DENSE", "fastest")
+    result = run("info")
+    assert result.exit_code == 0 and "GPUNN_DENSE='fastest' is not a dense path" in result.output
+
+
+def test_train_json_says_which_dense_and_step_path_ran():
+    result = run("train", "--epochs", "1", "--json", "--quiet", "--backend", "emulated", "--dataset", "xor",
+                 "--layers", "2,4,2", "--batch-size", "2")
+    assert result.exit_code == 0, result.output
+    summary = last_json(result.stdout)
+    assert (summary["dense"], summary["step"]) == ("fused", "launches")
+
+
 def test_python_dash_m_entry_point():
     import subprocess
     import sys

@@ -161,6 +161,31 @@ def test_single_gpu_rank_needs_no_mpi_and_reduces_in_place_on_the_current_stream
         distributed.init_distributed("cupy")
 
 
+def test_single_gpu_rank_trains_even_where_mpi4py_cannot_start_mpi(monkeypatch):
+    """mpi4py installed without a working MPI library is no obstacle to one GPU rank."""
+    from gpunn import distributed
+    from gpunn.errors import GpunnError
+
+    def broken_mpi():
+        raise GpunnError("mpi4py cannot start MPI (libmpi.so.12: cannot open shared object file)")
+
+    _FakeNccl.calls = []
+    monkeypatch.setattr(distributed, "_import_mpi", broken_mpi)
+    monkeypatch.setattr(distributed, "_import_nccl", lambda: (_FakeCupy, _FakeNccl))
+    monkeypatch.setattr(distributed, "get_backend", lambda spec: None)
+    for name in distributed.LAUNCHER_SIZE_VARS:
+        monkeypatch.delenv(name, raising=False)
+    communicator, spec = distributed.init_distributed("cupy")
+    assert (communicator.name, communicator.size, spec) == ("nccl", 1, "cupy:0")
+    assert _FakeNccl.calls == [("init", 1, b"\x01" * 128, 0)]
+    # ... but the CPU, or more than one rank, needs MPI: the error stands
+    with pytest.raises(GpunnError, match="cannot start MPI"):
+        distributed.init_distributed("numpy")
+    monkeypatch.setenv("PMI_SIZE", "2")
+    with pytest.raises(GpunnError, match="cannot start MPI"):
+        distributed.init_distributed("cupy")
+
+
 # -- equivalence with the single-process run -------------------------------------------------
 RUNS = [
     {"name": "f64_b10", "dtype": "float64", "batch_size": 10, "epochs": 3},  # last batch 8 of 1348

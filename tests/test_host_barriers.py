@@ -112,6 +112,15 @@ extern "C" __global__ void some_return_early(int* out, int lo, int hi) {
     out[t] = t;
 }
 
+// visit[b] = how many blocks started before block b (the order the blocks ran in),
+// counted with atomicInc; *arrivals wraps back to 0 after the last block.
+extern "C" __global__ void record_block_order(unsigned* visit, unsigned* arrivals) {
+    if (threadIdx.x == 0) {
+        const unsigned blocks = gridDim.x * gridDim.y;
+        visit[blockIdx.x + gridDim.x * blockIdx.y] = atomicInc(arrivals, blocks - 1);
+    }
+}
+
 // Odd threads reach the barrier twice, even threads once: divergent.
 extern "C" __global__ void uneven_barriers(int* out) {
     for (int k = 0; k <= int(threadIdx.x % 2); ++k) {
@@ -123,7 +132,7 @@ extern "C" __global__ void uneven_barriers(int* out) {
 
 NAMES = (
     "block_sum_f32", "block_sum_f64", "transpose_f32", "rotate_f32", "record_indices",
-    "some_return_early", "uneven_barriers",
+    "some_return_early", "uneven_barriers", "record_block_order",
 )
 SUM_THREADS, TILE = 256, 16
 SEQUENTIAL, UNPOISONED = "GPUNN_HOST_MUTANT_SEQUENTIAL", "GPUNN_HOST_MUTANT_UNPOISONED"
@@ -293,6 +302,33 @@ def test_each_thread_sees_its_own_indices(shim, grid, block):
     out = np.zeros_like(expected)
     shim.run(Launch("record_indices", grid, block, (out,)))
     np.testing.assert_array_equal(out, expected)
+
+
+# -- (f): the order of the blocks ---------------------------------------------------------
+
+
+def _block_order(module, grid):
+    blocks = int(np.prod(kernel_source.dim3(grid)))
+    visit, arrivals = np.full(blocks, 99, np.uint32), np.zeros(1, np.uint32)
+    module.run(Launch("record_block_order", grid, 32, (visit, arrivals)))
+    assert arrivals[0] == 0, "atomicInc wraps to 0 after the last block"
+    return visit
+
+
+def test_blocks_run_in_order_unless_shuffled(shim):
+    np.testing.assert_array_equal(_block_order(shim, (7, 3)), np.arange(21))
+    try:
+        shim.shuffle_blocks(5)
+        first, second = _block_order(shim, (7, 3)), _block_order(shim, (7, 3))
+        shim.shuffle_blocks(6)
+        other = _block_order(shim, (7, 3))
+    finally:
+        shim.shuffle_blocks(0)
+    for order in (first, second, other):  # a permutation of the blocks, not the plain order
+        assert sorted(order) == list(range(21)) and list(order) != list(range(21))
+    assert list(first) != list(second), "each launch draws its own order"
+    assert list(first) != list(other), "another seed, another order"
+    np.testing.assert_array_equal(_block_order(shim, 21), np.arange(21))
 
 
 # -- the same source is valid CUDA ---------------------------------------------------

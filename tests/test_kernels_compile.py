@@ -76,3 +76,16 @@ def test_missing_tool_skips_locally_and_fails_on_ci(monkeypatch, ci):
     expected = pytest.fail.Exception if ci else pytest.skip.Exception
     with pytest.raises(expected):
         missing_tool("no compiler")
+
+
+def test_no_kernel_spills_on_sm_90_and_the_tiles_use_the_shared_memory_they_declare(nvrtc_archs):
+    """ptxas's report (through NVRTC) for every kernel: no stack, no spills; the tiled products
+    hold two TILE_K x (TILE + 1) slices, the output delta its two 256-entry sum trees and a flag."""
+    usage = kernel_source.resource_usage("sm_90")
+    assert set(usage) == set(kernel_source.KERNEL_NAMES)
+    for name, resources in usage.items():
+        assert (resources.stack_bytes, resources.spill_stores, resources.spill_loads) == (0, 0, 0), name
+        assert resources.registers <= 128, name
+    for suffix, size in (("_f32", 4), ("_f64", 8)):
+        assert usage["dense_weight_grad" + suffix].shared_bytes == 2 * 32 * 17 * size
+        assert usage["output_delta_quadratic" + suffix].shared_bytes == 256 * 8 * 2 + 4
