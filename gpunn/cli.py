@@ -128,25 +128,8 @@ def resolve_sizes(sizes, n_features: int, n_classes: int) -> list[int]:
     )
 
 
-class _Progress:
-    """A progress bar on stderr counted in steps, plus one line per epoch."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled and sys.stderr.isatty()
-
-    def __call__(self, step, steps):
-        if self.enabled:
-            width = 30
-            done = int(width * (step + 1) / steps)
-            click.echo(f"\r  [{'#' * done}{'.' * (width - done)}] {step + 1}/{steps}", err=True, nl=False)
-
-    def clear(self):
-        if self.enabled:
-            click.echo("\r" + " " * 60 + "\r", err=True, nl=False)
-
-
-def _epoch_printer(progress: _Progress, samples: int, epochs: int, quiet: bool):
-    """The epoch lines (none with --quiet) and the run's warnings (always), on stderr."""
+def _epoch_printer(progress, samples: int, epochs: int, quiet: bool):
+    """The epoch lines (none with --quiet) and the run's warnings (always), on stderr, above the progress bar."""
     from .callbacks import EpochLogger
 
     return EpochLogger(epochs, samples, val_label="test", show_warnings=True, lines=not quiet,
@@ -217,7 +200,10 @@ def _epoch_printer(progress: _Progress, samples: int, epochs: int, quiet: bool):
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Draw the loss and accuracy curves into this picture (.png/.svg/.pdf); needs gpunn[plot].")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary as the last line of stdout.")
-@click.option("--quiet", is_flag=True, help="No per-epoch lines.")
+@click.option("--quiet", is_flag=True, help="No per-epoch lines and no progress bar.")
+@click.option("--record-trajectory", is_flag=True,
+              help="Keep the weights at the start and after each epoch (at most 101 snapshots and 64 MiB; "
+                   "thinned evenly beyond that) in the --output model, for gpunn plot --landscape.")
 @click.option("--distributed", is_flag=True,
               help="Data-parallel training under mpiexec -n K: each rank trains on 1/K of every minibatch "
                    "(MPI on CPUs, NCCL on GPUs); rank 0 alone prints and saves.")
@@ -234,7 +220,8 @@ def train(distributed, backend, **options):
 
 def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation, output_activation, loss, scale,
            init, optimizer, lr, lr_scaling, momentum, nesterov, beta1, beta2, eps, weight_decay, seed, backend, dtype,
-           output, checkpoint_every, patience, min_delta, resume, plot_path, as_json, quiet, communicator=None):
+           output, checkpoint_every, patience, min_delta, resume, plot_path, as_json, quiet, record_trajectory,
+           communicator=None):
     """The train command; with a ``communicator`` (--distributed) only rank 0 prints and saves."""
     root = communicator is None or communicator.rank == 0
     quiet = quiet or not root
@@ -244,6 +231,8 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation
 
     if checkpoint_every and not (output or resume):
         raise click.UsageError("--checkpoint-every needs --output, the file the checkpoints go to")
+    if record_trajectory and not output:
+        raise click.UsageError("--record-trajectory keeps the path in the model file; give --output")
     _check_combinations(output_activation, loss, optimizer, momentum, nesterov, lr_scaling)
     if plot_path:
         from .plotting import check_output_path, require_matplotlib
@@ -279,10 +268,12 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation
             click.echo(f"scaling ({scale}): {net.scaler.describe(data.n_features)}", err=True)
     else:
         sizes = _resumed_sizes(resume, net, layers, data)
-    extra = {"dataset": _absolute_if_file(dataset), "data_dir": _absolute_if_file(data_dir),
+    extra = {"dataset": _absolute_if_file(dataset), "data_dir": data_dir and str(Path(data_dir).resolve()),
              "test_split": test_split, "epochs": epochs, "checkpoint_every": checkpoint_every}
-    progress = _Progress(enabled=not quiet and not as_json)
-    callbacks = [_epoch_printer(progress, len(data.X_train), epochs, quiet)]
+    from .cli_progress import RunProgress
+
+    progress = RunProgress(enabled=not quiet and not as_json, epochs=epochs - net.epochs_done)
+    callbacks = [_epoch_printer(progress, len(data.X_train), epochs, quiet), progress]
     if checkpoint_every and root:
         from .callbacks import ModelCheckpoint
 
@@ -291,11 +282,15 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation
         from .callbacks import EarlyStopping
 
         callbacks.append(EarlyStopping(monitor="val_loss", patience=patience, min_delta=min_delta))
+    if record_trajectory or net.trajectory is not None:  # last, so that the path ends where training does
+        from .trajectory import TrajectoryRecorder
+
+        callbacks.append(TrajectoryRecorder())  # a resumed model's path goes on
     if not quiet:
         what = f"resuming {net} from {resume} after epoch {net.epochs_done}" if resume else f"training {net}"
         click.echo(f"{what} on {data.name}: {len(data.X_train)} train / {len(data.X_test)} test samples", err=True)
     started = time.perf_counter()
-    with warnings.catch_warnings():  # the epoch printer shows them as "Warning: ..." lines
+    with warnings.catch_warnings(), progress:  # the epoch printer shows them as "Warning: ..." lines
         warnings.simplefilter("ignore", TrainingWarning)
         history = net.fit(data.X_train, data.y_train, epochs=epochs - net.epochs_done, batch_size=batch_size,
                           validation_data=(data.X_test, data.y_test), callbacks=callbacks, progress=progress,
@@ -354,9 +349,15 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation
 
 
 def _absolute_if_file(name):
-    """A data set name as a model file records it: paths made absolute, so the model works from any folder."""
-    if name is None or not (os.sep in str(name) or str(name).lower().endswith((".npz", ".csv")) or
-                            Path(name).exists()):
+    """A data set name as a model file records it: paths made absolute, so the model works from any folder.
+
+    The names of the built-in data sets stay names, even beside a folder of that name
+    (``--dataset mnist --data-dir mnist``).
+    """
+    from .data import BUILTIN, MNIST_FAMILY
+
+    if name is None or name in (*BUILTIN, *MNIST_FAMILY) or not (
+            os.sep in str(name) or str(name).lower().endswith((".npz", ".csv")) or Path(name).exists()):
         return name
     return str(Path(name).resolve())
 
@@ -518,13 +519,14 @@ def _echo_dense_paths() -> None:
 
 
 def _add_commands() -> None:
-    """The commands that live in their own modules: data, evaluate/predict/plot, export, bench."""
+    """The commands that live in their own modules: data, evaluate/predict/plot, explain, export, bench."""
     from .bench import bench
     from .cli_data import data_group
+    from .cli_explain import explain
     from .cli_export import export
     from .cli_model import model_commands
 
-    for command in (data_group, *model_commands, export, bench):
+    for command in (data_group, *model_commands, explain, export, bench):
         cli.add_command(command)
 
 

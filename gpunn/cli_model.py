@@ -224,13 +224,17 @@ def read_image(path, n_inputs: int) -> np.ndarray:
 @click.option("--output", "--out", "out", required=True, type=click.Path(dir_okay=False),
               help="The picture to write (.png, .svg, .pdf); --out is the same option.")
 @click.option("--curves/--no-curves", default=None,
-              help="Loss and accuracy per epoch [default: on, unless only --weights/--surface are asked for "
-                   "and the model has no history].")
+              help="Loss and accuracy per epoch [default: on, unless only --weights/--surface/--landscape are "
+                   "asked for and the model has no history (--landscape: off, it shows the accuracy itself)].")
 @click.option("--weights", is_flag=True, help="The first layer's weights, one image per neuron (square inputs).")
 @click.option("--surface", is_flag=True, help="The decision surface of a 2-input network, with its training points.")
-@click.option("--dataset", default=None, help="Points drawn on the surface [default: the model's data set].")
-def plot(model, out, curves, weights, surface, dataset):
-    """Draw MODEL's learning curves, first-layer weights and/or decision surface into one picture."""
+@click.option("--landscape", is_flag=True,
+              help="The loss on a plane through the trained weights with the training path on it (recorded by "
+                   "train --record-trajectory), and along the line from the initial to the trained weights.")
+@click.option("--dataset", default=None,
+              help="Points drawn on the surface; the data the landscape is measured on [default: the model's].")
+def plot(model, out, curves, weights, surface, landscape, dataset):
+    """Draw MODEL's learning curves, first-layer weights, decision surface and/or loss landscape."""
     from .io import load_with_metadata
     from .plotting import check_output_path, plot_model, require_matplotlib
 
@@ -239,14 +243,22 @@ def plot(model, out, curves, weights, surface, dataset):
     net, metadata = load_with_metadata(model, backend="numpy")
     if curves is None:
         has_history = net.history is not None and bool(net.history.epoch)
-        curves = has_history or not (weights or surface)
+        curves = (has_history and not landscape) or not (weights or surface or landscape)
     points = None
     if surface and net.sizes[0] == 2 and (dataset or _recorded(metadata).get("dataset")):
         data = _model_dataset(model, metadata, dataset, None, None)
         _check_width(net, data.n_features, f"data set {data.name}")
         points = (data.X_train, data.y_train)
+    measured = None
+    if landscape:
+        from .landscape import compute
+
+        data = _model_dataset(model, metadata, dataset, None, None)
+        _check_width(net, data.n_features, f"data set {data.name}")
+        measured = compute(net, data.X_train, data.y_train, seed=net.seed)
     val_label = "test" if _recorded(metadata).get("dataset") else "validation"  # the CLI validates on the test set
-    plot_model(net, out, curves=curves, weights=weights, surface=surface, points=points, val_label=val_label)
+    plot_model(net, out, curves=curves, weights=weights, surface=surface, points=points, val_label=val_label,
+               landscape=measured)
     click.echo(f"wrote {out}", err=True)
 
 

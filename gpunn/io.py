@@ -16,7 +16,11 @@ the feature scaling (see :mod:`gpunn.preprocessing`), when there is one
     output_activation, loss, init, dtype, seed), the classes (what each output unit
     stands for) and the scaling method, ``epochs_done``, the training options, the
     optimizer's name and settings, the per-epoch history, and ``extra`` (whatever the
-    caller passed, e.g. the CLI's dataset name and data folder).
+    caller passed, e.g. the CLI's dataset name and data folder);
+``trajectory`` and ``trajectory_epochs`` (optional)
+    the path training took, when it was recorded (:mod:`gpunn.trajectory`): a
+    (snapshots, parameters) array in the model's dtype and the epochs done at each
+    snapshot (int64, increasing, at most ``epochs_done``).
 
 Format 2 added the activations, the optimizers, the classes and the scaling; files of
 format 1 (sigmoid networks trained by SGD on class indices, unscaled) still load and
@@ -179,6 +183,7 @@ def _model_arrays(net: Network, extra) -> dict:
         arrays.update({name: to_numpy(array).copy() for name, array in optimizer.state().items()})
     if net.scaler is not None:
         arrays.update({name: np.asarray(array, dtype=np.float64) for name, array in net.scaler.state().items()})
+    arrays.update(_trajectory_arrays(net))
     return arrays
 
 
@@ -199,7 +204,7 @@ def load(path, backend=None) -> Network:
     """Load a network saved by :func:`save` onto ``backend``, ready to predict or to resume training.
 
     Restores the parameters, the optimizer (with its saved settings and state), the
-    :class:`~gpunn.train.History` and ``epochs_done``, so that
+    :class:`~gpunn.train.History`, ``epochs_done`` and any recorded trajectory, so that
     ``net.fit(X, y, epochs=k, <same options>)`` continues where the saved run stopped.
     Raises :class:`~gpunn.errors.ModelFileError` for anything that is not a sound
     gpunn model file.
@@ -228,12 +233,15 @@ def from_bytes(data: bytes, backend=None, name: str = "the pickled model") -> Ne
 def _load_file(file, path: str, backend) -> tuple[Network, dict]:
     _check_container(file.read(8), path)
     file.seek(0)
-    metadata, arrays = _read_archive(file, path)
-    return _build(metadata, arrays, backend, path), metadata
+    metadata, arrays, trajectory = _read_archive(file, path)
+    net = _build(metadata, arrays, backend, path)
+    net.trajectory = trajectory
+    return net, metadata
 
 
-def _read_archive(file, path: str) -> tuple[dict, dict]:
-    """The validated metadata and the arrays, each member's size checked before it is read."""
+def _read_archive(file, path: str) -> tuple[dict, dict, object]:
+    """The validated metadata, the arrays and the trajectory (or None), each member's size checked
+    before it is read."""
     try:
         with np.load(file, allow_pickle=False) as archive:
             if "metadata" not in archive.files:
@@ -255,6 +263,7 @@ def _read_archive(file, path: str) -> tuple[dict, dict]:
                 if name in archive.files:
                     _check_member_size(archive, path, name, metadata["sizes"][0] * 8 + NPY_HEADER_SLACK)
                     arrays[name] = archive[name]
+            trajectory = _read_trajectory(archive, path, n_params, dtype, metadata["epochs_done"])
     except ModelFileError:
         raise
     except (zipfile.BadZipFile, zlib.error, ValueError, EOFError, OSError, KeyError, NotImplementedError,
@@ -263,7 +272,7 @@ def _read_archive(file, path: str) -> tuple[dict, dict]:
             f"{path} is truncated or corrupt ({_one_line(exc)}); restore it from a copy or {_REWRITE}"
         ) from None
     _check_arrays(arrays, metadata, n_params, dtype, path)
-    return metadata, arrays
+    return metadata, arrays, trajectory
 
 
 def _one_line(exc: BaseException) -> str:
@@ -402,6 +411,43 @@ def _check_arrays(arrays: dict, metadata: dict, n_params: int, dtype: np.dtype, 
                 f"{path} is inconsistent: {name} has shape {array.shape} but layers {metadata['sizes']} "
                 f"need {need}; {_REWRITE}"
             )
+
+
+# -- the optional training trajectory (gpunn.trajectory) -------------------------------------
+TRAJECTORY_ARRAYS = ("trajectory", "trajectory_epochs")
+
+
+def _trajectory_arrays(net: Network) -> dict:
+    """The trajectory's arrays for the file, or none when it was not recorded."""
+    trajectory = net.trajectory
+    if trajectory is None or not len(trajectory):
+        return {}
+    return {"trajectory": trajectory.params, "trajectory_epochs": np.asarray(trajectory.epochs, dtype=np.int64)}
+
+
+def _read_trajectory(archive, path: str, n_params: int, dtype: np.dtype, epochs_done: int):
+    """The file's Trajectory, None when it has none; ModelFileError when its arrays do not fit the model."""
+    from .trajectory import MAX_TRAJECTORY_BYTES, Trajectory
+
+    present = [name for name in TRAJECTORY_ARRAYS if name in archive.files]
+    if not present:
+        return None
+    if len(present) == 1:
+        raise ModelFileError(f"{path} is incomplete: it has {present[0]} without its partner; {_REWRITE}")
+    _check_member_size(archive, path, "trajectory", MAX_TRAJECTORY_BYTES + NPY_HEADER_SLACK)
+    limit = (MAX_TRAJECTORY_BYTES // max(1, n_params * dtype.itemsize) + 1) * 8 + NPY_HEADER_SLACK
+    _check_member_size(archive, path, "trajectory_epochs", limit)
+    params, epochs = archive["trajectory"], archive["trajectory_epochs"]
+    problem = None
+    if params.dtype != dtype or params.ndim != 2 or params.shape[1] != n_params or not len(params):
+        problem = f"trajectory must be a (snapshots, {n_params}) {dtype.name} array, got {params.dtype} {params.shape}"
+    elif epochs.dtype != np.int64 or epochs.shape != (len(params),):
+        problem = f"trajectory_epochs must hold {len(params)} int64 values, got {epochs.dtype} {epochs.shape}"
+    elif epochs[0] < 0 or (np.diff(epochs) <= 0).any() or epochs[-1] > epochs_done:
+        problem = f"trajectory_epochs must increase, from 0 or more to at most epochs_done ({epochs_done})"
+    if problem:
+        raise ModelFileError(f"{path} is inconsistent: {problem}; {_REWRITE}")
+    return Trajectory.from_arrays(epochs, params)
 
 
 def _restore_classes_and_scaler(net: Network, metadata: dict, scaler_arrays: dict, path: str) -> None:

@@ -30,24 +30,50 @@ def one_hot(labels, classes: int, dtype=np.float64) -> np.ndarray:
     return t
 
 
+def quadratic_terms(a, t):
+    """Each output's share of the quadratic cost, ``1/2 (a - t)^2`` (the tutorial's error)."""
+    return 0.5 * (a - t) ** 2
+
+
 def quadratic(a, t):
     """Summed loss and dE/dz for the quadratic cost; ``a``, ``t`` are (classes, samples)."""
-    return 0.5 * np.sum((a - t) ** 2), (a - t) * a * (1 - a)
+    return np.sum(quadratic_terms(a, t)), (a - t) * a * (1 - a)
+
+
+def cross_entropy_terms(a, t):
+    """Each output's share of the cross-entropy, ``-ln(t a + (1 - t)(1 - a))``, floored like the kernels.
+
+    For targets of 0 or 1 (one-hot labels, all that training uses) this is the binary
+    cross-entropy ``-[t ln a + (1 - t) ln(1 - a)]``, whose gradient is ``a - t``; for
+    other targets it is not, and :func:`cross_entropy`'s delta does not belong to it.
+    """
+    return -np.log(np.maximum(t * a + (1 - t) * (1 - a), CROSS_ENTROPY_FLOOR))
 
 
 def cross_entropy(a, t):
     """Summed loss and dE/dz for the cross-entropy cost (log argument floored like the kernels)."""
-    inside = np.maximum(t * a + (1 - t) * (1 - a), CROSS_ENTROPY_FLOOR)
-    return -np.sum(np.log(inside)), a - t
+    return np.sum(cross_entropy_terms(a, t)), a - t
+
+
+def _log_softmax(z):
+    shifted = z - z.max(axis=0)
+    return shifted - np.log(np.exp(shifted).sum(axis=0))
+
+
+def softmax_cross_entropy_terms(z, t):
+    """Each output's share of softmax cross-entropy, ``-t ln p`` (nonzero at the label only), from logits."""
+    return -t * _log_softmax(z)
 
 
 def softmax_cross_entropy(z, t):
     """Summed loss and dE/dz for softmax + categorical cross-entropy, from the logits ``z``."""
-    shifted = z - z.max(axis=0)
-    log_p = shifted - np.log(np.exp(shifted).sum(axis=0))
+    log_p = _log_softmax(z)
     return -np.sum(t * log_p), np.exp(log_p) - t
 
 
 #: Reference formulas by objective (see :func:`gpunn.ops.objective`).
 LOSS_FUNCTIONS = {"quadratic": quadratic, "cross_entropy": cross_entropy,
                   "softmax_cross_entropy": softmax_cross_entropy}
+#: Each output unit's share of the loss, by objective (they add up to the loss above).
+LOSS_TERMS = {"quadratic": quadratic_terms, "cross_entropy": cross_entropy_terms,
+              "softmax_cross_entropy": softmax_cross_entropy_terms}

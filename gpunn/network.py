@@ -277,6 +277,8 @@ class Network:
         #: kernel backends: how each layer's products run (see :attr:`dense`)
         self._products = None if self.fold_bias else dense.products(dense.default_path(self.backend), self.backend)
         self.history = None
+        #: the path training took (a :class:`gpunn.trajectory.Trajectory`) when it was recorded
+        self.trajectory = None
         self.optimizer = None
         self.epochs_done = 0
         self.stop_training = False

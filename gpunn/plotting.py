@@ -6,6 +6,11 @@ matplotlib is an optional extra (``pip install "gpunn[plot]"``) imported only wh
 a picture is asked for.  Files are written atomically (:func:`gpunn.io.atomic_write`),
 as PNG, SVG or PDF according to their suffix.
 
+The loss landscape (:mod:`gpunn.landscape`, computed by the caller) is drawn as the
+loss's contours on a plane through the trained weights with the training path on it,
+beside the accuracy per epoch, above the loss along the line from the initial weights to
+the trained ones.
+
 Limits: the weight images need a square input (8x8 digits, 28x28 MNIST) and show at
 most :data:`MAX_WEIGHT_IMAGES` neurons; the decision surface needs exactly 2 inputs.
 """
@@ -45,7 +50,7 @@ def check_output_path(path) -> None:
 
 
 def plot_model(net, path, curves: bool = True, weights: bool = False, surface: bool = False,
-               points=None, val_label: str = "validation") -> None:
+               points=None, val_label: str = "validation", landscape=None) -> None:
     """Draw the chosen panels of ``net`` into one picture at ``path``.
 
     Args:
@@ -55,6 +60,7 @@ def plot_model(net, path, curves: bool = True, weights: bool = False, surface: b
         points: optional ``(X, y)`` drawn on the surface; they also set its extent
             (else the unit square).
         val_label: the legend's name for the validation data (the CLI's is the test set).
+        landscape: a :class:`gpunn.landscape.Landscape` to draw (see :func:`gpunn.landscape.compute`).
     """
     check_output_path(path)
     Figure, FigureCanvasAgg = require_matplotlib()
@@ -68,8 +74,10 @@ def plot_model(net, path, curves: bool = True, weights: bool = False, surface: b
     if surface:
         _check_two_inputs(net)
         panels.append((lambda fig: _draw_surface(fig, net, points), 5.5))
+    if landscape is not None:
+        panels.append((lambda fig: _draw_landscape(fig, net, landscape, val_label), 8.5))
     if not panels:
-        raise GpunnError("nothing to draw: ask for the curves, --weights or --surface")
+        raise GpunnError("nothing to draw: ask for the curves, --weights, --surface or --landscape")
 
     fig = Figure(figsize=(10, sum(height for _, height in panels)), layout="constrained")
     FigureCanvasAgg(fig)
@@ -167,6 +175,92 @@ def _draw_surface(fig, net, points) -> None:
     ax.set_xlabel("input 1")
     ax.set_ylabel("input 2")
     fig.suptitle("decision surface: colour = predicted class, paler = less sure")
+
+
+def _draw_landscape(fig, net, landscape, val_label: str) -> None:
+    grid = fig.add_gridspec(2, 2, width_ratios=(1.5, 1), height_ratios=(1.7, 1))
+    _draw_plane(fig.add_subplot(grid[0, 0]), landscape)
+    _draw_accuracy(fig.add_subplot(grid[0, 1]), net, val_label)
+    _draw_interpolation(fig.add_subplot(grid[1, :]), landscape)
+    fig.suptitle(f"loss landscape of the {list(net.sizes)} network ({net.loss} loss, measured on "
+                 f"{landscape.samples} training samples)")
+
+
+def _draw_plane(ax, landscape) -> None:
+    from matplotlib.colors import LogNorm
+
+    loss = landscape.loss
+    low, high = float(loss.min()), float(loss.max())
+    if low > 0 and high / low > 20:  # orders of magnitude: contours spaced by ratio
+        levels, norm = np.geomspace(low, high, 22), LogNorm(low, high)
+    else:
+        levels, norm = np.linspace(low, high + 1e-12, 22), None
+    filled = ax.contourf(landscape.alphas, landscape.betas, loss, levels=levels, norm=norm, cmap="viridis")
+    ax.contour(landscape.alphas, landscape.betas, loss, levels=levels[::3], norm=norm, colors="white",
+               linewidths=0.5, alpha=0.6)
+    ax.figure.colorbar(filled, ax=ax, format="%.3g").ax.set_title("loss", fontsize=9)
+    if landscape.path is not None:
+        x, y = landscape.path[:, 0], landscape.path[:, 1]
+        ax.plot(x, y, color="tab:red", linewidth=1.5, zorder=3)
+        ax.scatter(x, y, c=np.arange(len(x)), cmap="autumn", s=22, edgecolors="black", linewidths=0.5, zorder=4)
+        step = max(1, len(x) // 8)
+        for i in range(0, len(x) - 1, step):  # arrows show the direction of travel
+            ax.annotate("", xy=(x[i + 1], y[i + 1]), xytext=(x[i], y[i]), zorder=4,
+                        arrowprops={"arrowstyle": "->", "color": "tab:red", "linewidth": 1.5})
+        ax.annotate(f"start (epoch {landscape.path_epochs[0]})", (x[0], y[0]), textcoords="offset points",
+                    xytext=(6, 6), color="white", fontsize=9, fontweight="bold")
+    ax.scatter([0], [0], marker="*", s=180, color="white", edgecolors="black", zorder=5,
+               label="trained weights")
+    ax.legend(loc="lower right", fontsize=8)
+    if landscape.method == "pca":
+        first, second = landscape.explained
+        ax.set_xlabel(f"1st principal direction of the path ({first:.0%} of its variance)")
+        ax.set_ylabel(f"2nd principal direction ({second:.0%})")
+        ax.set_title("the path of training across the loss (PCA plane)")
+    else:
+        ax.set_xlabel("random direction 1 (filter-normalised)")
+        ax.set_ylabel("random direction 2 (filter-normalised)")
+        ax.set_title("loss around the trained weights (no trajectory recorded)")
+
+
+def _draw_accuracy(ax, net, val_label: str) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    history = net.history
+    if history is None or not history.epoch:
+        ax.text(0.5, 0.5, "no training history", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return
+    epochs = np.asarray(history.epoch) + 1
+    ax.plot(epochs, history.history["accuracy"], label="train", color="tab:blue", marker="o", markersize=3)
+    if "val_accuracy" in history.history:
+        ax.plot(epochs, history.history["val_accuracy"], label=val_label, color="tab:orange", marker="o",
+                markersize=3)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title("accuracy per epoch")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+
+
+def _draw_interpolation(ax, landscape) -> None:
+    alphas = landscape.interpolation_alphas
+    ax.plot(alphas, landscape.interpolation_loss, color="tab:purple", label="loss")
+    if landscape.interpolation_loss.min() > 0 and np.ptp(np.log10(landscape.interpolation_loss)) > 1.5:
+        ax.set_yscale("log")
+    ax.set_ylabel("loss", color="tab:purple")
+    twin = ax.twinx()
+    twin.plot(alphas, landscape.interpolation_accuracy, color="tab:green", linestyle="--", label="accuracy")
+    twin.set_ylabel("accuracy", color="tab:green")
+    twin.set_ylim(0, 1.02)
+    for alpha, name in ((0, "initial weights"), (1, "trained weights")):
+        ax.axvline(alpha, color="grey", linestyle=":", linewidth=1)
+        ax.annotate(name, (alpha, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
+                    textcoords="offset points", fontsize=8, color="grey")
+    ax.set_xlabel("α: the weights (1 - α)·initial + α·trained")
+    ax.set_title("along the straight line from the initial to the trained weights (Goodfellow et al. 2015)")
+    ax.grid(alpha=0.3)
 
 
 def _class_colors(k: int) -> np.ndarray:

@@ -183,3 +183,21 @@ def test_resume_keeps_the_optimizer_and_its_state(tmp_path):
         assert result.exit_code == 0, result.output
     assert last_json(resumed.stdout)["optimizer"] == "adamw"
     assert last_json(resumed.stdout)["test_loss"] == last_json(straight.stdout)["test_loss"]
+
+
+def test_a_builtin_data_set_name_stays_a_name_beside_a_folder_of_that_name(tmp_path, monkeypatch):
+    import numpy as np
+
+    from test_data import mnist_like, write_mnist_folder
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mnist").mkdir()
+    write_mnist_folder(tmp_path / "mnist", mnist_like(n_train=30, n_test=10))
+    result = run("train", "--dataset", "mnist", "--data-dir", "mnist", "--layers", "784,8,10", "--epochs", "1",
+                 "--backend", "numpy", "--quiet", "--output", "m.npz")
+    assert result.exit_code == 0, result.output
+    with np.load(tmp_path / "m.npz") as archive:
+        extra = json.loads(archive["metadata"].tobytes())["extra"]
+    assert extra["dataset"] == "mnist" and extra["data_dir"] == str(tmp_path / "mnist")
+    monkeypatch.chdir(tmp_path.parent)  # the model finds its data from anywhere
+    assert run("evaluate", str(tmp_path / "m.npz")).exit_code == 0
