@@ -15,7 +15,9 @@ import numpy as np
 
 from . import __version__
 from .backend import BackendError, get_backend, parse_spec
+from .cli_types import FiniteRange
 from .errors import GpunnError
+from .limits import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_LAYERS, MAX_LR, MAX_SEED, MAX_UNITS, MAX_WEIGHT_DECAY
 
 DEFAULT_HIDDEN = 64
 
@@ -36,11 +38,16 @@ class LayerSizes(click.ParamType):
             if part == "" and i in (0, len(parts) - 1):
                 sizes.append(None)
                 continue
-            if not part.isdigit() or int(part) < 1:
-                self.fail(f"{value!r}: each layer size must be a positive integer, e.g. 784,30,10", param, ctx)
+            # ASCII digits only: str.isdigit() also takes superscripts and other scripts' digits
+            if not (part.isascii() and part.isdigit()) or len(part) > 10 or not 1 <= int(part) <= MAX_UNITS:
+                self.fail(f"{value!r:.60}: each layer size must be a positive integer up to {MAX_UNITS:,}, "
+                          f"e.g. 784,30,10", param, ctx)
             sizes.append(int(part))
         if len(sizes) < 2:
             self.fail(f"{value!r}: give at least an input and an output size, e.g. 64,10", param, ctx)
+        if len(sizes) > MAX_LAYERS:
+            self.fail(f"{len(sizes)} layers: at most {MAX_LAYERS} (input and output included); sigmoid networks "
+                      f"stop learning long before that depth", param, ctx)
         return sizes
 
 
@@ -63,6 +70,10 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (GpunnError, BackendError, ValueError, OSError) as exc:
             raise click.ClickException(_one_line(exc)) from None
+        except MemoryError as exc:  # what the size checks before each big allocation did not foresee
+            raise click.ClickException(
+                f"out of memory ({_one_line(exc)}); use a smaller network, --batch-size or data set"
+            ) from None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -136,21 +147,22 @@ def _epoch_printer(progress: _Progress, samples: int, epochs: int, quiet: bool):
               help="digits (embedded 8x8 digits), xor, mnist, fashion-mnist, or a .npz/.csv file.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder holding the four MNIST-format files (else the cache, downloading if needed).")
-@click.option("--test-split", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+@click.option("--test-split", type=FiniteRange(0, 1, min_open=True, max_open=True), default=None,
               help="Fraction held out for testing when a user data set has no test arrays [default: 0.2].")
 @click.option("--layers", type=LayerSizes(), default=None,
               help=f"Units per layer, e.g. 784,30,10; input/output sizes inferred when left out "
                    f"[default: inputs,{DEFAULT_HIDDEN},classes].")
-@click.option("--epochs", type=click.IntRange(1, 100000), default=30, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1, 1 << 24), default=10, show_default=True)
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=3.0, show_default=True,
+@click.option("--epochs", type=click.IntRange(1, MAX_EPOCHS), default=30, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, MAX_BATCH_SIZE), default=10, show_default=True)
+@click.option("--lr", type=FiniteRange(0, MAX_LR, min_open=True), default=3.0, show_default=True,
               help="Learning rate eta.")
-@click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True)
-@click.option("--weight-decay", type=click.FloatRange(0), default=0.0, show_default=True)
+@click.option("--momentum", type=FiniteRange(0, 1, max_open=True), default=0.0, show_default=True)
+@click.option("--weight-decay", type=FiniteRange(0, MAX_WEIGHT_DECAY), default=0.0, show_default=True,
+              help="L2 penalty; --lr times --weight-decay must stay below 2 x (1 + momentum).")
 @click.option("--loss", type=click.Choice(["quadratic", "cross_entropy"]), default="quadratic", show_default=True)
 @click.option("--init", type=click.Choice(["normal", "scaled"]), default="scaled", show_default=True,
               help="normal: N(0,1) as in the tutorial; scaled: N(0,1/n_in) weights.")
-@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
 @click.option("--backend", type=BackendSpec(), default=None,
               help="auto, numpy, cupy or cupy:N [default: $GPUNN_BACKEND or auto].")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
@@ -184,6 +196,8 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, lr, moment
     root = communicator is None or communicator.rank == 0
     quiet = quiet or not root
     from .data import load_dataset
+    from .limits import decay_problem
+    from .memory import check_training_fits
     from .network import Network
 
     if checkpoint_every and not output:
@@ -195,18 +209,27 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, lr, moment
         require_matplotlib()
     net = None
     if resume:
+        from .cli_model import recorded_data
+
         net, saved = _load_for_resume(resume, backend, epochs, loss=loss, init=init, dtype=dtype, seed=seed)
-        recorded = saved["extra"] if isinstance(saved.get("extra"), dict) and not _given("dataset") else {}
+        recorded = recorded_data(resume, saved) if not _given("dataset") else {}
         dataset, data_dir, test_split = _given_or_saved(
             recorded, dataset=dataset, data_dir=data_dir, test_split=test_split)
         batch_size, lr, momentum, weight_decay = _given_or_saved(
-            saved.get("training", {}), batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay)
+            saved["training"], batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        _check_in_range(resume, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    problem = decay_problem(lr, momentum, weight_decay)
+    if problem:
+        raise click.UsageError(problem)
+    _check_outputs(output, plot_path, dataset, resume)
     data = load_dataset(dataset, **_data_options(data_dir, test_split))
     if net is None:
         sizes = resolve_sizes(layers, data.n_features, data.n_classes)
         net = Network(sizes, loss=loss, init=init, backend=backend, dtype=dtype, seed=seed)
     else:
         sizes = _resumed_sizes(resume, net, layers, data)
+    check_training_fits(net.sizes, net.dtype, len(data.X_train), len(data.X_test), batch_size,
+                        optimizer_buffers=1 if momentum else 0)
     extra = {"dataset": dataset, "data_dir": data_dir, "test_split": test_split}
     progress = _Progress(enabled=not quiet and not as_json)
     callbacks = [_epoch_printer(progress, len(data.X_train), epochs, quiet)]
@@ -281,12 +304,46 @@ def _load_for_resume(path, backend, epochs, **architecture):
                 f"--{name} {value} conflicts with {path}, which was made with --{name} {saved[name]}; "
                 f"leave --{name} out when resuming"
             )
+    history = net.history
+    if history is not None and history.epoch and "val_loss" not in history.history:
+        raise GpunnError(
+            f"{path} was trained without a test set (its history has no val_loss), but gpunn train scores one every "
+            f"epoch, so the resumed history could not be saved; continue it from Python with Network.fit"
+        )
     if net.epochs_done >= epochs:
         raise GpunnError(
             f"{path} has already trained {net.epochs_done} epochs and --epochs is the total to reach; "
             f"pass --epochs {net.epochs_done + 1} or more"
         )
     return net, metadata
+
+
+def _check_outputs(output, plot_path, dataset, resume) -> None:
+    """Before any work: every output can be written, and none replaces an input (--resume may be --output)."""
+    from .data import USER_SUFFIXES
+    from .files import check_distinct, check_output
+
+    outputs = {"--output": output, "--plot": plot_path}
+    for option, path in outputs.items():
+        if path is not None:
+            check_output(path, option)
+    data_file = dataset if isinstance(dataset, str) and dataset.lower().endswith(USER_SUFFIXES) else None
+    check_distinct(outputs, {"--dataset": data_file})
+    check_distinct({"--plot": plot_path}, {"--resume": resume})
+
+
+def _check_in_range(path, **values) -> None:
+    """The training options a resumed run takes from its model file must pass the options' own range checks."""
+    for name, value in values.items():
+        if _given(name):
+            continue
+        param = next(p for p in train.params if p.name == name)
+        try:
+            param.type.convert(value, param, None)
+        except click.BadParameter as exc:
+            option = "--" + name.replace("_", "-")
+            raise GpunnError(f"{path} was trained with {option} {value}: {exc.message} Give {option} to choose "
+                             f"the value for the rest of the run") from None
 
 
 def _given_or_saved(saved: dict, **options) -> list:

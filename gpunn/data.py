@@ -18,6 +18,8 @@ user's own arrays (see :mod:`gpunn.userdata`; those features are not rescaled).
 
 from __future__ import annotations
 
+import numbers
+import os
 import sys
 from dataclasses import dataclass, replace
 from importlib import resources
@@ -90,7 +92,7 @@ def _local_idx_files(name: str, folder: Path) -> list[Path]:
     found, missing = [], []
     for file_name in download.MNIST_FILES:
         candidates = [folder / file_name, folder / file_name.removesuffix(".gz")]
-        path = next((p for p in candidates if p.is_file()), None)
+        path = next((p for p in candidates if p.exists() or p.is_symlink()), None)
         if path is None:
             missing.append(file_name)
         found.append(path)
@@ -133,6 +135,7 @@ def load_dataset(
     of the network's output layer: every label must fit it, and it becomes the
     dataset's ``n_classes``.
     """
+    _check_arguments(name, data_dir, test_split)
     is_user_file = name.lower().endswith(USER_SUFFIXES)
     if data_dir is not None and name not in MNIST_FAMILY:
         raise DataError(f"{name}: --data-dir applies only to {' and '.join(MNIST_FAMILY)}; drop it")
@@ -148,6 +151,16 @@ def load_dataset(
         known = ", ".join([*BUILTIN, *MNIST_FAMILY])
         raise DataError(f"unknown dataset {name!r}: use one of {known}, or a path to a .npz or .csv file")
     return validate(data, n_classes)
+
+
+def _check_arguments(name, data_dir, test_split) -> None:
+    """The types load_dataset needs (its arguments may come from a model file's record of the data set)."""
+    if not isinstance(name, str) or not name:
+        raise DataError(f"the data set must be a name or a path to a .npz or .csv file, got {name!r:.60}")
+    if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
+        raise DataError(f"{name}: the data folder must be a path, got {data_dir!r:.60}")
+    if test_split is not None and not (isinstance(test_split, numbers.Real) and not isinstance(test_split, bool)):
+        raise DataError(f"{name}: the test split must be a fraction between 0 and 1, got {test_split!r:.60}")
 
 
 def validate(data: Dataset, n_classes: int | None = None) -> Dataset:

@@ -20,3 +20,7 @@ class ModelFileError(GpunnError, ValueError):
 
 class TrainingDiverged(GpunnError, FloatingPointError):
     """The loss became NaN or infinite; the message names the epoch."""
+
+
+class InsufficientMemory(GpunnError, MemoryError):
+    """Work refused before allocating because it needs more memory than is available; the message says how much."""

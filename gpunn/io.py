@@ -33,27 +33,28 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+import re
 import tempfile
-import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 
 from .backend import to_numpy
 from .errors import ModelFileError
-from .network import DTYPES, INITS, Network, ParameterLayout, check_sizes
+from .files import open_input
+from .limits import MAX_UNITS
+from .network import DTYPES, INITS, Network, ParameterLayout
 from .ops import LOSSES
 from .optim import SGD
+from .safe_npz import ArchiveError, Hints, NpzReader
 from .train import History
 
 FORMAT_NAME = "gpunn-model"
 FORMAT_VERSION = 1
 #: Largest metadata member accepted (a history of 100,000 epochs fits easily).
 MAX_METADATA_BYTES = 64 << 20
-#: Room for an .npy header on top of the array data itself.
-NPY_HEADER_SLACK = 4096
 
 _REWRITE = "save the model again (gpunn train --output, or Network.save)"
 
@@ -139,15 +140,32 @@ def save(net: Network, path, extra=None) -> None:
     }
     try:
         text = json.dumps(metadata, default=_plain_number)
-    except TypeError as exc:
+    except (TypeError, ValueError, RecursionError) as exc:  # not JSON, circular, or nested beyond recursion
         raise ValueError(
             f"cannot save the model: {exc}; extra may hold only strings, numbers, None, lists and dicts"
         ) from None
-    arrays = {"params": to_numpy(net.params).copy(),
-              "metadata": np.frombuffer(text.encode("utf-8"), dtype=np.uint8)}
+    arrays = {"params": to_numpy(net.params).copy()}
     if optimizer is not None and optimizer.velocity is not None:
         arrays["velocity"] = to_numpy(optimizer.velocity).copy()
+    encoded = text.encode("utf-8")
+    _check_writable(encoded, arrays, path)
+    arrays["metadata"] = np.frombuffer(encoded, dtype=np.uint8)
     atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def _check_writable(encoded: bytes, arrays: dict, path) -> None:
+    """Refuse to write a file that load would refuse: the same rules, applied to the exact bytes."""
+    problem = None
+    if len(encoded) > MAX_METADATA_BYTES:
+        problem = f"its metadata takes {len(encoded):,} bytes, more than the {MAX_METADATA_BYTES:,} a model may hold"
+    else:
+        try:
+            _check_metadata(_decode_metadata(encoded))
+        except _Invalid as exc:
+            problem = str(exc)
+    problem = problem or _nonfinite(arrays)
+    if problem:
+        raise ModelFileError(f"cannot save the model to {path}: {problem}")
 
 
 def _plain_number(value):
@@ -173,13 +191,7 @@ def load(path, backend="auto") -> Network:
 def load_with_metadata(path, backend="auto") -> tuple[Network, dict]:
     """Like :func:`load`, and also return the file's metadata (``metadata["extra"]`` is the caller's)."""
     path = os.fspath(path)
-    try:
-        file = open(path, "rb")
-    except FileNotFoundError:
-        raise ModelFileError(f"{path}: no such model file; check the path") from None
-    except IsADirectoryError:
-        raise ModelFileError(f"{path} is a folder, not a model file; give the .npz file inside it") from None
-    with file:
+    with open_input(path, ModelFileError, "model file") as file:
         _check_container(file.read(8), path)
         file.seek(0)
         metadata, arrays = _read_archive(file, path)
@@ -189,35 +201,26 @@ def load_with_metadata(path, backend="auto") -> tuple[Network, dict]:
 def _read_archive(file, path: str) -> tuple[dict, dict]:
     """The validated metadata and the arrays, each member's size checked before it is read."""
     try:
-        with np.load(file, allow_pickle=False) as archive:
-            if "metadata" not in archive.files:
-                listed = ", ".join(sorted(archive.files)) or "none"
+        with NpzReader(file, path) as archive:
+            if "metadata" not in archive.names:
+                listed = ", ".join(sorted(archive.names)) or "none"
                 raise ModelFileError(
                     f"{path} is an .npz archive but not a gpunn model (no gpunn metadata; arrays: {listed}); "
                     f"give a file written by gpunn train --output or Network.save"
                 )
-            _check_member_size(archive, path, "metadata", MAX_METADATA_BYTES)
-            metadata = _parse_metadata(archive["metadata"], path)
+            unexpected = sorted(set(archive.names) - {"metadata", "params", "velocity"})
+            if unexpected:
+                raise ModelFileError(f"{path} holds arrays a gpunn model has not ({', '.join(unexpected)}); {_REWRITE}")
+            metadata = _parse_metadata(archive.read("metadata", MAX_METADATA_BYTES), path)
             dtype = np.dtype(metadata["dtype"])
             n_params = ParameterLayout(tuple(metadata["sizes"])).size
-            arrays = {}
-            for name in ("params", "velocity"):
-                if name in archive.files:
-                    _check_member_size(archive, path, name, n_params * dtype.itemsize + NPY_HEADER_SLACK)
-                    arrays[name] = archive[name]
-    except ModelFileError:
-        raise
-    except (zipfile.BadZipFile, zlib.error, ValueError, EOFError, OSError, KeyError, NotImplementedError,
-            MemoryError) as exc:
-        raise ModelFileError(
-            f"{path} is truncated or corrupt ({_one_line(exc)}); restore it from a copy or {_REWRITE}"
-        ) from None
+            hints = Hints(f"a model's parameters are {dtype.name}", "the model is too large for this machine")
+            arrays = {name: archive.read(name, n_params * dtype.itemsize, hints)
+                      for name in ("params", "velocity") if name in archive.names}
+    except ArchiveError as exc:
+        raise ModelFileError(f"{exc}; restore it from a copy or {_REWRITE}") from None
     _check_arrays(arrays, metadata, n_params, dtype, path)
     return metadata, arrays
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or exc.__class__.__name__
 
 
 def _check_container(head: bytes, path: str) -> None:
@@ -237,74 +240,91 @@ def _check_container(head: bytes, path: str) -> None:
     )
 
 
-def _check_member_size(archive, path: str, name: str, limit: int) -> None:
-    """Refuse an array whose stored size exceeds what the metadata allows, before reading it."""
-    size = archive.zip.getinfo(f"{name}.npy").file_size
-    if size > limit:
-        raise ModelFileError(
-            f"{path} is inconsistent: its {name} array takes {size} bytes, more than the {limit} allowed; "
-            f"{_REWRITE}"
-        )
-
-
 def _parse_metadata(raw: np.ndarray, path: str) -> dict:
     """Decode and validate the metadata JSON; ModelFileError naming the first problem."""
     if raw.dtype != np.uint8 or raw.ndim != 1:
         raise ModelFileError(f"{path} is not a gpunn model file (its metadata is not UTF-8 JSON bytes); {_REWRITE}")
     try:
-        metadata = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{path} has corrupt metadata ({_one_line(exc)}); {_REWRITE}") from None
+        metadata = _decode_metadata(raw.tobytes())
+    except _Invalid as exc:
+        raise ModelFileError(f"{path} has corrupt metadata ({exc}); {_REWRITE}") from None
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
         name = metadata.get("format") if isinstance(metadata, dict) else None
         raise ModelFileError(
-            f"{path} is not a gpunn model file (format {name!r}, expected {FORMAT_NAME!r}); "
+            f"{path} is not a gpunn model file (format {_show(name)}, expected {FORMAT_NAME!r}); "
             f"give a file written by gpunn train --output or Network.save"
         )
     version = metadata.get("format_version")
     if not _is_int(version) or version < 1:
-        raise ModelFileError(f"{path} has a bad format version {version!r}; {_REWRITE}")
+        raise ModelFileError(f"{path} has a bad format version {_show(version)}; {_REWRITE}")
     if version > FORMAT_VERSION:
         from . import __version__
 
         raise ModelFileError(
-            f"{path} was written by a newer gpunn ({metadata.get('gpunn_version', '?')}, model format {version}); "
-            f"gpunn {__version__} reads format {FORMAT_VERSION}: upgrade with pip install -U gpunn"
+            f"{path} was written by a newer gpunn ({_show(metadata.get('gpunn_version', '?'))}, model format "
+            f"{version}); gpunn {__version__} reads format {FORMAT_VERSION}: upgrade with pip install -U gpunn"
         )
-
-    def bad(field: str, why: str):
-        return ModelFileError(f"{path} has corrupt metadata: {field} {why}; {_REWRITE}")
-
-    sizes = metadata.get("sizes")
-    if not isinstance(sizes, list) or not all(_is_int(s) for s in sizes):
-        raise bad("sizes", f"must be a list of integers, got {sizes!r}")
     try:
-        check_sizes(sizes)
-    except ValueError as exc:
-        raise bad("sizes", f"are invalid ({exc})") from None
-    for field, allowed in (("loss", LOSSES), ("init", INITS), ("dtype", DTYPES)):
-        if metadata.get(field) not in allowed:
-            raise bad(field, f"must be one of {', '.join(allowed)}, got {metadata.get(field)!r}")
-    for field in ("seed", "epochs_done"):
-        if not _is_int(metadata.get(field)) or metadata[field] < 0:
-            raise bad(field, f"must be a non-negative integer, got {metadata.get(field)!r}")
-    optimizer = metadata.get("optimizer")
-    settings = ("lr", "momentum", "weight_decay")
-    if optimizer is not None and not (
-            isinstance(optimizer, dict) and all(_is_number(optimizer.get(k)) for k in settings)
-            and optimizer["lr"] > 0 and 0 <= optimizer["momentum"] < 1 and optimizer["weight_decay"] >= 0):
-        raise bad("optimizer", f"must hold lr > 0, momentum in [0, 1) and weight_decay >= 0, got {optimizer!r}")
-    history = metadata.get("history")
-    if history is not None:
-        epochs = history.get("epoch") if isinstance(history, dict) else None
-        logs = history.get("history") if isinstance(history, dict) else None
-        if (not isinstance(epochs, list) or not isinstance(logs, dict)
-                or not isinstance(history.get("params", {}), dict)
-                or any(not isinstance(v, list) or len(v) != len(epochs) for v in logs.values())):
-            raise bad("history", "must hold per-epoch lists as long as its epoch list")
-    if not isinstance(metadata.get("training", {}), dict):
-        raise bad("training", "must be a mapping of option names to values")
+        _check_metadata(metadata)
+    except _Invalid as exc:
+        raise ModelFileError(f"{path} has corrupt metadata: {exc}; {_REWRITE}") from None
     return metadata
+
+
+# -- the metadata's rules, shared by load and save ---------------------------------------------
+#: Deepest nesting of lists and dicts in the metadata (the format itself needs 4; the rest is ``extra``'s).
+MAX_JSON_DEPTH = 32
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+class _Invalid(Exception):
+    """One problem with the metadata: the field's path (``training.lr``) and what is wrong with it."""
+
+    def __init__(self, problem: str, path: tuple = ()):
+        super().__init__(problem)
+        self.problem, self.path = problem, tuple(path)
+
+    def within(self, key) -> "_Invalid":
+        return _Invalid(self.problem, (key, *self.path))
+
+    def __str__(self) -> str:
+        return f"{'.'.join(map(str, self.path))} {self.problem}" if self.path else self.problem
+
+
+def _decode_metadata(raw: bytes):
+    """The JSON value in ``raw``, refusing nesting deeper than MAX_JSON_DEPTH before parsing."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Invalid(_one_line(exc)) from None
+    depth = _json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise _Invalid(f"it nests {depth} levels deep, more than the {MAX_JSON_DEPTH} allowed")
+    try:
+        return json.loads(text)
+    except ValueError as exc:  # JSONDecodeError, and numbers longer than Python converts
+        raise _Invalid(_one_line(exc)) from None
+
+
+def _json_depth(text: str) -> int:
+    """How deep the brackets outside strings nest (counted in C, not by recursion)."""
+    skeleton = np.frombuffer(_JSON_STRING.sub("", text).encode("utf-8"), dtype=np.uint8)
+    steps = np.isin(skeleton, _OPENERS).astype(np.int64) - np.isin(skeleton, _CLOSERS)
+    return int(np.cumsum(steps).max(initial=0))
+
+
+_OPENERS = np.frombuffer(b"[{", dtype=np.uint8)
+_CLOSERS = np.frombuffer(b"]}", dtype=np.uint8)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or exc.__class__.__name__
+
+
+def _show(value) -> str:
+    """A short one-line rendering of a (possibly huge or hostile) value for a message."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _is_int(value) -> bool:
@@ -315,8 +335,150 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _integer(low: int, high: int):
+    def check(value):
+        if not (_is_int(value) and low <= value <= high):
+            raise _Invalid(f"must be an integer from {low} to {high}, got {_show(value)}")
+    return check
+
+
+def _real(low: float, high: float, low_open: bool = False, high_open: bool = False):
+    """A finite number in the interval; JSON's NaN and Infinity are refused."""
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+    def check(value):
+        if not (_is_number(value) and math.isfinite(value)
+                and (low < value if low_open else low <= value) and (value < high if high_open else value <= high)):
+            raise _Invalid(f"must be a finite number in {interval}, got {_show(value)}")
+    return check
+
+
+def _one_of(allowed):
+    def check(value):
+        if value not in allowed or not isinstance(value, str):
+            raise _Invalid(f"must be one of {', '.join(allowed)}, got {_show(value)}")
+    return check
+
+
+def _text(value):
+    if not isinstance(value, str) or len(value) > 100:
+        raise _Invalid(f"must be a short string, got {_show(value)}")
+
+
+def _anything(value):
+    """``extra``: whatever JSON the caller stored (its depth is bounded by MAX_JSON_DEPTH)."""
+
+
+def _sizes(value):
+    if not (isinstance(value, list) and len(value) >= 2 and all(_is_int(s) and 1 <= s <= MAX_UNITS for s in value)):
+        raise _Invalid(f"must be a list of at least two layer sizes from 1 to {MAX_UNITS}, got {_show(value)}")
+
+
+def _mapping(rules: dict, required=()):
+    """A dict whose keys are among ``rules`` (each value checked by its rule), ``required`` ones present."""
+    def check(value):
+        if not isinstance(value, dict):
+            raise _Invalid(f"must be a mapping of {', '.join(rules)}, got {_show(value)}")
+        _check_fields_of(value, rules, required)
+    return check
+
+
+def _optional(rule):
+    def check(value):
+        if value is not None:
+            rule(value)
+    return check
+
+
+def _check_fields_of(mapping: dict, rules: dict, required) -> None:
+    for key in required:
+        if key not in mapping:
+            raise _Invalid("is missing", (key,))
+    for key, value in mapping.items():
+        if key not in rules:
+            raise _Invalid("is not a field of a gpunn model", (_show(key),))
+        try:
+            rules[key](value)
+        except _Invalid as exc:
+            raise exc.within(key) from None
+
+
+#: The training options of the saved run, as fit took them (the command line narrows them, see gpunn.limits).
+_LR = _real(0, math.inf, low_open=True, high_open=True)
+_MOMENTUM = _real(0, 1, high_open=True)
+_WEIGHT_DECAY = _real(0, math.inf, high_open=True)
+TRAINING_RULES = {"lr": _LR, "momentum": _MOMENTUM, "weight_decay": _WEIGHT_DECAY,
+                  "batch_size": _integer(1, 2**63 - 1)}
+OPTIMIZER_RULES = {"name": _one_of(("sgd",)), "lr": _LR, "momentum": _MOMENTUM, "weight_decay": _WEIGHT_DECAY}
+#: Metrics every trained epoch records, and metrics recorded together or not at all.
+REQUIRED_METRICS = ("loss", "accuracy", "seconds")
+PAIRED_METRICS = ("val_loss", "val_accuracy")
+
+
+def _history(value):
+    _mapping({"epoch": _epochs, "history": _metrics, "params": _scalars}, required=("epoch", "history", "params"))(value)
+    epochs, metrics = len(value["epoch"]), value["history"]
+    for key, values in metrics.items():
+        if len(values) != epochs:
+            raise _Invalid(f"has {len(values)} values for {epochs} epochs: every metric needs one value per epoch "
+                           f"(was fit called both with and without validation_data?)", ("history", key))
+    if epochs:
+        for key in REQUIRED_METRICS:
+            if key not in metrics:
+                raise _Invalid(f"is missing; every trained epoch records {', '.join(REQUIRED_METRICS)}",
+                               ("history", key))
+        if (PAIRED_METRICS[0] in metrics) != (PAIRED_METRICS[1] in metrics):
+            raise _Invalid(f"holds one of {' and '.join(PAIRED_METRICS)} without the other", ("history",))
+
+
+def _epochs(value):
+    if not (isinstance(value, list) and all(_is_int(e) and e >= 0 for e in value)
+            and all(a < b for a, b in zip(value, value[1:]))):
+        raise _Invalid(f"must be increasing epoch numbers, got {_show(value)}")
+
+
+def _metrics(value):
+    if not (isinstance(value, dict) and all(
+            isinstance(values, list) and all(_is_number(v) for v in values) for values in value.values())):
+        raise _Invalid(f"must map metric names to lists of numbers, got {_show(value)}")
+
+
+def _scalars(value):
+    if not (isinstance(value, dict) and all(v is None or isinstance(v, (str, int, float)) for v in value.values())):
+        raise _Invalid(f"must map option names to numbers or strings, got {_show(value)}")
+
+
+#: Every field of the metadata and its rule; add a field here and both load and save check it.
+METADATA_RULES = {
+    "format": _one_of((FORMAT_NAME,)),
+    "format_version": _integer(1, FORMAT_VERSION),
+    "gpunn_version": _text,
+    "sizes": _sizes,
+    "loss": _one_of(LOSSES),
+    "init": _one_of(INITS),
+    "dtype": _one_of(DTYPES),
+    "seed": _integer(0, 2**64 - 1),
+    "epochs_done": _integer(0, 2**63 - 1),
+    "training": _mapping(TRAINING_RULES),
+    "optimizer": _optional(_mapping(OPTIMIZER_RULES, required=tuple(OPTIMIZER_RULES))),
+    "history": _optional(_history),
+    "extra": _anything,
+}
+
+
+def _check_metadata(metadata) -> None:
+    """Check every field against METADATA_RULES, then what the fields say about each other."""
+    if not isinstance(metadata, dict):
+        raise _Invalid(f"it must be a mapping, got {_show(metadata)}")
+    _check_fields_of(metadata, METADATA_RULES, required=tuple(METADATA_RULES))
+    history = metadata["history"]
+    if history is not None and history["epoch"] and history["epoch"][-1] >= metadata["epochs_done"]:
+        raise _Invalid(f"records epoch {history['epoch'][-1] + 1} but epochs_done is {metadata['epochs_done']}",
+                       ("history",))
+
+
 def _check_arrays(arrays: dict, metadata: dict, n_params: int, dtype: np.dtype, path: str) -> None:
-    """The arrays must be what the metadata says: 1-D, the model's dtype, one value per parameter."""
+    """The arrays must be what the metadata says: 1-D, the model's dtype, one finite value per parameter."""
     if "params" not in arrays:
         raise ModelFileError(f"{path} is incomplete: it has no params array; {_REWRITE}")
     for name, array in arrays.items():
@@ -329,6 +491,9 @@ def _check_arrays(arrays: dict, metadata: dict, n_params: int, dtype: np.dtype, 
                 f"{path} is inconsistent: {name} has shape {array.shape} but layers {metadata['sizes']} "
                 f"need {n_params} values; {_REWRITE}"
             )
+    problem = _nonfinite(arrays)
+    if problem:
+        raise ModelFileError(f"{path} is unusable: {problem}; restore it from a copy or train it again")
     optimizer = metadata.get("optimizer")
     uses_momentum = optimizer is not None and optimizer["momentum"] > 0
     if uses_momentum != ("velocity" in arrays):
@@ -337,6 +502,15 @@ def _check_arrays(arrays: dict, metadata: dict, n_params: int, dtype: np.dtype, 
             f"{path} is inconsistent: it {have} but its optimizer momentum is "
             f"{optimizer['momentum'] if optimizer else 'unset'}; {_REWRITE}"
         )
+
+
+def _nonfinite(arrays: dict) -> str | None:
+    """Which array holds NaN or infinite values (a diverged run: its answers would be NaN), or None."""
+    for name, array in arrays.items():
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        if bad:
+            return f"its {name} array holds {bad:,} NaN or infinite values (a diverged run)"
+    return None
 
 
 def _build(metadata: dict, arrays: dict, backend) -> Network:

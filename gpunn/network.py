@@ -31,6 +31,7 @@ import numpy as np
 
 from .backend import Backend, get_backend, to_numpy
 from .errors import DataError
+from .memory import check_network_fits
 from .ops import LOSSES
 
 INITS = ("normal", "scaled")
@@ -202,6 +203,7 @@ class Network:
         self.loss = loss
         self.init = init
         self.dtype = np.dtype(str(dtype))
+        check_network_fits(self.sizes, self.dtype)  # refuse before allocating, saying how much it needs
         self.seed = int(seed)
         self.backend = get_backend(backend)
         self.layout = ParameterLayout(self.sizes)
