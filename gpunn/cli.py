@@ -195,7 +195,7 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, lr, moment
     """The train command; with a ``communicator`` (--distributed) only rank 0 prints and saves."""
     root = communicator is None or communicator.rank == 0
     quiet = quiet or not root
-    from .data import load_dataset
+    from .data import check_representable, load_dataset
     from .limits import decay_problem
     from .memory import check_training_fits
     from .network import Network
@@ -228,6 +228,8 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, lr, moment
         net = Network(sizes, loss=loss, init=init, backend=backend, dtype=dtype, seed=seed)
     else:
         sizes = _resumed_sizes(resume, net, layers, data)
+    for split in ("train", "test"):
+        check_representable(getattr(data, f"X_{split}"), net.dtype, f"{data.name} ({split} set)")
     check_training_fits(net.sizes, net.dtype, len(data.X_train), len(data.X_test), batch_size,
                         optimizer_buffers=1 if momentum else 0)
     extra = {"dataset": dataset, "data_dir": data_dir, "test_split": test_split}

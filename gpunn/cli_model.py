@@ -18,6 +18,7 @@ import click
 import numpy as np
 
 from .cli_types import FiniteRange
+from .data import check_representable
 from .errors import DataError, GpunnError, ModelFileError
 from .files import check_distinct, check_input, check_output, open_input
 from .memory import require
@@ -102,6 +103,7 @@ def evaluate(model, dataset, data_dir, test_split, backend, as_json):
     net, metadata = load_with_metadata(model, backend=backend)
     data = _model_dataset(model, metadata, dataset, data_dir, test_split)
     _check_width(net, data.n_features, f"data set {data.name}")
+    check_representable(data.X_test, net.dtype, f"data set {data.name}")
     result = net.evaluate(data.X_test, data.y_test)
     confusion = confusion_matrix(data.y_test, net.predict(data.X_test), net.sizes[-1])
     if as_json:
@@ -136,6 +138,7 @@ def predict(model, input_path, backend, as_json):
     net = load(model, backend=backend)
     X = read_samples(input_path, net.sizes[0])
     _check_width(net, X.shape[1], str(input_path))
+    check_representable(X, net.dtype, str(input_path))
     outputs = net.predict_proba(X).astype(np.float64)
     labels = outputs.argmax(axis=1)
     if as_json:
@@ -270,6 +273,7 @@ def plot(model, out, curves, weights, surface, dataset):
     if surface and net.sizes[0] == 2 and (dataset or recorded.get("dataset")):
         data = _model_dataset(model, metadata, dataset, None, None)
         _check_width(net, data.n_features, f"data set {data.name}")
+        check_representable(data.X_train, net.dtype, f"data set {data.name}")
         points = (data.X_train, data.y_train)
     val_label = "test" if recorded.get("dataset") else "validation"  # the CLI validates on the test set
     plot_model(net, out, curves=curves, weights=weights, surface=surface, points=points, val_label=val_label)

@@ -153,6 +153,19 @@ def load_dataset(
     return validate(data, n_classes)
 
 
+def check_representable(X: np.ndarray, dtype, where: str) -> None:
+    """Refuse features a network of ``dtype`` cannot hold (they would turn infinite when copied in)."""
+    if X.size == 0:
+        return
+    peak = max(float(X.max()), -float(X.min()))
+    limit = float(np.finfo(dtype).max)
+    if peak > limit:
+        raise DataError(
+            f"{where}: features as large as {peak:g} do not fit the network's {np.dtype(dtype).name} (at most "
+            f"{limit:g}); rescale them (to about [0, 1]){' or use --dtype float64' if limit < 1e300 else ''}"
+        )
+
+
 def _check_arguments(name, data_dir, test_split) -> None:
     """The types load_dataset needs (its arguments may come from a model file's record of the data set)."""
     if not isinstance(name, str) or not name:

@@ -670,8 +670,8 @@ OPTION_VALUES = {
     "--checkpoint-every": ["1", "0", "2"],
     "--backend": ["numpy", "tpu", "cupy:99", "numpy:0"],
 }
-OUTPUT_KINDS = ["none", "existing", "existing", "new", "missing-folder", "folder", "fifo", "dataset", "empty",
-                "devnull", "resume"]
+# Never a system path such as /dev/null: a gpunn that fails to refuse it would replace it (as root, for real).
+OUTPUT_KINDS = ["none", "existing", "existing", "new", "missing-folder", "folder", "fifo", "dataset", "empty", "resume"]
 
 
 def gen_options(rng: random.Random, work: Path, shared: Shared) -> Case:
@@ -684,7 +684,8 @@ def gen_options(rng: random.Random, work: Path, shared: Shared) -> Case:
         argv += ["--epochs", rng.choice(["1", "2"])]
     for option in options:
         argv += [option, rng.choice(OPTION_VALUES[option])]
-    protected = {"tiny.npz": "data", "tiny.csv": "data"}
+    # the run's own data file must stay as it is; the other one may be replaced by a loadable model
+    protected = {name: "data" if name == dataset else "model" for name in ("tiny.npz", "tiny.csv")}
     output = None
     kind = rng.choice(OUTPUT_KINDS)
     if kind == "resume":
@@ -695,7 +696,7 @@ def gen_options(rng: random.Random, work: Path, shared: Shared) -> Case:
     elif kind != "none":
         name = {"existing": "out.npz", "new": "new.npz", "missing-folder": "nodir/out.npz", "folder": "adir",
                 "fifo": "fifo.npz", "dataset": dataset if dataset.endswith((".npz", ".csv")) else "tiny.npz",
-                "empty": "", "devnull": "/dev/null"}[kind]
+                "empty": ""}[kind]
         if kind == "existing":
             shutil.copy(shared.digits_model, work / name)
             protected[name] = "model"
