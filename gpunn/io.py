@@ -416,7 +416,8 @@ PAIRED_METRICS = ("val_loss", "val_accuracy")
 
 
 def _history(value):
-    _mapping({"epoch": _epochs, "history": _metrics, "params": _scalars}, required=("epoch", "history", "params"))(value)
+    _mapping({"epoch": _epochs, "history": _metrics, "params": _history_params},
+             required=("epoch", "history", "params"))(value)
     epochs, metrics = len(value["epoch"]), value["history"]
     for key, values in metrics.items():
         if len(values) != epochs:
@@ -443,9 +444,18 @@ def _metrics(value):
         raise _Invalid(f"must map metric names to lists of numbers, got {_show(value)}")
 
 
-def _scalars(value):
-    if not (isinstance(value, dict) and all(v is None or isinstance(v, (str, int, float)) for v in value.values())):
-        raise _Invalid(f"must map option names to numbers or strings, got {_show(value)}")
+def _history_params(value):
+    """fit's options: those save copies into ``training`` follow its rules, the rest are plain values."""
+    if not isinstance(value, dict):
+        raise _Invalid(f"must map option names to values, got {_show(value)}")
+    for key, option in value.items():
+        if key in TRAINING_RULES:
+            try:
+                TRAINING_RULES[key](option)
+            except _Invalid as exc:
+                raise exc.within(key) from None
+        elif not (option is None or isinstance(option, (str, int, float))):
+            raise _Invalid(f"must be a number or a string, got {_show(option)}", (key,))
 
 
 #: Every field of the metadata and its rule; add a field here and both load and save check it.
