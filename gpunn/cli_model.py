@@ -18,7 +18,7 @@ import click
 import numpy as np
 
 from .cli_types import FiniteRange
-from .data import check_representable
+from .data import check_representable, finite_arithmetic
 from .errors import DataError, GpunnError, ModelFileError
 from .files import check_distinct, check_input, check_output, open_input
 from .memory import require
@@ -104,8 +104,9 @@ def evaluate(model, dataset, data_dir, test_split, backend, as_json):
     data = _model_dataset(model, metadata, dataset, data_dir, test_split)
     _check_width(net, data.n_features, f"data set {data.name}")
     check_representable(data.X_test, net.dtype, f"data set {data.name}")
-    result = net.evaluate(data.X_test, data.y_test)
-    confusion = confusion_matrix(data.y_test, net.predict(data.X_test), net.sizes[-1])
+    with finite_arithmetic(f"data set {data.name}"):
+        result = net.evaluate(data.X_test, data.y_test)
+        confusion = confusion_matrix(data.y_test, net.predict(data.X_test), net.sizes[-1])
     if as_json:
         click.echo(json.dumps({"model": model, "dataset": data.name, "samples": len(data.y_test),
                                "loss": result["loss"], "accuracy": result["accuracy"],
@@ -139,7 +140,8 @@ def predict(model, input_path, backend, as_json):
     X = read_samples(input_path, net.sizes[0])
     _check_width(net, X.shape[1], str(input_path))
     check_representable(X, net.dtype, str(input_path))
-    outputs = net.predict_proba(X).astype(np.float64)
+    with finite_arithmetic(str(input_path)):
+        outputs = net.predict_proba(X).astype(np.float64)
     labels = outputs.argmax(axis=1)
     if as_json:
         click.echo(json.dumps({"labels": labels.tolist(), "outputs": outputs.tolist()}))

@@ -18,6 +18,7 @@ user's own arrays (see :mod:`gpunn.userdata`; those features are not rescaled).
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import os
 import sys
@@ -164,6 +165,18 @@ def check_representable(X: np.ndarray, dtype, where: str) -> None:
             f"{where}: features as large as {peak:g} do not fit the network's {np.dtype(dtype).name} (at most "
             f"{limit:g}); rescale them (to about [0, 1]){' or use --dtype float64' if limit < 1e300 else ''}"
         )
+
+
+@contextlib.contextmanager
+def finite_arithmetic(what: str):
+    """For inference: sums that overflow on the inputs give no meaningful answer, so refuse in one line
+    (NumPy would only warn, and print NaN or saturated outputs)."""
+    try:
+        with np.errstate(over="raise", invalid="raise"):
+            yield
+    except FloatingPointError as exc:
+        raise DataError(f"{what}: the network's arithmetic overflows on these inputs ({exc}); rescale the features "
+                        f"(to about [0, 1])") from None
 
 
 def _check_arguments(name, data_dir, test_split) -> None:

@@ -16,7 +16,6 @@ refused here.
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
@@ -134,7 +133,3 @@ def _cgroup_headroom() -> int | None:
     except (OSError, ValueError):
         return None
 
-
-def product(shape) -> int:
-    """The number of elements of ``shape``, as a Python int (never overflows)."""
-    return math.prod(int(n) for n in shape)

@@ -402,6 +402,12 @@ def test_features_beyond_float32_are_refused_not_overflowed(model, tmp_path):
     assert_clean_error(run("predict", model[0], path), "do not fit the network's float32")
 
 
+def test_inference_that_overflows_is_refused_not_warned_about(model, tmp_path):
+    path = tmp_path / "x.npy"
+    np.save(path, np.concatenate([np.full((2, 32), 3e38), np.full((2, 32), -3e38)], axis=1))  # fits float32
+    assert_clean_error(run("predict", model[0], path), "arithmetic overflows")
+
+
 def png(width: int, height: int, idat: bytes) -> bytes:
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
