@@ -14,10 +14,18 @@ A model file is a NumPy ``.npz`` archive holding three arrays and nothing else:
     per-epoch history, and ``extra`` (whatever the caller passed, e.g. the CLI's
     dataset name and data folder).
 
-Nothing in the file is ever unpickled: :func:`load` refuses pickles before NumPy
-sees them and reads the archive with ``allow_pickle=False``.  Every array is checked
-against the metadata before it is used, and every problem is a one-line
+Nothing in the file is ever unpickled: :func:`load` refuses pickles by their first
+bytes and reads the archive through :mod:`gpunn.safe_npz` (never ``np.load``), which
+checks every member's compression, ``.npy`` header and size before inflating it.
+Every metadata field is checked for type and range by one table,
+:data:`gpunn.metadata.METADATA_RULES` (add a field there and both directions check it), every
+array against the metadata, and parameters must be finite: a diverged run's NaN
+weights would only ever answer NaN.  Every problem is a one-line
 :class:`~gpunn.errors.ModelFileError` that says what is wrong and what to do.
+
+:func:`save` applies the same rules to the exact bytes it is about to write, so
+what ``save`` writes ``load`` accepts, and what ``load`` accepts ``save`` writes
+back; the JSON's nesting depth is bounded before it is parsed.
 
 Resuming is exact.  The shuffling order of epoch ``e`` is a pure function of
 ``(seed, e)`` (see ``gpunn.train._Batches.reshuffle``), so the seed and
@@ -33,9 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
-import re
 import tempfile
 from pathlib import Path
 
@@ -44,15 +50,12 @@ import numpy as np
 from .backend import to_numpy
 from .errors import ModelFileError
 from .files import open_input
-from .limits import MAX_UNITS
-from .network import DTYPES, INITS, Network, ParameterLayout
-from .ops import LOSSES
+from .metadata import FORMAT_NAME, FORMAT_VERSION, Invalid, check, decode, is_int, show
+from .network import Network, ParameterLayout
 from .optim import SGD
 from .safe_npz import ArchiveError, Hints, NpzReader
 from .train import History
 
-FORMAT_NAME = "gpunn-model"
-FORMAT_VERSION = 1
 #: Largest metadata member accepted (a history of 100,000 epochs fits easily).
 MAX_METADATA_BYTES = 64 << 20
 
@@ -160,8 +163,8 @@ def _check_writable(encoded: bytes, arrays: dict, path) -> None:
         problem = f"its metadata takes {len(encoded):,} bytes, more than the {MAX_METADATA_BYTES:,} a model may hold"
     else:
         try:
-            _check_metadata(_decode_metadata(encoded))
-        except _Invalid as exc:
+            check(decode(encoded))
+        except Invalid as exc:
             problem = str(exc)
     problem = problem or _nonfinite(arrays)
     if problem:
@@ -245,246 +248,30 @@ def _parse_metadata(raw: np.ndarray, path: str) -> dict:
     if raw.dtype != np.uint8 or raw.ndim != 1:
         raise ModelFileError(f"{path} is not a gpunn model file (its metadata is not UTF-8 JSON bytes); {_REWRITE}")
     try:
-        metadata = _decode_metadata(raw.tobytes())
-    except _Invalid as exc:
+        metadata = decode(raw.tobytes())
+    except Invalid as exc:
         raise ModelFileError(f"{path} has corrupt metadata ({exc}); {_REWRITE}") from None
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
         name = metadata.get("format") if isinstance(metadata, dict) else None
         raise ModelFileError(
-            f"{path} is not a gpunn model file (format {_show(name)}, expected {FORMAT_NAME!r}); "
+            f"{path} is not a gpunn model file (format {show(name)}, expected {FORMAT_NAME!r}); "
             f"give a file written by gpunn train --output or Network.save"
         )
     version = metadata.get("format_version")
-    if not _is_int(version) or version < 1:
-        raise ModelFileError(f"{path} has a bad format version {_show(version)}; {_REWRITE}")
+    if not is_int(version) or version < 1:
+        raise ModelFileError(f"{path} has a bad format version {show(version)}; {_REWRITE}")
     if version > FORMAT_VERSION:
         from . import __version__
 
         raise ModelFileError(
-            f"{path} was written by a newer gpunn ({_show(metadata.get('gpunn_version', '?'))}, model format "
+            f"{path} was written by a newer gpunn ({show(metadata.get('gpunn_version', '?'))}, model format "
             f"{version}); gpunn {__version__} reads format {FORMAT_VERSION}: upgrade with pip install -U gpunn"
         )
     try:
-        _check_metadata(metadata)
-    except _Invalid as exc:
+        check(metadata)
+    except Invalid as exc:
         raise ModelFileError(f"{path} has corrupt metadata: {exc}; {_REWRITE}") from None
     return metadata
-
-
-# -- the metadata's rules, shared by load and save ---------------------------------------------
-#: Deepest nesting of lists and dicts in the metadata (the format itself needs 4; the rest is ``extra``'s).
-MAX_JSON_DEPTH = 32
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
-
-
-class _Invalid(Exception):
-    """One problem with the metadata: the field's path (``training.lr``) and what is wrong with it."""
-
-    def __init__(self, problem: str, path: tuple = ()):
-        super().__init__(problem)
-        self.problem, self.path = problem, tuple(path)
-
-    def within(self, key) -> "_Invalid":
-        return _Invalid(self.problem, (key, *self.path))
-
-    def __str__(self) -> str:
-        return f"{'.'.join(map(str, self.path))} {self.problem}" if self.path else self.problem
-
-
-def _decode_metadata(raw: bytes):
-    """The JSON value in ``raw``, refusing nesting deeper than MAX_JSON_DEPTH before parsing."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise _Invalid(_one_line(exc)) from None
-    depth = _json_depth(text)
-    if depth > MAX_JSON_DEPTH:
-        raise _Invalid(f"it nests {depth} levels deep, more than the {MAX_JSON_DEPTH} allowed")
-    try:
-        return json.loads(text)
-    except ValueError as exc:  # JSONDecodeError, and numbers longer than Python converts
-        raise _Invalid(_one_line(exc)) from None
-
-
-def _json_depth(text: str) -> int:
-    """How deep the brackets outside strings nest (counted in C, not by recursion)."""
-    skeleton = np.frombuffer(_JSON_STRING.sub("", text).encode("utf-8"), dtype=np.uint8)
-    steps = np.isin(skeleton, _OPENERS).astype(np.int64) - np.isin(skeleton, _CLOSERS)
-    return int(np.cumsum(steps).max(initial=0))
-
-
-_OPENERS = np.frombuffer(b"[{", dtype=np.uint8)
-_CLOSERS = np.frombuffer(b"]}", dtype=np.uint8)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or exc.__class__.__name__
-
-
-def _show(value) -> str:
-    """A short one-line rendering of a (possibly huge or hostile) value for a message."""
-    text = " ".join(repr(value).split())
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _integer(low: int, high: int):
-    def check(value):
-        if not (_is_int(value) and low <= value <= high):
-            raise _Invalid(f"must be an integer from {low} to {high}, got {_show(value)}")
-    return check
-
-
-def _real(low: float, high: float, low_open: bool = False, high_open: bool = False):
-    """A finite number in the interval; JSON's NaN and Infinity are refused."""
-    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-
-    def check(value):
-        if not (_is_number(value) and math.isfinite(value)
-                and (low < value if low_open else low <= value) and (value < high if high_open else value <= high)):
-            raise _Invalid(f"must be a finite number in {interval}, got {_show(value)}")
-    return check
-
-
-def _one_of(allowed):
-    def check(value):
-        if value not in allowed or not isinstance(value, str):
-            raise _Invalid(f"must be one of {', '.join(allowed)}, got {_show(value)}")
-    return check
-
-
-def _text(value):
-    if not isinstance(value, str) or len(value) > 100:
-        raise _Invalid(f"must be a short string, got {_show(value)}")
-
-
-def _anything(value):
-    """``extra``: whatever JSON the caller stored (its depth is bounded by MAX_JSON_DEPTH)."""
-
-
-def _sizes(value):
-    if not (isinstance(value, list) and len(value) >= 2 and all(_is_int(s) and 1 <= s <= MAX_UNITS for s in value)):
-        raise _Invalid(f"must be a list of at least two layer sizes from 1 to {MAX_UNITS}, got {_show(value)}")
-
-
-def _mapping(rules: dict, required=()):
-    """A dict whose keys are among ``rules`` (each value checked by its rule), ``required`` ones present."""
-    def check(value):
-        if not isinstance(value, dict):
-            raise _Invalid(f"must be a mapping of {', '.join(rules)}, got {_show(value)}")
-        _check_fields_of(value, rules, required)
-    return check
-
-
-def _optional(rule):
-    def check(value):
-        if value is not None:
-            rule(value)
-    return check
-
-
-def _check_fields_of(mapping: dict, rules: dict, required) -> None:
-    for key in required:
-        if key not in mapping:
-            raise _Invalid("is missing", (key,))
-    for key, value in mapping.items():
-        if key not in rules:
-            raise _Invalid("is not a field of a gpunn model", (_show(key),))
-        try:
-            rules[key](value)
-        except _Invalid as exc:
-            raise exc.within(key) from None
-
-
-#: The training options of the saved run, as fit took them (the command line narrows them, see gpunn.limits).
-_LR = _real(0, math.inf, low_open=True, high_open=True)
-_MOMENTUM = _real(0, 1, high_open=True)
-_WEIGHT_DECAY = _real(0, math.inf, high_open=True)
-TRAINING_RULES = {"lr": _LR, "momentum": _MOMENTUM, "weight_decay": _WEIGHT_DECAY,
-                  "batch_size": _integer(1, 2**63 - 1)}
-OPTIMIZER_RULES = {"name": _one_of(("sgd",)), "lr": _LR, "momentum": _MOMENTUM, "weight_decay": _WEIGHT_DECAY}
-#: Metrics every trained epoch records, and metrics recorded together or not at all.
-REQUIRED_METRICS = ("loss", "accuracy", "seconds")
-PAIRED_METRICS = ("val_loss", "val_accuracy")
-
-
-def _history(value):
-    _mapping({"epoch": _epochs, "history": _metrics, "params": _history_params},
-             required=("epoch", "history", "params"))(value)
-    epochs, metrics = len(value["epoch"]), value["history"]
-    for key, values in metrics.items():
-        if len(values) != epochs:
-            raise _Invalid(f"has {len(values)} values for {epochs} epochs: every metric needs one value per epoch "
-                           f"(was fit called both with and without validation_data?)", ("history", key))
-    if epochs:
-        for key in REQUIRED_METRICS:
-            if key not in metrics:
-                raise _Invalid(f"is missing; every trained epoch records {', '.join(REQUIRED_METRICS)}",
-                               ("history", key))
-        if (PAIRED_METRICS[0] in metrics) != (PAIRED_METRICS[1] in metrics):
-            raise _Invalid(f"holds one of {' and '.join(PAIRED_METRICS)} without the other", ("history",))
-
-
-def _epochs(value):
-    if not (isinstance(value, list) and all(_is_int(e) and e >= 0 for e in value)
-            and all(a < b for a, b in zip(value, value[1:]))):
-        raise _Invalid(f"must be increasing epoch numbers, got {_show(value)}")
-
-
-def _metrics(value):
-    if not (isinstance(value, dict) and all(
-            isinstance(values, list) and all(_is_number(v) for v in values) for values in value.values())):
-        raise _Invalid(f"must map metric names to lists of numbers, got {_show(value)}")
-
-
-def _history_params(value):
-    """fit's options: those save copies into ``training`` follow its rules, the rest are plain values."""
-    if not isinstance(value, dict):
-        raise _Invalid(f"must map option names to values, got {_show(value)}")
-    for key, option in value.items():
-        if key in TRAINING_RULES:
-            try:
-                TRAINING_RULES[key](option)
-            except _Invalid as exc:
-                raise exc.within(key) from None
-        elif not (option is None or isinstance(option, (str, int, float))):
-            raise _Invalid(f"must be a number or a string, got {_show(option)}", (key,))
-
-
-#: Every field of the metadata and its rule; add a field here and both load and save check it.
-METADATA_RULES = {
-    "format": _one_of((FORMAT_NAME,)),
-    "format_version": _integer(1, FORMAT_VERSION),
-    "gpunn_version": _text,
-    "sizes": _sizes,
-    "loss": _one_of(LOSSES),
-    "init": _one_of(INITS),
-    "dtype": _one_of(DTYPES),
-    "seed": _integer(0, 2**64 - 1),
-    "epochs_done": _integer(0, 2**63 - 1),
-    "training": _mapping(TRAINING_RULES),
-    "optimizer": _optional(_mapping(OPTIMIZER_RULES, required=tuple(OPTIMIZER_RULES))),
-    "history": _optional(_history),
-    "extra": _anything,
-}
-
-
-def _check_metadata(metadata) -> None:
-    """Check every field against METADATA_RULES, then what the fields say about each other."""
-    if not isinstance(metadata, dict):
-        raise _Invalid(f"it must be a mapping, got {_show(metadata)}")
-    _check_fields_of(metadata, METADATA_RULES, required=tuple(METADATA_RULES))
-    history = metadata["history"]
-    if history is not None and history["epoch"] and history["epoch"][-1] >= metadata["epochs_done"]:
-        raise _Invalid(f"records epoch {history['epoch'][-1] + 1} but epochs_done is {metadata['epochs_done']}",
-                       ("history",))
 
 
 def _check_arrays(arrays: dict, metadata: dict, n_params: int, dtype: np.dtype, path: str) -> None:
