@@ -235,7 +235,8 @@ SPECIAL = ["fifo", "folder", "devzero", "dangling", "loop", "empty"]
 # -- families ---------------------------------------------------------------------------------------------
 def idx_file(array: np.ndarray, code: int = 0x08) -> bytes:
     dtype = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}[code]
-    return bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.astype(dtype).tobytes()
+    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(dtype).tobytes()
 
 
 def gen_idx(rng: random.Random, work: Path, shared: Shared) -> Case:
@@ -253,7 +254,8 @@ def gen_idx(rng: random.Random, work: Path, shared: Shared) -> Case:
         content = content[: rng.randrange(len(content))]
     elif kind == "flip":
         for _ in range(rng.randint(1, 6)):
-            content[rng.randrange(min(len(content), 32 if rng.random() < 0.6 else len(content)))] ^= 1 << rng.randrange(8)
+            span = 32 if rng.random() < 0.6 else len(content)  # mostly the header
+            content[rng.randrange(min(len(content), span))] ^= 1 << rng.randrange(8)
     elif kind == "header":
         ndim = content[3]
         content[4:4 + 4 * ndim] = struct.pack(f">{ndim}I", *[rng.choice([0, 1, 50, 60000, 0xFFFFFFFF, 1 << 24])
@@ -522,7 +524,8 @@ def json_value(rng: random.Random, depth: int = 0):
     if choice == 4:
         return [json_value(rng, depth + 1) for _ in range(rng.randint(0, 3))]
     if choice == 5:
-        return {rng.choice(["a", "lr", "loss", "epoch", ""]): json_value(rng, depth + 1) for _ in range(rng.randint(0, 3))}
+        keys = ["a", "lr", "loss", "epoch", ""]
+        return {rng.choice(keys): json_value(rng, depth + 1) for _ in range(rng.randint(0, 3))}
     if choice == 6:
         return [6.6e16, True]
     if choice == 7:
@@ -834,7 +837,8 @@ def run_case(index: int, seed: int, family: str, root: Path, shared: Shared, env
                               capture_output=True, timeout=timeout, preexec_fn=limit_resources(memory))
         rc, stdout, stderr = done.returncode, done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace")
     except subprocess.TimeoutExpired as exc:
-        rc, stdout, stderr = None, (exc.stdout or b"").decode(errors="replace"), (exc.stderr or b"").decode(errors="replace")
+        rc = None
+        stdout, stderr = (exc.stdout or b"").decode(errors="replace"), (exc.stderr or b"").decode(errors="replace")
     seconds = time.monotonic() - started
     outcome = judge(case, work, before, rc, stdout, stderr, env)
     result = {"index": index, "outcome": outcome, "rc": rc, "seconds": round(seconds, 2), **asdict(case),
@@ -899,7 +903,8 @@ def main(cases, seed, families, jobs, timeout, memory_gib, work, pythonpath, jso
                 out.write(json.dumps(result, default=str) + "\n")
                 out.flush()
             if result["outcome"] in FAILURES:
-                click.echo(f"[{done}/{cases}] {result['family']} {result['outcome']}: {result['label'][:120]}", err=True)
+                click.echo(f"[{done}/{cases}] {result['family']} {result['outcome']}: {result['label'][:120]}",
+                           err=True)
             elif done % 250 == 0:
                 click.echo(f"[{done}/{cases}] {time.monotonic() - started:.0f} s", err=True)
     if out:

@@ -102,7 +102,8 @@ def test_npz_encrypted_member(tmp_path):
 
 
 BAD_HEADERS = {
-    "unterminated string (tokenize.TokenError in NumPy)": "{'descr': '<f8', 'fortran_order': False, 'shape': (3, 4), } '''",
+    "unterminated string (tokenize.TokenError in NumPy)":
+        "{'descr': '<f8', 'fortran_order': False, 'shape': (3, 4), } '''",
     "a call, not a literal": "{'descr': __import__('os').getcwd(), 'fortran_order': False, 'shape': (3,), }",
     "nested shape": "{'descr': '<f8', 'fortran_order': False, 'shape': ((((1,),),),), }",
     "shape digits beyond int conversion": "{'descr': '<f8', 'fortran_order': False, 'shape': (1" + "0" * 5000 + ",), }",
@@ -390,8 +391,9 @@ def test_empty_feature_arrays_get_a_message_of_their_own(tmp_path, shape, fragme
         gpunn.load_dataset(str(path))
 
 
-# -- noise ----------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("args", [["--weight-decay", "10"], ["--lr", "1", "--weight-decay", "3.5", "--momentum", "0.5"]])
+# -- noise ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args", [["--weight-decay", "10"],
+                                  ["--lr", "1", "--weight-decay", "3.5", "--momentum", "0.5"]])
 def test_a_weight_decay_that_must_diverge_is_refused_up_front(args):
     assert_clean_error(run("train", *args, "--backend", "numpy"), "grows without bound", status=2)
 
