@@ -227,6 +227,13 @@ def _read_header(stream, where: str, advice: str) -> tuple[np.dtype, tuple[int, 
     return dtype, shape, fortran, len(prefix) + len(size_field) + length
 
 
+class Hints(NamedTuple):
+    """What the messages advise: instead of an array that is not numbers, and when one is too large."""
+
+    kind: str = "save it as a numeric array"
+    memory: str = "use a smaller array"
+
+
 def _fill(stream, nbytes: int, where: str) -> np.ndarray:
     """Exactly ``nbytes`` from ``stream`` into a fresh byte buffer; ArchiveError when fewer follow."""
     buffer = np.empty(nbytes, dtype=np.uint8)
@@ -242,7 +249,7 @@ def _fill(stream, nbytes: int, where: str) -> np.ndarray:
     return buffer
 
 
-def _array(stream, available: int, where: str, hints: "Hints") -> np.ndarray:
+def _array(stream, available: int, where: str, hints: Hints) -> np.ndarray:
     """One ``.npy`` array from ``stream``, which holds ``available`` bytes in all."""
     dtype, shape, fortran, header_bytes = _read_header(stream, where, hints.kind)
     nbytes = math.prod(shape) * dtype.itemsize
@@ -259,13 +266,6 @@ def _array(stream, available: int, where: str, hints: "Hints") -> np.ndarray:
 
 
 # -- files -----------------------------------------------------------------------------------------------------
-class Hints(NamedTuple):
-    """What the messages advise: instead of an array that is not numbers, and when one is too large."""
-
-    kind: str = "save it as a numeric array"
-    memory: str = "use a smaller array"
-
-
 def read_npy(path, hints: Hints = Hints()) -> np.ndarray:
     """The numeric array in the ``.npy`` file at ``path`` (a regular file), read without NumPy's loader."""
     with open_input(path, ArchiveError, ".npy file") as file, _corrupt_as(f"{path} cannot be read"):
@@ -285,16 +285,24 @@ class NpzReader:
         with _corrupt_as(f"{self.path} is truncated or corrupt"):
             self._zip = zipfile.ZipFile(file)
             infos = self._zip.infolist()
+            size = file.seek(0, os.SEEK_END)
         self._members = {}
-        for info in infos:
-            self._check_member(info)
-            name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
-            if name in self._members:
-                raise ArchiveError(f"{self.path} is corrupt: it holds two members named {info.filename!r}")
-            self._members[name] = info
+        try:
+            for info in infos:
+                self._check_member(info, size)
+                name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                if name in self._members:
+                    raise ArchiveError(f"{self.path} is corrupt: it holds two members named {info.filename!r}")
+                self._members[name] = info
+        except ArchiveError:
+            self.close()
+            raise
 
-    def _check_member(self, info: zipfile.ZipInfo) -> None:
+    def _check_member(self, info: zipfile.ZipInfo, archive_size: int) -> None:
         where = f"{self.path}: member {info.filename!r}"
+        if info.header_offset + info.compress_size > archive_size:
+            raise ArchiveError(f"{where} is truncated: it claims {info.compress_size:,} bytes but the archive "
+                               f"ends before them")
         if info.flag_bits & 0x1:
             raise ArchiveError(f"{where} is encrypted; gpunn reads plain np.savez archives")
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
@@ -311,10 +319,6 @@ class NpzReader:
     @property
     def names(self) -> list[str]:
         return list(self._members)
-
-    def member_size(self, name: str) -> int:
-        """The declared uncompressed size of array ``name`` (header included)."""
-        return self._members[name].file_size
 
     def read(self, name: str, max_bytes: int | None = None, hints: Hints = Hints()) -> np.ndarray:
         info = self._members.get(name)
