@@ -28,7 +28,8 @@ Each case runs under a wall-clock timeout and an address-space limit
 ``unclean exit``   any other status or error shape (a signal, no ``Error:`` line, ...);
 ``lost output``    an output that existed before is neither untouched nor a loadable
                    model afterwards, a data file was changed, or a run that succeeded
-                   left its ``--output`` unloadable.
+                   left its ``--output`` unloadable;
+``harness error``  the case generator itself failed (a bug here, not in gpunn).
 
 A summary table (counts per family and outcome) goes to stdout; every failing case is
 kept under ``WORK/failures/`` with its files and a ``case.json`` to replay it.  The
@@ -61,7 +62,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-OUTCOMES = ("ok", "clean error", "traceback", "hang", "raw warning", "unclean exit", "lost output")
+OUTCOMES = ("ok", "clean error", "traceback", "hang", "raw warning", "unclean exit", "lost output", "harness error")
 FAILURES = OUTCOMES[2:]
 RAW_WARNING = re.compile(r"^.*:\d+: \w*Warning: ", re.MULTILINE)
 MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
@@ -127,6 +128,8 @@ def npy_bytes(array) -> bytes:
 def npy_with_header(header: str, data: bytes, version: int = 1) -> bytes:
     """A .npy file with a forged header text (padded like NumPy's) and raw data."""
     text = header.encode("latin1", "replace")
+    if version == 1 and len(text) > 0xFFFF:  # format 1 has a 16-bit header length
+        version = 2
     if version == 1:
         return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text + data
     return b"\x93NUMPY" + bytes([version, 0]) + struct.pack("<I", len(text)) + text + data
@@ -829,7 +832,13 @@ def run_case(index: int, seed: int, family: str, root: Path, shared: Shared, env
     rng = random.Random(f"{seed}:{index}")
     work = root / f"case-{index:05d}"
     work.mkdir()
-    case = FAMILIES[family](rng, work, shared)
+    try:
+        case = FAMILIES[family](rng, work, shared)
+    except Exception:
+        import traceback
+
+        return {"index": index, "outcome": "harness error", "family": family, "label": "generator failed",
+                "argv": [], "stderr_tail": traceback.format_exc()[-2000:]}
     before = {name: digest(work / name) for name in case.protected}
     started = time.monotonic()
     try:
@@ -864,7 +873,10 @@ def plan(cases: int, families: list[str], seed: int) -> list[str]:
 
 
 @click.command()
-@click.option("--cases", type=click.IntRange(1), default=5000, show_default=True)
+@click.option("--cases", type=click.IntRange(1), default=5000, show_default=True,
+              help="Cases in the plan (the family of each is drawn from --seed).")
+@click.option("--skip", type=click.IntRange(0), default=0, help="Run the plan from this case on.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Run the plan up to this case only.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--families", default=",".join(FAMILIES), show_default=True, help="Comma-separated subset.")
 @click.option("--jobs", type=click.IntRange(1), default=os.cpu_count() or 1, show_default=True)
@@ -875,7 +887,7 @@ def plan(cases: int, families: list[str], seed: int) -> list[str]:
 @click.option("--pythonpath", default=None, help="Import gpunn from here (e.g. another checkout) instead.")
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write every case's result here (JSON lines).")
-def main(cases, seed, families, jobs, timeout, memory_gib, work, pythonpath, json_out):
+def main(cases, seed, families, jobs, timeout, memory_gib, work, pythonpath, json_out, skip, limit):
     """Run CASES generated hostile-input cases and print the outcome counts per family."""
     chosen = [f.strip() for f in families.split(",") if f.strip()]
     unknown = set(chosen) - set(FAMILIES)
@@ -889,13 +901,13 @@ def main(cases, seed, families, jobs, timeout, memory_gib, work, pythonpath, jso
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     shared = Shared(root / "shared", env)
-    order = plan(cases, chosen, seed)
+    order = list(enumerate(plan(cases, chosen, seed)))[skip:limit]
     counts = {f: Counter() for f in chosen}
     started = time.monotonic()
     out = open(json_out, "w") if json_out else None
     with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
         futures = [pool.submit(run_case, i, seed, family, root, shared, env, timeout, int(memory_gib * 2 ** 30))
-                   for i, family in enumerate(order)]
+                   for i, family in order]
         for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
             result = future.result()
             counts[result["family"]][result["outcome"]] += 1
@@ -903,10 +915,10 @@ def main(cases, seed, families, jobs, timeout, memory_gib, work, pythonpath, jso
                 out.write(json.dumps(result, default=str) + "\n")
                 out.flush()
             if result["outcome"] in FAILURES:
-                click.echo(f"[{done}/{cases}] {result['family']} {result['outcome']}: {result['label'][:120]}",
+                click.echo(f"[{done}/{len(order)}] {result['family']} {result['outcome']}: {result['label'][:120]}",
                            err=True)
             elif done % 250 == 0:
-                click.echo(f"[{done}/{cases}] {time.monotonic() - started:.0f} s", err=True)
+                click.echo(f"[{done}/{len(order)}] {time.monotonic() - started:.0f} s", err=True)
     if out:
         out.close()
     width = max(len(o) for o in OUTCOMES)
