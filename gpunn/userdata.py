@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
-from .files import check_input, open_input
+from .files import open_input
 from .limits import MAX_LABEL
 from .memory import require
 from .safe_npz import Hints, NpzReader
@@ -42,7 +42,6 @@ Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 def load_user_arrays(path: str | Path, test_split: float | None = None) -> Arrays:
     """``(X_train, y_train, X_test, y_test)`` from a ``.npz`` or ``.csv`` file, split when it has no test set."""
     path = Path(path)
-    check_input(path, DataError)
     if path.suffix.lower() == ".npz":
         X, y, tests = _read_npz(path)
     else:

@@ -15,7 +15,10 @@ Families of generated cases, each run as ``python -m gpunn ...`` in its own fold
 ``options``  ``train`` option combinations: absurd numbers, odd digits, unusable and
              clashing output paths;
 ``image``    ``predict`` images: every mode, cut or flipped files, forged sizes and a
-             144-megapixel decompression bomb.
+             144-megapixel decompression bomb;
+``training`` runs that get as far as training and saving over an existing model: in-range
+             but extreme learning rates, momenta and weight decays (up to and past the
+             divergence bound), batch sizes and layers, features scaled up to 3e38.
 
 Each case runs under a wall-clock timeout and an address-space limit
 (``resource.setrlimit`` in the child) and ends in one outcome:
@@ -722,6 +725,29 @@ def gen_options(rng: random.Random, work: Path, shared: Shared) -> Case:
     return Case("options", " ".join(argv[1:])[:300], argv, protected, output)
 
 
+def gen_training(rng: random.Random, work: Path, shared: Shared) -> Case:
+    """Runs that get as far as training and saving: in-range but extreme options, data of extreme scale."""
+    scale = rng.choice([1, 1, 1, 1e3, 1e10, 1e30, 1e38, 3e38]) * rng.choice([1, -1])
+    np.savez(work / "d.npz", X=shared.tiny_X * scale, y=shared.tiny_y)
+    dataset = rng.choice(["d.npz", "d.npz", "digits", "xor"])
+    shutil.copy(shared.digits_model, work / "out.npz")
+    argv = ["train", "--dataset", dataset, "--quiet", "--epochs", rng.choice(["1", "2", "3"]), "--output", "out.npz"]
+    lr = 10 ** rng.uniform(-6, 6)
+    momentum = rng.choice([0.0, 0.0, 0.5, 0.9, 0.99, 0.999999])
+    bound = 2 * (1 + momentum) / lr  # the largest weight decay that does not diverge by itself
+    decay = min(rng.choice([0.0, 0.0, 1e-4, bound * rng.uniform(0.5, 1.5)]), 1e3)
+    argv += ["--lr", f"{lr:.6g}", "--momentum", str(momentum), "--weight-decay", f"{decay:.6g}"]
+    argv += rng.choice([[], ["--batch-size", rng.choice(["1", "7", "1000", "16777216"])]])
+    argv += rng.choice([[], ["--dtype", "float64"], ["--loss", "cross_entropy"], ["--init", "normal"]])
+    argv += rng.choice([[], [], ["--layers", rng.choice([",1,", ",2000,", ",8,8,8,8,8,", "16"])]])
+    argv += rng.choice([[], [], ["--checkpoint-every", "1"], ["--plot", "c.png"]])
+    label = " ".join(argv[1:]) + (f" (features x {scale:g})" if dataset == "d.npz" else "")
+    protected = {"out.npz": "model"}
+    if dataset == "d.npz":
+        protected["d.npz"] = "data"
+    return Case("training", label, argv, protected, "out.npz")
+
+
 def png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
@@ -778,9 +804,10 @@ def gen_image(rng: random.Random, work: Path, shared: Shared) -> Case:
 
 
 FAMILIES = {"idx": gen_idx, "npz": gen_npz, "csv": gen_csv, "npy": gen_npy, "model": gen_model,
-            "options": gen_options, "image": gen_image}
+            "options": gen_options, "image": gen_image, "training": gen_training}
 #: Share of the cases each family gets (the model files and user data have the most ways to go wrong).
-WEIGHTS = {"idx": 0.14, "npz": 0.2, "csv": 0.12, "npy": 0.12, "model": 0.2, "options": 0.14, "image": 0.08}
+WEIGHTS = {"idx": 0.14, "npz": 0.2, "csv": 0.12, "npy": 0.12, "model": 0.2, "options": 0.14, "image": 0.08,
+           "training": 0.1}
 
 
 # -- running and judging -----------------------------------------------------------------------------------
