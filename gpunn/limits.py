@@ -5,10 +5,12 @@ when it is resumed) and the data readers (for labels) all take their bounds from
 here, so a value one of them accepts is never refused by another.
 
 The bounds are about sanity, not taste: a learning rate above :data:`MAX_LR` or a weight
-decay above :data:`MAX_WEIGHT_DECAY` only ever overflows, a layer wider than
-:data:`MAX_UNITS` cannot be indexed by the CUDA kernels' 32-bit integers, and a
-sigmoid network deeper than :data:`MAX_LAYERS` no longer learns (its gradients vanish
-long before).
+decay above :data:`MAX_WEIGHT_DECAY` is orders of magnitude past any useful value (the
+tutorial's eta is 3) and only invites overflow; a layer wider than :data:`MAX_UNITS`
+cannot be indexed by the CUDA kernels' 32-bit integers; and a sigmoid network deeper
+than :data:`MAX_LAYERS` no longer learns (its gradients vanish long before).  Values the
+bounds cannot catch alone, a weight decay that must diverge with the learning rate it is
+paired with, are refused by :func:`decay_problem`.
 """
 
 from __future__ import annotations
