@@ -10,12 +10,12 @@ from hypothesis import HealthCheck, settings
 from kernel_cases import missing_tool
 
 # -- property-based tests (test_properties.py) ------------------------------------------------------
-# "ci" (the default) keeps the generated cases to about half a minute in all; HYPOTHESIS_PROFILE=slow
+# "ci" (the default) keeps the generated cases to about fifteen seconds in all; HYPOTHESIS_PROFILE=slow
 # runs twenty times as many, for a search outside CI.  No deadline: a case that starts a training run
 # may take a few hundred milliseconds on a loaded machine, and that is not a failure.
 _QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large]
-settings.register_profile("ci", max_examples=40, deadline=None, suppress_health_check=_QUIET, print_blob=True)
-settings.register_profile("slow", max_examples=800, deadline=None, suppress_health_check=_QUIET, print_blob=True)
+settings.register_profile("ci", max_examples=100, deadline=None, suppress_health_check=_QUIET, print_blob=True)
+settings.register_profile("slow", max_examples=2000, deadline=None, suppress_health_check=_QUIET, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # -- fused kernels: compilers and devices ----------------------------------------------
