@@ -18,8 +18,10 @@ import numpy as np
 
 from . import __version__
 from .backend import BackendError, get_backend, parse_spec
+from .cli_types import FiniteRange
 from .errors import GpunnError, command_line_interface
 from .labels import classes_to_json
+from .limits import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_LAYERS, MAX_LR, MAX_SEED, MAX_UNITS, MAX_WEIGHT_DECAY
 from .network import INITS
 from .ops import ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS
 from .optim import LR_SCALINGS, OPTIMIZERS
@@ -44,11 +46,16 @@ class LayerSizes(click.ParamType):
             if part == "" and i in (0, len(parts) - 1):
                 sizes.append(None)
                 continue
-            if not part.isdigit() or int(part) < 1:
-                self.fail(f"{value!r}: each layer size must be a positive integer, e.g. 784,30,10", param, ctx)
+            # ASCII digits only: str.isdigit() also takes superscripts and other scripts' digits
+            if not (part.isascii() and part.isdigit()) or len(part) > 10 or not 1 <= int(part) <= MAX_UNITS:
+                self.fail(f"{value!r:.60}: each layer size must be a positive integer up to {MAX_UNITS:,}, "
+                          f"e.g. 784,30,10", param, ctx)
             sizes.append(int(part))
         if len(sizes) < 2:
             self.fail(f"{value!r}: give at least an input and an output size, e.g. 64,10", param, ctx)
+        if len(sizes) > MAX_LAYERS:
+            self.fail(f"{len(sizes)} layers: at most {MAX_LAYERS} (input and output included); sigmoid networks "
+                      f"stop learning long before that depth", param, ctx)
         return sizes
 
 
@@ -81,6 +88,10 @@ class _Group(click.Group):
             ctx.exit(0)
         except (GpunnError, BackendError, ValueError, OSError) as exc:
             raise click.ClickException(_one_line(exc)) from None
+        except MemoryError as exc:  # what the size checks before each big allocation did not foresee
+            raise click.ClickException(
+                f"out of memory ({_one_line(exc)}); use a smaller network, --batch-size or data set"
+            ) from None
 
 
 def _silence_stdout() -> None:
@@ -141,14 +152,14 @@ def _epoch_printer(progress, samples: int, epochs: int, quiet: bool):
               help="digits (embedded 8x8 digits), xor, mnist, fashion-mnist, or a .npz/.csv file.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder holding the four MNIST-format files (else the cache, downloading if needed).")
-@click.option("--test-split", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+@click.option("--test-split", type=FiniteRange(0, 1, min_open=True, max_open=True), default=None,
               help="Fraction held out for testing when a user data set has no test arrays [default: 0.2].")
 @click.option("--layers", type=LayerSizes(), default=None,
               help=f"Units per layer, e.g. 784,30,10; input/output sizes inferred when left out "
                    f"[default: inputs,{DEFAULT_HIDDEN},classes].")
-@click.option("--epochs", type=click.IntRange(1, 100000), default=30, show_default=True,
+@click.option("--epochs", type=click.IntRange(1, MAX_EPOCHS), default=30, show_default=True,
               help="Epochs to train (with --resume: the total to reach).")
-@click.option("--batch-size", type=click.IntRange(1, 1 << 24), default=10, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, MAX_BATCH_SIZE), default=10, show_default=True)
 @click.option("--activation", type=click.Choice(ACTIVATIONS), default="sigmoid", show_default=True,
               help="The hidden layers' activation.")
 @click.option("--output-activation", type=click.Choice(OUTPUT_ACTIVATIONS), default="sigmoid", show_default=True,
@@ -163,24 +174,25 @@ def _epoch_printer(progress, samples: int, epochs: int, quiet: bool):
               help="normal: N(0,1) as in the tutorial; scaled: N(0,1/n_in); xavier: N(0,2/(n_in+n_out)); "
                    "he: N(0,2/n_in) [default: scaled for sigmoid, xavier for tanh, he for relu].")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="sgd", show_default=True)
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=None,
+@click.option("--lr", type=FiniteRange(0, MAX_LR, min_open=True), default=None,
               help="Learning rate eta [default: 3.0 for sgd, with per-layer step sizes (--lr-scaling); "
                    "0.001 for adam and adamw].")
 @click.option("--lr-scaling", type=click.Choice(["auto", *LR_SCALINGS]), default="auto", show_default=True,
               help="SGD only. fan_in: each layer's step is --lr times min(1, 64/fan_in), so wide layers do "
                    "not saturate; none: --lr everywhere (plain SGD); auto: fan_in when --lr is left out.")
-@click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+@click.option("--momentum", type=FiniteRange(0, 1, max_open=True), default=0.0, show_default=True,
               help="SGD momentum.")
 @click.option("--nesterov", is_flag=True, help="SGD: Nesterov momentum (needs --momentum).")
-@click.option("--beta1", type=click.FloatRange(0, 1, max_open=True), default=0.9, show_default=True,
+@click.option("--beta1", type=FiniteRange(0, 1, max_open=True), default=0.9, show_default=True,
               help="Adam/AdamW: decay rate of the gradient's running mean.")
-@click.option("--beta2", type=click.FloatRange(0, 1, max_open=True), default=0.999, show_default=True,
+@click.option("--beta2", type=FiniteRange(0, 1, max_open=True), default=0.999, show_default=True,
               help="Adam/AdamW: decay rate of the squared gradient's running mean.")
-@click.option("--eps", type=click.FloatRange(0, min_open=True), default=1e-8, show_default=True,
+@click.option("--eps", type=FiniteRange(0, 1, min_open=True), default=1e-8, show_default=True,
               help="Adam/AdamW: added to the denominator.")
-@click.option("--weight-decay", type=click.FloatRange(0), default=None,
-              help="L2 for sgd and adam, decoupled for adamw [default: 0; 0.01 for adamw].")
-@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
+@click.option("--weight-decay", type=FiniteRange(0, MAX_WEIGHT_DECAY), default=None,
+              help="L2 for sgd and adam, decoupled for adamw [default: 0; 0.01 for adamw]; with sgd and adamw, "
+                   "--lr times --weight-decay must stay below 2 x (1 + momentum).")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
 @click.option("--backend", type=BackendSpec(), default=None,
               help="auto, numpy, cupy or cupy:N [default: $GPUNN_BACKEND or auto].")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
@@ -225,7 +237,8 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation
     """The train command; with a ``communicator`` (--distributed) only rank 0 prints and saves."""
     root = communicator is None or communicator.rank == 0
     quiet = quiet or not root
-    from .data import load_dataset
+    from .data import check_representable, load_dataset
+    from .memory import check_training_fits
     from .network import Network
     from .train import TrainingWarning
 
@@ -246,17 +259,24 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation
     if resume:
         net, saved = _load_for_resume(resume, backend, activation=activation, output_activation=output_activation,
                                       loss=loss, init=init, dtype=dtype, seed=seed, scale=scale)
-        recorded = saved["extra"] if isinstance(saved.get("extra"), dict) else {}
+        from .cli_model import recorded_data, recorded_extra
+
+        recorded = recorded_extra(resume, saved)
         _check_typed_layers(resume, net, layers)
         epochs = _resumed_epochs(resume, net, recorded, saved, epochs)
         if not _given("dataset"):
-            from .cli_model import recorded_data
-
             dataset, data_dir, test_split = recorded_data(resume, recorded, data_dir, test_split)
         training, batch_size = _resumed_training(saved.get("training", {}), training, batch_size)
         output = output or resume
         if checkpoint_every is None and isinstance(recorded.get("checkpoint_every"), int):
             checkpoint_every = recorded["checkpoint_every"]
+        _check_in_range(resume, batch_size=batch_size, **{key: training[key] for key in ("lr", "momentum", "eps")})
+        if training["weight_decay"] is not None:
+            _check_in_range(resume, weight_decay=training["weight_decay"])
+    problem = _decay_problem(training)
+    if problem:
+        raise click.UsageError(problem)
+    _check_outputs(output, plot_path, dataset, resume)
     data = load_dataset(dataset, **_data_options(data_dir, test_split))
     if net is None:
         sizes = resolve_sizes(layers, data.n_features, len(data.classes))
@@ -268,6 +288,11 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation
             click.echo(f"scaling ({scale}): {net.scaler.describe(data.n_features)}", err=True)
     else:
         sizes = _resumed_sizes(resume, net, layers, data)
+    for split in ("train", "test"):
+        check_representable(getattr(data, f"X_{split}"), net.dtype, f"{data.name} ({split} set)")
+    buffers = 2 if training["optimizer"] in ("adam", "adamw") else (1 if training["momentum"] else 0)
+    check_training_fits(net.sizes, net.dtype, len(data.X_train), len(data.X_test), batch_size,
+                        optimizer_buffers=buffers)
     extra = {"dataset": _absolute_if_file(dataset), "data_dir": data_dir and str(Path(data_dir).resolve()),
              "test_split": test_split, "epochs": epochs, "checkpoint_every": checkpoint_every}
     from .cli_progress import RunProgress
@@ -425,7 +450,54 @@ def _load_for_resume(path, backend, **architecture):
                 f"{option} {value} conflicts with {path}, which was made with {option} {saved[name]}; "
                 f"leave {option} out when resuming"
             )
+    history = net.history
+    if history is not None and history.epoch and "val_loss" not in history.history:
+        raise GpunnError(
+            f"{path} was trained without a test set (its history has no val_loss), but gpunn train scores one every "
+            f"epoch, so the resumed history could not be saved; continue it from Python with Network.fit"
+        )
     return net, metadata
+
+
+def _check_outputs(output, plot_path, dataset, resume) -> None:
+    """Before any work: every output can be written, and none replaces an input (--resume may be --output)."""
+    from .data import USER_SUFFIXES
+    from .files import check_distinct, check_output
+
+    outputs = {"--output": output, "--plot": plot_path}
+    for option, path in outputs.items():
+        if path is not None:
+            check_output(path, option)
+    data_file = dataset if isinstance(dataset, str) and dataset.lower().endswith(USER_SUFFIXES) else None
+    check_distinct(outputs, {"--dataset": data_file})
+    check_distinct({"--plot": plot_path}, {"--resume": resume})
+
+
+def _decay_problem(training: dict) -> str | None:
+    """Why the weight decay must make this run diverge (SGD's and AdamW's shrink of every weight), or None."""
+    from .limits import decay_problem
+    from .optim import DEFAULT_LR, DEFAULT_WEIGHT_DECAY
+
+    optimizer = training["optimizer"]
+    if optimizer == "adam":  # L2 inside Adam's normalised step: no such bound
+        return None
+    lr = DEFAULT_LR[optimizer] if training["lr"] is None else training["lr"]
+    decay = DEFAULT_WEIGHT_DECAY[optimizer] if training["weight_decay"] is None else training["weight_decay"]
+    return decay_problem(lr, training["momentum"] if optimizer == "sgd" else 0.0, decay)
+
+
+def _check_in_range(path, **values) -> None:
+    """The training options a resumed run takes from its model file must pass the options' own range checks."""
+    for name, value in values.items():
+        if _given(name) or value is None:
+            continue
+        param = next(p for p in train.params if p.name == name)
+        try:
+            param.type.convert(value, param, None)
+        except click.BadParameter as exc:
+            option = "--" + name.replace("_", "-")
+            raise GpunnError(f"{path} was trained with {option} {value}: {exc.message} Give {option} to choose "
+                             f"the value for the rest of the run") from None
 
 
 def _given_or_saved(saved: dict, **options) -> list:

@@ -8,6 +8,7 @@ is recorded in the file, so ``gpunn evaluate model.npz`` needs nothing else.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import warnings
@@ -16,21 +17,44 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .data import USER_SUFFIXES
-from .errors import DataError, GpunnError
+from .cli_types import FiniteRange
+from .data import USER_SUFFIXES, check_representable, finite_arithmetic
+from .errors import DataError, GpunnError, ModelFileError
+from .files import check_distinct, check_input, check_output, open_input
 from .labels import classes_to_json
+from .memory import require
+from .safe_npz import Hints, read_npy
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+#: Largest image read (a 50-megapixel photo); larger ones are refused before they are decoded.
+MAX_IMAGE_PIXELS = 50_000_000
 INPUT_SUFFIXES = (".npy", ".csv", *IMAGE_SUFFIXES)
 
 _backend_option = click.option("--backend", default=None,
                                help="auto, numpy, cupy or cupy:N [default: $GPUNN_BACKEND or auto].")
 
 
-def _recorded(metadata: dict) -> dict:
-    """What the saving command recorded about the data (``extra``), or nothing."""
+#: What ``gpunn train`` records about its data set in a model's ``extra``, and the rule for each.
+_RECORD_RULES = {
+    "dataset": lambda value: isinstance(value, str) and value != "",
+    "data_dir": lambda value: value is None or isinstance(value, str),
+    "test_split": lambda value: value is None or (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1),
+}
+
+
+def recorded_extra(model, metadata: dict) -> dict:
+    """What the saving command recorded about the data (``extra``), checked, or nothing."""
     extra = metadata.get("extra")
-    return extra if isinstance(extra, dict) else {}
+    if not isinstance(extra, dict):
+        return {}
+    for key, valid in _RECORD_RULES.items():
+        if key in extra and not valid(extra[key]):
+            raise ModelFileError(
+                f"{model} records its data set wrongly ({key} is {extra[key]!r:.60}); "
+                f"pass --dataset (and --data-dir or --test-split) to say which data to use"
+            )
+    return extra
 
 
 def recorded_data(model, extra: dict, data_dir, test_split):
@@ -56,7 +80,7 @@ def _model_dataset(model: str, metadata: dict, dataset, data_dir, test_split):
     from .data import load_dataset
 
     if dataset is None:
-        dataset, data_dir, test_split = recorded_data(model, _recorded(metadata), data_dir, test_split)
+        dataset, data_dir, test_split = recorded_data(model, recorded_extra(model, metadata), data_dir, test_split)
     options = {key: value for key, value in (("data_dir", data_dir), ("test_split", test_split))
                if value is not None}
     return load_dataset(dataset, **options)
@@ -83,7 +107,7 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n_classes: int) 
                    "[default: the model's own data set, its test part].")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder holding the MNIST-format files [default: the model's own, else the cache].")
-@click.option("--test-split", type=click.FloatRange(0, 1, min_open=True), default=None,
+@click.option("--test-split", type=FiniteRange(0, 1, min_open=True), default=None,
               help="Score only this held-out fraction of a .npz/.csv file without test arrays (1: all of it) "
                    "[default: all of a --dataset file; the model's own split of its own file].")
 @_backend_option
@@ -99,9 +123,12 @@ def evaluate(model, dataset, data_dir, test_split, backend, as_json):
     X, y, part = data.X_test, data.y_test, "test set"
     if whole_file:
         X, y, part = np.concatenate([data.X_train, data.X_test]), np.concatenate([data.y_train, data.y_test]), "all"
-    result = net.evaluate(X, y)
+    check_representable(X, net.dtype, f"data set {data.name}")
     classes = net.classes if net.classes is not None else np.arange(net.sizes[-1])
-    confusion = confusion_matrix(net.label_indices(y, len(y)), net.predict_proba(X).argmax(axis=1), len(classes))
+    with finite_arithmetic(f"data set {data.name}"):
+        result = net.evaluate(X, y)
+        predicted = net.predict_proba(X).argmax(axis=1)
+    confusion = confusion_matrix(net.label_indices(y, len(y)), predicted, len(classes))
     if as_json:
         click.echo(json.dumps({"model": model, "dataset": data.name, "samples": len(y),
                                "loss": result["loss"], "accuracy": result["accuracy"],
@@ -136,7 +163,9 @@ def predict(model, input_path, backend, as_json):
     net = load(model, backend=backend)
     X = read_samples(input_path, net.sizes[0])
     _check_width(net, X.shape[1], str(input_path))
-    outputs = net.predict_proba(X).astype(np.float64)
+    check_representable(X, net.dtype, str(input_path))
+    with finite_arithmetic(str(input_path)):
+        outputs = net.predict_proba(X).astype(np.float64)
     labels = outputs.argmax(axis=1)
     if as_json:
         click.echo(json.dumps({"labels": labels.tolist(), "outputs": outputs.tolist()}))
@@ -149,27 +178,27 @@ def read_samples(path, n_inputs: int) -> np.ndarray:
     """Samples as a 2-D float array from a .npy (2-D, or 1-D for one sample), a .csv or an image.
 
     ``n_inputs`` (the model's input width) sets the size an image is resized to.
-    Nothing is unpickled: ``.npy`` files are read with ``allow_pickle=False``.
+    ``.npy`` files are read by :func:`gpunn.safe_npz.read_npy`: nothing is unpickled,
+    and complex, text or other non-numeric arrays are refused.
     """
+
     suffix = Path(path).suffix.lower()
     if suffix not in INPUT_SUFFIXES:
         raise DataError(f"{path}: INPUT must be one of {', '.join(INPUT_SUFFIXES)} files")
-    if not Path(path).is_file():
-        raise DataError(f"{path}: no such file")
+    check_input(path, DataError)
     if suffix in IMAGE_SUFFIXES:
         return read_image(path, n_inputs)[None, :]
-    try:
-        if suffix == ".npy":
-            X = np.load(path, allow_pickle=False)
-        else:
-            with warnings.catch_warnings():
+    if suffix == ".npy":
+        X = read_npy(path, Hints("samples must be numbers", "give fewer samples at a time"))
+    else:
+        try:
+            with open_input(path, DataError) as file, warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # an empty file is reported below, not warned about
-                X = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
-    except (ValueError, EOFError) as exc:
-        detail = " ".join(str(exc).split())
-        raise DataError(f"{path}: cannot read numeric samples ({detail}); give plain numbers, no header") from None
-    if not isinstance(X, np.ndarray) or not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
-        raise DataError(f"{path}: expected an array of numbers, got {getattr(X, 'dtype', type(X).__name__)}")
+                X = np.loadtxt(io.TextIOWrapper(file, encoding="utf-8"), delimiter=",", ndmin=2, dtype=np.float64)
+        except (ValueError, EOFError) as exc:  # UnicodeDecodeError is a ValueError
+            detail = " ".join(str(exc).split())
+            raise DataError(f"{path}: cannot read numeric samples ({detail}); give plain numbers, no header") \
+                from None
     if X.ndim == 1:
         X = X[None, :]
     if X.ndim != 2 or X.size == 0:
@@ -198,18 +227,15 @@ def read_image(path, n_inputs: int) -> np.ndarray:
     except ImportError:
         raise GpunnError('Pillow is not installed, so images cannot be read; install it with: '
                          'pip install "gpunn[images]"') from None
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGBA")
-            white = Image.new("RGBA", image.size, "white")
-            grey = np.asarray(Image.alpha_composite(white, image).convert("L"), dtype=np.float32) / 255
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{path}: cannot read the image ({' '.join(str(exc).split())})") from None
+    with open_input(path, DataError) as file:
+        grey = _decode_grey(file, path)
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
     if border.mean() > 0.5:
         grey = 1 - grey
     height, width = grey.shape
     size = max(height, width)
+    require(size * size * 4, f"{path}: padding the {width} x {height} image to a square",
+            "crop it closer to the digit")
     square = np.zeros((size, size), dtype=np.float32)
     top, left = (size - height) // 2, (size - width) // 2
     square[top:top + height, left:left + width] = grey
@@ -217,6 +243,33 @@ def read_image(path, n_inputs: int) -> np.ndarray:
     resample = Image.Resampling.BOX if size >= side else Image.Resampling.BILINEAR
     small = Image.fromarray(square).resize((side, side), resample)
     return np.clip(np.asarray(small, dtype=np.float64), 0, 1).ravel()
+
+
+def _decode_grey(file, path) -> np.ndarray:
+    """The image in ``file`` as grey levels in [0, 1] (transparent parts white), at most MAX_IMAGE_PIXELS."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's advice about palettes and modes is not the user's business
+            # Pillow warns above its own (larger) pixel limit while opening: that is refused here too
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(file) as image:
+                width, height = image.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise DataError(f"{path}: the image has {width} x {height} = {width * height:,} pixels, more "
+                                    f"than the {MAX_IMAGE_PIXELS:,} gpunn reads; scale it down first")
+                image = image.convert("RGBA")
+                white = Image.new("RGBA", image.size, "white")
+                return np.asarray(Image.alpha_composite(white, image).convert("L"), dtype=np.float32) / 255
+    except DataError:
+        raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise DataError(f"{path}: the image has more than the {MAX_IMAGE_PIXELS:,} pixels gpunn reads "
+                        f"(a decompression bomb?); scale it down first") from None
+    except Exception as exc:  # Pillow's decoders raise many kinds of error on corrupt files; all mean "unreadable"
+        raise DataError(f"{path}: cannot read the image ({' '.join(str(exc).split()) or type(exc).__name__})") \
+            from None
 
 
 @click.command()
@@ -239,15 +292,19 @@ def plot(model, out, curves, weights, surface, landscape, dataset):
     from .plotting import check_output_path, plot_model, require_matplotlib
 
     check_output_path(out)
+    check_output(out, "--out")
+    check_distinct({"--out": out}, {"MODEL": model})
     require_matplotlib()
     net, metadata = load_with_metadata(model, backend="numpy")
     if curves is None:
         has_history = net.history is not None and bool(net.history.epoch)
         curves = (has_history and not landscape) or not (weights or surface or landscape)
     points = None
-    if surface and net.sizes[0] == 2 and (dataset or _recorded(metadata).get("dataset")):
+    recorded = recorded_extra(model, metadata)
+    if surface and net.sizes[0] == 2 and (dataset or recorded.get("dataset")):
         data = _model_dataset(model, metadata, dataset, None, None)
         _check_width(net, data.n_features, f"data set {data.name}")
+        check_representable(data.X_train, net.dtype, f"data set {data.name}")
         points = (data.X_train, data.y_train)
     measured = None
     if landscape:
@@ -255,8 +312,9 @@ def plot(model, out, curves, weights, surface, landscape, dataset):
 
         data = _model_dataset(model, metadata, dataset, None, None)
         _check_width(net, data.n_features, f"data set {data.name}")
+        check_representable(data.X_train, net.dtype, f"data set {data.name}")
         measured = compute(net, data.X_train, data.y_train, seed=net.seed)
-    val_label = "test" if _recorded(metadata).get("dataset") else "validation"  # the CLI validates on the test set
+    val_label = "test" if recorded.get("dataset") else "validation"  # the CLI validates on the test set
     plot_model(net, out, curves=curves, weights=weights, surface=surface, points=points, val_label=val_label,
                landscape=measured)
     click.echo(f"wrote {out}", err=True)

@@ -18,6 +18,9 @@ user's own arrays (see :mod:`gpunn.userdata`; those features are not rescaled).
 
 from __future__ import annotations
 
+import contextlib
+import numbers
+import os
 import sys
 from dataclasses import dataclass, replace
 from importlib import resources
@@ -101,7 +104,7 @@ def _local_idx_files(name: str, folder: Path) -> list[Path]:
     found, missing = [], []
     for file_name in download.MNIST_FILES:
         candidates = [folder / file_name, folder / file_name.removesuffix(".gz")]
-        path = next((p for p in candidates if p.is_file()), None)
+        path = next((p for p in candidates if p.exists() or p.is_symlink()), None)
         if path is None:
             missing.append(file_name)
         found.append(path)
@@ -144,6 +147,7 @@ def load_dataset(
     of the network's output layer: the data must not have more distinct labels, and
     it becomes the dataset's ``n_classes``.
     """
+    _check_arguments(name, data_dir, test_split)
     is_user_file = name.lower().endswith(USER_SUFFIXES)
     if data_dir is not None and name not in MNIST_FAMILY:
         raise DataError(f"{name}: --data-dir applies only to {' and '.join(MNIST_FAMILY)}; drop it")
@@ -159,6 +163,41 @@ def load_dataset(
         known = ", ".join([*BUILTIN, *MNIST_FAMILY])
         raise DataError(f"unknown dataset {name!r}: use one of {known}, or a path to a .npz or .csv file")
     return validate(data, n_classes)
+
+
+def check_representable(X: np.ndarray, dtype, where: str) -> None:
+    """Refuse features a network of ``dtype`` cannot hold (they would turn infinite when copied in)."""
+    if X.size == 0:
+        return
+    peak = max(float(X.max()), -float(X.min()))
+    limit = float(np.finfo(dtype).max)
+    if peak > limit:
+        raise DataError(
+            f"{where}: features as large as {peak:g} do not fit the network's {np.dtype(dtype).name} (at most "
+            f"{limit:g}); rescale them (to about [0, 1]){' or use --dtype float64' if limit < 1e300 else ''}"
+        )
+
+
+@contextlib.contextmanager
+def finite_arithmetic(what: str):
+    """For inference: sums that overflow on the inputs give no meaningful answer, so refuse in one line
+    (NumPy would only warn, and print NaN or saturated outputs)."""
+    try:
+        with np.errstate(over="raise", invalid="raise"):
+            yield
+    except FloatingPointError as exc:
+        raise DataError(f"{what}: the network's arithmetic overflows on these inputs ({exc}); rescale the features "
+                        f"(to about [0, 1])") from None
+
+
+def _check_arguments(name, data_dir, test_split) -> None:
+    """The types load_dataset needs (its arguments may come from a model file's record of the data set)."""
+    if not isinstance(name, str) or not name:
+        raise DataError(f"the data set must be a name or a path to a .npz or .csv file, got {name!r:.60}")
+    if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
+        raise DataError(f"{name}: the data folder must be a path, got {data_dir!r:.60}")
+    if test_split is not None and not (isinstance(test_split, numbers.Real) and not isinstance(test_split, bool)):
+        raise DataError(f"{name}: the test split must be a fraction between 0 and 1, got {test_split!r:.60}")
 
 
 def validate(data: Dataset, n_classes: int | None = None) -> Dataset:

@@ -25,6 +25,10 @@ class TrainingDiverged(GpunnError, FloatingPointError):
     """The loss became NaN or infinite; the message names the epoch."""
 
 
+class InsufficientMemory(GpunnError, MemoryError):
+    """Work refused before allocating because it needs more memory than is available; the message says how much."""
+
+
 # -- naming what to change, in the caller's own vocabulary ------------------------------------------
 _interface: ContextVar[str] = ContextVar("gpunn_interface", default="python")
 

@@ -13,12 +13,21 @@ the stream is complete.  It does not know checksums (see :mod:`gpunn.download`).
 A file is treated as gzip when its content starts with the gzip signature; a file
 named ``*.gz`` that does not is an error.  Every problem raises
 :class:`~gpunn.errors.DataError` with one line naming the file.
+
+Gzip is inflated as a stream, never whole: the header is read first, its declared
+size is checked against what the compressed file could possibly hold (deflate
+expands at most 1032:1) and against free memory, exactly that many bytes are
+inflated into one buffer, and a single byte more is asked for to tell a complete
+file from one with trailing data.  So a small file that inflates to gigabytes (a
+"gzip bomb") costs the few bytes its header declares, not the gigabytes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import math
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -26,6 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
+from .files import open_input
+from .memory import require
 
 GZIP_SIGNATURE = b"\x1f\x8b"
 UNSIGNED_BYTE = 0x08
@@ -37,6 +48,9 @@ ELEMENT_TYPES = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
+#: Deflate's largest possible expansion (about 1032:1), bounding what a gzip file can hold.
+MAX_DEFLATE_RATIO = 1032
+CHUNK = 1 << 22
 IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions (count, rows, columns)
 LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension (count)
 
@@ -44,15 +58,51 @@ LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension (count)
 def read_idx(path: str | Path) -> tuple[int, np.ndarray]:
     """Return ``(magic, array)`` for the IDX file at ``path`` (raw or gzip), checked against its header.
 
-    The array has the header's shape and big-endian element type, and is read-only
-    (it views the file's bytes).
+    The array has the header's shape and big-endian element type.
     """
     path = Path(path)
-    data = _read_bytes(path)
-    if len(data) < 4:
-        raise DataError(f"{path}: {len(data)} bytes is too short for an IDX header (4-byte magic number)")
-    magic, code, ndim = int.from_bytes(data[:4], "big"), data[2], data[3]
-    if data[:2] != b"\x00\x00":
+    with open_input(path, DataError) as file:
+        size = os.fstat(file.fileno()).st_size
+        compressed = file.read(2) == GZIP_SIGNATURE
+        file.seek(0)
+        if not compressed and path.suffix == ".gz":
+            raise DataError(
+                f"{path}: not a gzip file (it starts with bytes {file.read(4).hex() or 'nothing'}, not 1f8b); "
+                f"if it is a raw IDX file, drop the .gz from its name"
+            )
+        stream = gzip.GzipFile(fileobj=file, mode="rb") if compressed else file
+        with stream, _gzip_errors(path):
+            magic, shape, dtype = _read_header(stream, path)
+            header_size = 4 + 4 * len(shape)
+            expected = math.prod(shape) * dtype.itemsize
+            # raw: the file's size says exactly what follows; gzip: at most what its bytes can inflate to
+            most = size - header_size if not compressed else size * MAX_DEFLATE_RATIO
+            if expected > most:
+                raise _truncated(path, shape, dtype, expected, size - header_size if not compressed else None)
+            require(expected, f"{path}: the IDX data of shape {shape}", "use a smaller data set")
+            payload = _read_exactly(stream, expected)
+            if len(payload) < expected:
+                raise _truncated(path, shape, dtype, expected, len(payload))
+            if not compressed and size - header_size > expected:
+                raise DataError(
+                    f"{path}: {size - header_size - expected} trailing bytes after the {expected}-byte payload that "
+                    f"the header declares for shape {shape}; the file is corrupt or not what its header says"
+                )
+            if compressed and stream.read(1):
+                raise DataError(
+                    f"{path}: data follows the {expected}-byte payload that the header declares for shape {shape}; "
+                    f"the file is corrupt or not what its header says"
+                )
+    return magic, payload.view(dtype).reshape(shape)
+
+
+def _read_header(stream, path: Path) -> tuple[int, tuple[int, ...], np.dtype]:
+    """(magic, shape, element dtype) from the start of an IDX stream."""
+    head = stream.read(4)
+    if len(head) < 4:
+        raise DataError(f"{path}: {len(head)} bytes is too short for an IDX header (4-byte magic number)")
+    magic, code, ndim = int.from_bytes(head, "big"), head[2], head[3]
+    if head[:2] != b"\x00\x00":
         raise DataError(
             f"{path}: not an IDX file: magic number 0x{magic:08x} does not start with two zero bytes "
             f"(MNIST images are 0x{IMAGES_MAGIC:08x}, labels 0x{LABELS_MAGIC:08x})"
@@ -62,33 +112,53 @@ def read_idx(path: str | Path) -> tuple[int, np.ndarray]:
         raise DataError(f"{path}: unknown IDX element type 0x{code:02x} in magic number 0x{magic:08x} (known: {known})")
     if ndim == 0:
         raise DataError(f"{path}: IDX magic number 0x{magic:08x} declares 0 dimensions")
-    header_size = 4 + 4 * ndim
-    if len(data) < header_size:
+    sizes = stream.read(4 * ndim)
+    if len(sizes) < 4 * ndim:
         raise DataError(
-            f"{path}: truncated IDX header: {ndim} dimensions need {header_size} bytes but the file has {len(data)}"
+            f"{path}: truncated IDX header: {ndim} dimensions need {4 + 4 * ndim} bytes but the file has "
+            f"{4 + len(sizes)}"
         )
-    shape = struct.unpack(f">{ndim}I", data[4:header_size])
-    dtype = ELEMENT_TYPES[code]
-    expected = math.prod(shape) * dtype.itemsize
-    payload = len(data) - header_size
-    if payload < expected:
-        raise DataError(
-            f"{path}: truncated payload: the header declares shape {shape} of {dtype.name} ({expected} bytes) "
-            f"but only {payload} bytes follow; the file is incomplete, get it again"
-        )
-    if payload > expected:
-        raise DataError(
-            f"{path}: {payload - expected} trailing bytes after the {expected}-byte payload that the header "
-            f"declares for shape {shape}; the file is corrupt or not what its header says"
-        )
-    return magic, np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=header_size).reshape(shape)
+    return magic, struct.unpack(f">{ndim}I", sizes), ELEMENT_TYPES[code]
+
+
+def _truncated(path, shape, dtype, expected: int, follow: int | None) -> DataError:
+    what = f"only {follow} bytes follow" if follow is not None else "the compressed file is too small to hold them"
+    return DataError(
+        f"{path}: truncated payload: the header declares shape {shape} of {dtype.name} ({expected} bytes) "
+        f"but {what}; the file is incomplete, get it again"
+    )
+
+
+def _read_exactly(stream, nbytes: int) -> np.ndarray:
+    """Up to ``nbytes`` from ``stream`` into one buffer (shorter only when the stream ends first)."""
+    buffer = np.empty(nbytes, dtype=np.uint8)
+    view, done = memoryview(buffer), 0
+    while done < nbytes:
+        chunk = stream.read(min(CHUNK, nbytes - done))
+        if not chunk:
+            break
+        view[done:done + len(chunk)] = chunk
+        done += len(chunk)
+    return buffer[:done]
+
+
+@contextlib.contextmanager
+def _gzip_errors(path: Path):
+    """A corrupt gzip stream as one DataError line."""
+    try:
+        yield
+    except EOFError:
+        raise DataError(f"{path}: corrupt gzip: the compressed stream ends early (truncated file?)") from None
+    except (OSError, zlib.error) as exc:
+        raise DataError(f"{path}: corrupt gzip: {' '.join(str(exc).split())}") from None
 
 
 def read_images(path: str | Path) -> np.ndarray:
     """Images from an IDX file of magic 2051 as float64 rows (one flattened image per row) scaled to [0, 1]."""
     magic, pixels = read_idx(path)
     _expect_magic(path, magic, IMAGES_MAGIC, "images (unsigned bytes, 3 dimensions)")
-    images = pixels.reshape(len(pixels), -1).astype(np.float64)
+    require(pixels.size * 8, f"{path}: {len(pixels):,} images as float64", "use a smaller data set")
+    images = pixels.reshape(len(pixels), math.prod(pixels.shape[1:])).astype(np.float64)
     images /= 255.0
     return images
 
@@ -106,26 +176,3 @@ def _expect_magic(path: str | Path, magic: int, expected: int, what: str) -> Non
             f"{path}: wrong magic number {magic} (0x{magic:08x}); a file of {what} has {expected} "
             f"(0x{expected:08x}); check that images and labels are not swapped"
         )
-
-
-def _read_bytes(path: Path) -> bytes:
-    """The file's content, decompressed when it is gzip."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if data[:2] == GZIP_SIGNATURE:
-        try:
-            return gzip.decompress(data)
-        except EOFError:
-            raise DataError(f"{path}: corrupt gzip: the compressed stream ends early (truncated file?)") from None
-        except (OSError, zlib.error) as exc:
-            raise DataError(f"{path}: corrupt gzip: {exc}") from None
-    if path.suffix == ".gz":
-        raise DataError(
-            f"{path}: not a gzip file (it starts with bytes {data[:4].hex() or 'nothing'}, not 1f8b); "
-            f"if it is a raw IDX file, drop the .gz from its name"
-        )
-    return data

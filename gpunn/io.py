@@ -26,10 +26,18 @@ Format 2 added the activations, the optimizers, the classes and the scaling; fil
 format 1 (sigmoid networks trained by SGD on class indices, unscaled) still load and
 resume.
 
-Nothing in the file is ever unpickled: :func:`load` refuses pickles before NumPy
-sees them and reads the archive with ``allow_pickle=False``.  Every array is checked
-against the metadata before it is used, and every problem is a one-line
+Nothing in the file is ever unpickled: :func:`load` refuses pickles by their first
+bytes and reads the archive through :mod:`gpunn.safe_npz` (never ``np.load``), which
+checks every member's compression, ``.npy`` header and size before inflating it.
+Every metadata field is checked for type and range by one table,
+:data:`gpunn.metadata.METADATA_RULES` (add a field there and both directions check it), every
+array against the metadata, and parameters must be finite: a diverged run's NaN
+weights would only ever answer NaN.  Every problem is a one-line
 :class:`~gpunn.errors.ModelFileError` that says what is wrong and what to do.
+
+:func:`save` applies the same rules to the exact bytes it is about to write, so
+what ``save`` writes ``load`` accepts, and what ``load`` accepts ``save`` writes
+back; the JSON's nesting depth is bounded before it is parsed.
 
 Resuming is exact.  The shuffling order of epoch ``e`` is a pure function of
 ``(seed, e)`` (see ``gpunn.train._Batches.reshuffle``), so the seed and
@@ -48,31 +56,27 @@ import io
 import json
 import os
 import tempfile
-import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 
 from .backend import to_numpy
 from .errors import ModelFileError
-from .network import DTYPES, INITS, Network, ParameterLayout, check_sizes
-from .ops import ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS, objective
+from .files import open_input
 from .labels import classes_from_json, classes_to_json
-from .optim import OPTIMIZERS, make_optimizer
-from .preprocessing import METHODS, SCALINGS, Scaler
+from .metadata import FORMAT_NAME, FORMAT_VERSION, Invalid, check, decode, is_int, show
+from .network import Network, ParameterLayout
+from .optim import make_optimizer
+from .preprocessing import Scaler
+from .safe_npz import ArchiveError, Hints, NpzReader
 from .train import History
 
-FORMAT_NAME = "gpunn-model"
-FORMAT_VERSION = 2
 #: The optimizer state arrays a file may hold: name -> (shape is the parameters'?, dtype or None for the model's).
 STATE_ARRAYS = {"velocity": (True, None), "adam_m": (True, None), "adam_v": (True, None),
                 "adam_steps": (False, np.dtype(np.int32))}
 SCALER_ARRAYS = ("scale_offset", "scale_factor")
 #: Largest metadata member accepted (a history of 100,000 epochs fits easily).
 MAX_METADATA_BYTES = 64 << 20
-#: Room for an .npy header on top of the array data itself.
-NPY_HEADER_SLACK = 4096
 
 _REWRITE = "save the model again (gpunn train --output, or Network.save)"
 
@@ -130,7 +134,11 @@ def save(net: Network, path, extra=None) -> None:
     ``path`` is used exactly as given (no ``.npz`` is appended).  ``extra`` is any
     JSON-serialisable value stored alongside, returned by :func:`load_with_metadata`.
     """
-    arrays = _model_arrays(net, extra)
+    try:
+        arrays = _model_arrays(net, extra)
+    except ModelFileError as exc:
+        raise ModelFileError(str(exc).replace("cannot save the model", f"cannot save the model to {path}", 1)) \
+            from None
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
@@ -173,18 +181,35 @@ def _model_arrays(net: Network, extra) -> dict:
     }
     try:
         text = json.dumps(metadata, default=_plain_number)
-    except TypeError as exc:
+    except (TypeError, ValueError, RecursionError) as exc:  # not JSON, circular, or nested beyond recursion
         raise ValueError(
             f"cannot save the model: {exc}; extra may hold only strings, numbers, None, lists and dicts"
         ) from None
-    arrays = {"params": to_numpy(net.params).copy(),
-              "metadata": np.frombuffer(text.encode("utf-8"), dtype=np.uint8)}
+    arrays = {"params": to_numpy(net.params).copy()}
     if optimizer is not None:
         arrays.update({name: to_numpy(array).copy() for name, array in optimizer.state().items()})
     if net.scaler is not None:
         arrays.update({name: np.asarray(array, dtype=np.float64) for name, array in net.scaler.state().items()})
     arrays.update(_trajectory_arrays(net))
+    encoded = text.encode("utf-8")
+    _check_writable(encoded, arrays)
+    arrays["metadata"] = np.frombuffer(encoded, dtype=np.uint8)
     return arrays
+
+
+def _check_writable(encoded: bytes, arrays: dict) -> None:
+    """Refuse to write a file that load would refuse: the same rules, applied to the exact bytes."""
+    problem = None
+    if len(encoded) > MAX_METADATA_BYTES:
+        problem = f"its metadata takes {len(encoded):,} bytes, more than the {MAX_METADATA_BYTES:,} a model may hold"
+    else:
+        try:
+            check(decode(encoded))
+        except Invalid as exc:
+            problem = str(exc)
+    problem = problem or _nonfinite(arrays)
+    if problem:
+        raise ModelFileError(f"cannot save the model: {problem}")
 
 
 #: The options of the latest fit that a model file keeps, so that a resumed run uses them again.
@@ -215,13 +240,7 @@ def load(path, backend=None) -> Network:
 def load_with_metadata(path, backend=None) -> tuple[Network, dict]:
     """Like :func:`load`, and also return the file's metadata (``metadata["extra"]`` is the caller's)."""
     path = os.fspath(path)
-    try:
-        file = open(path, "rb")
-    except FileNotFoundError:
-        raise ModelFileError(f"{path}: no such model file; check the path") from None
-    except IsADirectoryError:
-        raise ModelFileError(f"{path} is a folder, not a model file; give the .npz file inside it") from None
-    with file:
+    with open_input(path, ModelFileError, "model file") as file:
         return _load_file(file, path, backend)
 
 
@@ -243,34 +262,28 @@ def _read_archive(file, path: str) -> tuple[dict, dict, object]:
     """The validated metadata, the arrays and the trajectory (or None), each member's size checked
     before it is read."""
     try:
-        with np.load(file, allow_pickle=False) as archive:
-            if "metadata" not in archive.files:
-                listed = ", ".join(sorted(archive.files)) or "none"
+        with NpzReader(file, path) as archive:
+            if "metadata" not in archive.names:
+                listed = ", ".join(sorted(archive.names)) or "none"
                 raise ModelFileError(
                     f"{path} is an .npz archive but not a gpunn model (no gpunn metadata; arrays: {listed}); "
                     f"give a file written by gpunn train --output or Network.save"
                 )
-            _check_member_size(archive, path, "metadata", MAX_METADATA_BYTES)
-            metadata = _parse_metadata(archive["metadata"], path)
+            known = {"metadata", "params", *STATE_ARRAYS, *SCALER_ARRAYS, *TRAJECTORY_ARRAYS}
+            unexpected = sorted(set(archive.names) - known)
+            if unexpected:
+                raise ModelFileError(f"{path} holds arrays a gpunn model has not ({', '.join(unexpected)}); {_REWRITE}")
+            metadata = _parse_metadata(archive.read("metadata", MAX_METADATA_BYTES), path)
             dtype = np.dtype(metadata["dtype"])
             n_params = ParameterLayout(tuple(metadata["sizes"])).size
-            arrays = {}
-            for name in ("params", *STATE_ARRAYS):
-                if name in archive.files:
-                    _check_member_size(archive, path, name, n_params * dtype.itemsize + NPY_HEADER_SLACK)
-                    arrays[name] = archive[name]
-            for name in SCALER_ARRAYS:
-                if name in archive.files:
-                    _check_member_size(archive, path, name, metadata["sizes"][0] * 8 + NPY_HEADER_SLACK)
-                    arrays[name] = archive[name]
+            hints = Hints(f"a model's parameters are {dtype.name}", "the model is too large for this machine")
+            arrays = {name: archive.read(name, n_params * dtype.itemsize, hints)
+                      for name in ("params", *STATE_ARRAYS) if name in archive.names}
+            arrays.update({name: archive.read(name, metadata["sizes"][0] * 8, hints)
+                           for name in SCALER_ARRAYS if name in archive.names})
             trajectory = _read_trajectory(archive, path, n_params, dtype, metadata["epochs_done"])
-    except ModelFileError:
-        raise
-    except (zipfile.BadZipFile, zlib.error, ValueError, EOFError, OSError, KeyError, NotImplementedError,
-            MemoryError) as exc:
-        raise ModelFileError(
-            f"{path} is truncated or corrupt ({_one_line(exc)}); restore it from a copy or {_REWRITE}"
-        ) from None
+    except ArchiveError as exc:
+        raise ModelFileError(f"{exc}; restore it from a copy or {_REWRITE}") from None
     _check_arrays(arrays, metadata, n_params, dtype, path)
     return metadata, arrays, trajectory
 
@@ -296,91 +309,39 @@ def _check_container(head: bytes, path: str) -> None:
     )
 
 
-def _check_member_size(archive, path: str, name: str, limit: int) -> None:
-    """Refuse an array whose stored size exceeds what the metadata allows, before reading it."""
-    size = archive.zip.getinfo(f"{name}.npy").file_size
-    if size > limit:
-        raise ModelFileError(
-            f"{path} is inconsistent: its {name} array takes {size} bytes, more than the {limit} allowed; "
-            f"{_REWRITE}"
-        )
-
-
 def _parse_metadata(raw: np.ndarray, path: str) -> dict:
-    """Decode and validate the metadata JSON; ModelFileError naming the first problem."""
+    """Decode and validate the metadata JSON (:mod:`gpunn.metadata`); ModelFileError naming the first problem."""
     if raw.dtype != np.uint8 or raw.ndim != 1:
         raise ModelFileError(f"{path} is not a gpunn model file (its metadata is not UTF-8 JSON bytes); {_REWRITE}")
     try:
-        metadata = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{path} has corrupt metadata ({_one_line(exc)}); {_REWRITE}") from None
+        metadata = decode(raw.tobytes())
+    except Invalid as exc:
+        raise ModelFileError(f"{path} has corrupt metadata ({exc}); {_REWRITE}") from None
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
         name = metadata.get("format") if isinstance(metadata, dict) else None
         raise ModelFileError(
-            f"{path} is not a gpunn model file (format {name!r}, expected {FORMAT_NAME!r}); "
+            f"{path} is not a gpunn model file (format {show(name)}, expected {FORMAT_NAME!r}); "
             f"give a file written by gpunn train --output or Network.save"
         )
     version = metadata.get("format_version")
-    if not _is_int(version) or version < 1:
-        raise ModelFileError(f"{path} has a bad format version {version!r}; {_REWRITE}")
+    if not is_int(version) or version < 1:
+        raise ModelFileError(f"{path} has a bad format version {show(version)}; {_REWRITE}")
     if version > FORMAT_VERSION:
         from . import __version__
 
         raise ModelFileError(
-            f"{path} was written by a newer gpunn ({metadata.get('gpunn_version', '?')}, model format {version}); "
-            f"gpunn {__version__} reads format {FORMAT_VERSION}: upgrade with pip install -U gpunn"
+            f"{path} was written by a newer gpunn ({show(metadata.get('gpunn_version', '?'))}, model format "
+            f"{version}); gpunn {__version__} reads format {FORMAT_VERSION}: upgrade with pip install -U gpunn"
         )
-
-    def bad(field: str, why: str):
-        return ModelFileError(f"{path} has corrupt metadata: {field} {why}; {_REWRITE}")
-
-    sizes = metadata.get("sizes")
-    if not isinstance(sizes, list) or not all(_is_int(s) for s in sizes):
-        raise bad("sizes", f"must be a list of integers, got {sizes!r}")
     try:
-        check_sizes(sizes)
-    except ValueError as exc:
-        raise bad("sizes", f"are invalid ({exc})") from None
-    if version == 1:  # before activations: sigmoid everywhere
-        metadata.setdefault("activation", "sigmoid")
-        metadata.setdefault("output_activation", "sigmoid")
-    for field, allowed in (("activation", ACTIVATIONS), ("output_activation", OUTPUT_ACTIVATIONS),
-                           ("loss", LOSSES), ("init", INITS), ("dtype", DTYPES)):
-        if metadata.get(field) not in allowed:
-            raise bad(field, f"must be one of {', '.join(allowed)}, got {metadata.get(field)!r}")
-    try:
-        objective(metadata["output_activation"], metadata["loss"])
-    except ValueError as exc:
-        raise bad("loss", f"does not go with its output layer ({exc})") from None
-    for field in ("seed", "epochs_done"):
-        if not _is_int(metadata.get(field)) or metadata[field] < 0:
-            raise bad(field, f"must be a non-negative integer, got {metadata.get(field)!r}")
-    optimizer = metadata.get("optimizer")
-    if optimizer is not None:
-        if not isinstance(optimizer, dict):
-            raise bad("optimizer", f"must be a mapping, got {optimizer!r}")
-        optimizer.setdefault("name", "sgd")
-        if optimizer["name"] not in OPTIMIZERS:
-            raise bad("optimizer", f"name must be one of {', '.join(OPTIMIZERS)}, got {optimizer['name']!r}")
-    history = metadata.get("history")
-    if history is not None:
-        epochs = history.get("epoch") if isinstance(history, dict) else None
-        logs = history.get("history") if isinstance(history, dict) else None
-        if (not isinstance(epochs, list) or not isinstance(logs, dict)
-                or not isinstance(history.get("params", {}), dict)
-                or any(not isinstance(v, list) or len(v) != len(epochs) for v in logs.values())):
-            raise bad("history", "must hold per-epoch lists as long as its epoch list")
-    if not isinstance(metadata.get("training", {}), dict):
-        raise bad("training", "must be a mapping of option names to values")
+        check(metadata)
+    except Invalid as exc:
+        raise ModelFileError(f"{path} has corrupt metadata: {exc}; {_REWRITE}") from None
+    # format 1 predates these fields: sigmoid layers, class indices, no scaling
+    metadata.setdefault("activation", "sigmoid")
+    metadata.setdefault("output_activation", "sigmoid")
+    metadata.setdefault("scale", {"requested": "none", "method": "none"})
     return metadata
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _check_arrays(arrays: dict, metadata: dict, n_params: int, dtype: np.dtype, path: str) -> None:
@@ -411,6 +372,18 @@ def _check_arrays(arrays: dict, metadata: dict, n_params: int, dtype: np.dtype, 
                 f"{path} is inconsistent: {name} has shape {array.shape} but layers {metadata['sizes']} "
                 f"need {need}; {_REWRITE}"
             )
+    problem = _nonfinite({name: array for name, array in arrays.items() if name != "scaler"})
+    if problem:
+        raise ModelFileError(f"{path} is unusable: {problem}; restore it from a copy or train it again")
+
+
+def _nonfinite(arrays: dict) -> str | None:
+    """Which array holds NaN or infinite values (a diverged run: its answers would be NaN), or None."""
+    for name, array in arrays.items():
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        if bad:
+            return f"its {name} array holds {bad:,} NaN or infinite values (a diverged run)"
+    return None
 
 
 # -- the optional training trajectory (gpunn.trajectory) -------------------------------------
@@ -429,15 +402,13 @@ def _read_trajectory(archive, path: str, n_params: int, dtype: np.dtype, epochs_
     """The file's Trajectory, None when it has none; ModelFileError when its arrays do not fit the model."""
     from .trajectory import MAX_TRAJECTORY_BYTES, Trajectory
 
-    present = [name for name in TRAJECTORY_ARRAYS if name in archive.files]
+    present = [name for name in TRAJECTORY_ARRAYS if name in archive.names]
     if not present:
         return None
     if len(present) == 1:
         raise ModelFileError(f"{path} is incomplete: it has {present[0]} without its partner; {_REWRITE}")
-    _check_member_size(archive, path, "trajectory", MAX_TRAJECTORY_BYTES + NPY_HEADER_SLACK)
-    limit = (MAX_TRAJECTORY_BYTES // max(1, n_params * dtype.itemsize) + 1) * 8 + NPY_HEADER_SLACK
-    _check_member_size(archive, path, "trajectory_epochs", limit)
-    params, epochs = archive["trajectory"], archive["trajectory_epochs"]
+    params = archive.read("trajectory", MAX_TRAJECTORY_BYTES)
+    epochs = archive.read("trajectory_epochs", (MAX_TRAJECTORY_BYTES // max(1, n_params * dtype.itemsize) + 1) * 8)
     problem = None
     if params.dtype != dtype or params.ndim != 2 or params.shape[1] != n_params or not len(params):
         problem = f"trajectory must be a (snapshots, {n_params}) {dtype.name} array, got {params.dtype} {params.shape}"
@@ -458,10 +429,7 @@ def _restore_classes_and_scaler(net: Network, metadata: dict, scaler_arrays: dic
             net.classes = classes_from_json(classes, net.sizes[-1])
         except ValueError as exc:
             raise ModelFileError(f"{path} has corrupt metadata: classes {exc}; {_REWRITE}") from None
-    scale = metadata.get("scale") or {"requested": "none", "method": "none"}
-    requested, method = (scale.get("requested"), scale.get("method")) if isinstance(scale, dict) else (None, None)
-    if requested not in SCALINGS or method not in (*METHODS, None):
-        raise ModelFileError(f"{path} has corrupt metadata: scale {scale!r} is not a known scaling; {_REWRITE}")
+    requested, method = metadata["scale"]["requested"], metadata["scale"]["method"]
     net.scale = requested
     if method is None:
         net.scaler = None  # asked for, not fitted yet: the next fit fits it

@@ -39,6 +39,7 @@ from . import dense
 from .backend import Backend, get_backend, to_numpy
 from .errors import DataError, option_name
 from .labels import class_indices, classes_from_json, infer_classes
+from .memory import check_network_fits
 from .ops import ACTIVATIONS, default_loss, objective
 from .preprocessing import SCALINGS, Scaler
 from .train import fit as _fit
@@ -264,6 +265,7 @@ class Network:
         self.loss = loss
         self.init = init
         self.dtype = np.dtype(str(dtype))
+        check_network_fits(self.sizes, self.dtype)  # refuse before allocating, saying how much it needs
         self.seed = int(seed)
         self.backend = get_backend(backend)
         self.layout = ParameterLayout(self.sizes)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .data import finite_arithmetic
 from .errors import GpunnError
 from .io import atomic_write
 
@@ -155,7 +156,8 @@ def _draw_surface(fig, net, points) -> None:
     gx = np.linspace(lo[0], hi[0], SURFACE_RESOLUTION)
     gy = np.linspace(lo[1], hi[1], SURFACE_RESOLUTION)
     grid = np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2)
-    outputs = net.predict_proba(grid).astype(np.float64)
+    with finite_arithmetic("the decision surface"):
+        outputs = net.predict_proba(grid).astype(np.float64)
     k = outputs.shape[1]
     label = outputs.argmax(axis=1)
     # how sure: the winner's share of all output activity, rescaled so a tie is 0 and certainty 1

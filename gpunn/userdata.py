@@ -2,8 +2,9 @@
 
 ``.npz``: arrays ``X`` (samples in rows; more than two dimensions are flattened
 per sample) and ``y`` (one integer label per sample), optionally ``X_test`` and
-``y_test``.  It is opened with ``allow_pickle=False``, so arrays of Python objects
-are refused rather than unpickled.
+``y_test``.  It is read by :mod:`gpunn.safe_npz`, never by ``np.load``: arrays of
+Python objects are refused rather than unpickled, and broken or oversized archives
+are refused before anything is inflated.
 
 ``.csv``: comma-separated numbers, one sample per row, the label in the first
 column and the features after it.  A first row that is not all numbers is taken
@@ -11,19 +12,23 @@ as a header and skipped.  No quoting, no missing values.
 
 Features are NOT rescaled, only cast to float64: scale them yourself (sigmoid
 units saturate on large inputs, so something like [0, 1] suits them).  Labels
-must be non-negative integers (floats such as ``3.0`` are accepted).  Without a
+must be non-negative integers (floats such as ``3.0`` are accepted), checked before
+they are converted, and at most :data:`gpunn.limits.MAX_LABEL`.  Without a
 test set, a fraction of the samples (``test_split``, default 0.2) is held out by
 a fixed, seeded permutation, so the same file always splits the same way.
 """
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from .errors import DataError
+from .files import open_input
+from .limits import MAX_LABEL
+from .memory import require
+from .safe_npz import Hints, NpzReader
 
 DEFAULT_TEST_SPLIT = 0.2
 SPLIT_SEED = 20260102
@@ -37,8 +42,6 @@ Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 def load_user_arrays(path: str | Path, test_split: float | None = None) -> Arrays:
     """``(X_train, y_train, X_test, y_test)`` from a ``.npz`` or ``.csv`` file, split when it has no test set."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
     if path.suffix.lower() == ".npz":
         X, y, tests = _read_npz(path)
     else:
@@ -72,11 +75,39 @@ def split(X: np.ndarray, y: np.ndarray, fraction: float, source: str | Path) -> 
 
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
     """Features, labels and (when present) the test pair from an archive."""
-    try:
-        with open(path, "rb") as f:
-            start = f.read(6)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    with open_input(path, DataError) as file:
+        start = file.read(6)
+        _check_npz_start(start, path)
+        file.seek(0)
+        with NpzReader(file, path) as archive:
+            names = set(archive.names)
+            missing = [key for key in ("X", "y") if key not in names]
+            if missing:
+                raise DataError(
+                    f"{path}: no array named {' or '.join(missing)} (found: {', '.join(sorted(names)) or 'none'}); "
+                    f"save with np.savez(path, X=features, y=labels)"
+                )
+            if ("X_test" in names) != ("y_test" in names):
+                have, lack = ("X_test", "y_test") if "X_test" in names else ("y_test", "X_test")
+                raise DataError(f"{path}: has {have} but no {lack}; give both or neither")
+            X = _features(archive.read("X", hints=_FEATURES), f"{path}: X")
+            y = _labels(archive.read("y", hints=_LABELS), f"{path}: y")
+            if "X_test" not in names:
+                return X, y, None
+            X_test = _features(archive.read("X_test", hints=_FEATURES), f"{path}: X_test")
+            y_test = _labels(archive.read("y_test", hints=_LABELS), f"{path}: y_test")
+    if len(X_test) != len(y_test):
+        raise DataError(f"{path}: X_test has {len(X_test)} samples but y_test {len(y_test)} labels; they must match")
+    return X, y, (X_test, y_test)
+
+
+_SMALLER = "use a smaller data set"
+_FEATURES = Hints("features must be numbers", _SMALLER)
+_LABELS = Hints("labels must be integers 0, 1, 2, ...", _SMALLER)
+
+
+def _check_npz_start(start: bytes, path: Path) -> None:
+    """Refuse, by their first bytes, files that are not zip archives (saying what they are instead)."""
     if start.startswith(PICKLE_START):
         raise DataError(
             f"{path}: holds a Python pickle, which gpunn does not load (unpickling can run code); "
@@ -91,55 +122,16 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.
             f"{path}: not an .npz archive (NumPy's zip of arrays; this starts with bytes {start.hex() or 'nothing'}); "
             f"save with np.savez(path, X=..., y=...)"
         )
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: not a readable .npz archive: {exc}") from None
-    with archive:
-        names = set(archive.files)
-        missing = [key for key in ("X", "y") if key not in names]
-        if missing:
-            raise DataError(
-                f"{path}: no array named {' or '.join(missing)} (found: {', '.join(sorted(names)) or 'none'}); "
-                f"save with np.savez(path, X=features, y=labels)"
-            )
-        if ("X_test" in names) != ("y_test" in names):
-            have, lack = ("X_test", "y_test") if "X_test" in names else ("y_test", "X_test")
-            raise DataError(f"{path}: has {have} but no {lack}; give both or neither")
-        X, y = _features(_member(archive, "X", path), f"{path}: X"), _labels(_member(archive, "y", path), f"{path}: y")
-        if "X_test" not in names:
-            return X, y, None
-        X_test = _features(_member(archive, "X_test", path), f"{path}: X_test")
-        y_test = _labels(_member(archive, "y_test", path), f"{path}: y_test")
-        if len(X_test) != len(y_test):
-            raise DataError(
-                f"{path}: X_test has {len(X_test)} samples but y_test {len(y_test)} labels; they must match"
-            )
-        return X, y, (X_test, y_test)
-
-
-def _member(archive, key: str, path: Path) -> np.ndarray:
-    try:
-        return archive[key]
-    except ValueError as exc:
-        if "allow_pickle" in str(exc):
-            raise DataError(
-                f"{path}: array {key} holds Python objects (it would need unpickling, which gpunn refuses); "
-                f"save it as a numeric array"
-            ) from None
-        raise DataError(f"{path}: cannot read array {key}: {exc}") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: cannot read array {key}: {exc}") from None
 
 
 def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Features and labels from a CSV file (label first), skipping a non-numeric header row."""
+    with open_input(path, DataError) as file:
+        raw = file.read()
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text; a .csv file must hold comma-separated numbers") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
     rows = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
     if rows and not _all_numbers(rows[0][1].split(",")):
         rows = rows[1:]
@@ -182,21 +174,34 @@ def _features(X: np.ndarray, where: str) -> np.ndarray:
         raise DataError(f"{where} has dtype {X.dtype}, not numbers")
     if X.ndim < 2:
         raise DataError(f"{where} must be 2-D (samples, features), got shape {X.shape}")
+    if len(X) == 0:
+        raise DataError(f"{where} has no samples (shape {X.shape}); give it at least one")
+    if X.size == 0:
+        raise DataError(f"{where} has no features (shape {X.shape}); give each sample at least one value")
+    require(X.size * 8, f"{where} as float64", _SMALLER)
     return X.reshape(len(X), -1).astype(np.float64)
 
 
 def _labels(y: np.ndarray, where: str) -> np.ndarray:
-    """Labels as int64, refusing anything that is not a non-negative integer."""
+    """Labels as int64, refusing anything that is not an integer from 0 to MAX_LABEL (checked before converting)."""
     if y.ndim != 1:
         raise DataError(f"{where} must be 1-D (one label per sample), got shape {y.shape}")
+    if y.dtype.kind not in "iuf":
+        raise DataError(f"{where} has dtype {y.dtype}; labels must be integers 0, 1, 2, ...")
+    if y.size == 0:
+        return y.astype(np.int64)
     if y.dtype.kind == "f":
         bad = ~np.isfinite(y) | (y != np.round(y))
         if bad.any():
             raise DataError(
                 f"{where}: label {float(y[bad][0]):g} is not an integer; labels are class numbers 0, 1, 2, ..."
             )
-    elif y.dtype.kind not in "iu":
-        raise DataError(f"{where} has dtype {y.dtype}; labels must be integers 0, 1, 2, ...")
-    if y.size and y.min() < 0:
-        raise DataError(f"{where}: label {y.min():g} is negative; labels are class numbers 0, 1, 2, ...")
+    low, high = y.min(), y.max()
+    if low < 0:
+        raise DataError(f"{where}: label {low:g} is negative; labels are class numbers 0, 1, 2, ...")
+    if high > MAX_LABEL:
+        raise DataError(
+            f"{where}: label {high:g} is too large: labels are class numbers 0, 1, 2, ..., one output unit each, "
+            f"and a layer has at most {MAX_LABEL + 1:,} units"
+        )
     return y.astype(np.int64)

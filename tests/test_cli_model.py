@@ -221,7 +221,7 @@ def test_predict_bad_inputs(digits_model, tmp_path, name, content, fragment):
 
 def test_predict_never_unpickles_an_input(digits_model, tmp_path):
     np.save(tmp_path / "x.npy", np.array([Marker(tmp_path / "marker")], dtype=object), allow_pickle=True)
-    assert_one_line_error(run("predict", digits_model[0], tmp_path / "x.npy"), "cannot read")
+    assert_one_line_error(run("predict", digits_model[0], tmp_path / "x.npy"), "holds Python objects")
     assert not (tmp_path / "marker").exists()
 
 

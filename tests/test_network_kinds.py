@@ -199,7 +199,7 @@ def test_files_of_format_1_still_load_and_resume(digits, tmp_path):
     meta["format_version"] = 1
     for key in ("activation", "output_activation"):
         del meta[key]
-    meta["optimizer"] = {k: meta["optimizer"][k] for k in ("lr", "momentum", "weight_decay")}
+    meta["optimizer"] = {k: meta["optimizer"][k] for k in ("name", "lr", "momentum", "weight_decay")}
     meta["training"] = {k: meta["training"][k] for k in ("lr", "momentum", "weight_decay", "batch_size")}
     arrays["metadata"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     np.savez(tmp_path / "old.npz", **arrays)
