@@ -8,7 +8,6 @@ is recorded in the file, so ``gpunn evaluate model.npz`` needs nothing else.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import warnings
@@ -28,7 +27,7 @@ from .safe_npz import Hints, read_npy
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 #: Largest image read (a 50-megapixel photo); larger ones are refused before they are decoded.
 MAX_IMAGE_PIXELS = 50_000_000
-INPUT_SUFFIXES = (".npy", ".csv", *IMAGE_SUFFIXES)
+INPUT_SUFFIXES = (".npy", ".npz", ".csv", *IMAGE_SUFFIXES)
 
 _backend_option = click.option("--backend", default=None,
                                help="auto, numpy, cupy or cupy:N [default: $GPUNN_BACKEND or auto].")
@@ -151,12 +150,18 @@ def evaluate(model, dataset, data_dir, test_split, backend, as_json):
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
 @_backend_option
 @click.option("--json", "as_json", is_flag=True,
-              help='Print one JSON object {"labels": [...], "outputs": [[...]]} as the last line of stdout.')
+              help='Print one JSON object {"labels": [...], "classes": [...], "outputs": [[...]]} as the last '
+                   'line of stdout.')
 def predict(model, input_path, backend, as_json):
-    """Classify the samples in INPUT with MODEL: a .npy array, a .csv of numeric rows, or an image.
+    """Classify the samples in INPUT with MODEL: a .csv, .npy or .npz file, or an image.
 
-    Prints one line per sample: the predicted label, then the output activations.
-    An image (.png/.jpg/.jpeg, needs Pillow) becomes one sample; see read_image for how.
+    Reads what ``gpunn train`` reads: a .csv of feature rows, with or without the label
+    column in front (told apart by the model's input width) and a header row; a .npy
+    array or the X of a .npz, one sample per entry along its first axis (any trailing
+    shape is flattened, e.g. (n, 28, 28) images); an image (.png/.jpg/.jpeg, needs
+    Pillow) becomes one sample, see read_image.  The model's own scaling is applied.
+    Prints a header naming the classes, then one line per sample: the predicted class
+    (as the model was trained with it) and the output of each class.
     """
     from .io import load
 
@@ -166,21 +171,29 @@ def predict(model, input_path, backend, as_json):
     check_representable(X, net.dtype, str(input_path))
     with finite_arithmetic(str(input_path)):
         outputs = net.predict_proba(X).astype(np.float64)
-    labels = outputs.argmax(axis=1)
+    classes = net.classes if net.classes is not None else np.arange(net.sizes[-1])
+    labels = classes_to_json(classes[outputs.argmax(axis=1)])
     if as_json:
-        click.echo(json.dumps({"labels": labels.tolist(), "outputs": outputs.tolist()}))
+        click.echo(json.dumps({"labels": labels, "classes": classes_to_json(classes), "outputs": outputs.tolist()}))
         return
+    names = [str(c) for c in classes_to_json(classes)]
+    width = max(6, *(len(name) for name in names))
+    label_width = max(5, *(len(str(label)) for label in labels))
+    click.echo(f"{'class':<{label_width}}  " + " ".join(f"{name:>{width}}" for name in names))
     for label, row in zip(labels, outputs):
-        click.echo(f"{label}  " + " ".join(f"{value:.4f}" for value in row))
+        click.echo(f"{str(label):<{label_width}}  " + " ".join(f"{value:>{width}.4f}" for value in row))
 
 
 def read_samples(path, n_inputs: int) -> np.ndarray:
-    """Samples as a 2-D float array from a .npy (2-D, or 1-D for one sample), a .csv or an image.
+    """Samples as a 2-D float array from a .csv, .npy or .npz file or an image, as ``predict`` reads them.
 
-    ``n_inputs`` (the model's input width) sets the size an image is resized to.
-    ``.npy`` files are read by :func:`gpunn.safe_npz.read_npy`: nothing is unpickled,
-    and complex, text or other non-numeric arrays are refused.
+    ``n_inputs`` (the model's input width) tells a CSV's label column from a feature
+    (:func:`gpunn.userdata.csv_samples`), a single sample from a batch, and sets the
+    size an image is resized to.  ``.npy``/``.npz`` files are read by
+    :mod:`gpunn.safe_npz`: nothing is unpickled, and complex, text or other non-numeric
+    arrays are refused.
     """
+    from .userdata import csv_samples, read_csv
 
     suffix = Path(path).suffix.lower()
     if suffix not in INPUT_SUFFIXES:
@@ -188,22 +201,29 @@ def read_samples(path, n_inputs: int) -> np.ndarray:
     check_input(path, DataError)
     if suffix in IMAGE_SUFFIXES:
         return read_image(path, n_inputs)[None, :]
+    if suffix == ".csv":
+        return csv_samples(read_csv(path), n_inputs)
+    hints = Hints("samples must be numbers", "give fewer samples at a time")
     if suffix == ".npy":
-        X = read_npy(path, Hints("samples must be numbers", "give fewer samples at a time"))
+        X = read_npy(path, hints)
     else:
-        try:
-            with open_input(path, DataError) as file, warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # an empty file is reported below, not warned about
-                X = np.loadtxt(io.TextIOWrapper(file, encoding="utf-8"), delimiter=",", ndmin=2, dtype=np.float64)
-        except (ValueError, EOFError) as exc:  # UnicodeDecodeError is a ValueError
-            detail = " ".join(str(exc).split())
-            raise DataError(f"{path}: cannot read numeric samples ({detail}); give plain numbers, no header") \
-                from None
-    if X.ndim == 1:
-        X = X[None, :]
-    if X.ndim != 2 or X.size == 0:
-        raise DataError(f"{path}: expected samples as rows of a 2-D array (or one 1-D sample), got shape {X.shape}")
-    return X.astype(np.float64)
+        X = _npz_samples(path, hints)
+    if X.size == n_inputs and X.shape[-1] != n_inputs or X.ndim == 1:
+        X = X.reshape(1, -1)  # one sample, flat or shaped (e.g. one 28x28 image)
+    if X.ndim < 2 or X.size == 0:
+        raise DataError(f"{path}: expected samples along the first axis (or one sample), got shape {X.shape}")
+    return X.reshape(len(X), -1).astype(np.float64)
+
+
+def _npz_samples(path, hints: Hints) -> np.ndarray:
+    """The X array of a .npz file (as ``train`` reads it; its labels, if any, are not needed)."""
+    from .safe_npz import NpzReader
+
+    with open_input(path, DataError) as file, NpzReader(file, path) as archive:
+        if "X" not in archive.names:
+            raise DataError(f"{path}: no array named X (found: {', '.join(sorted(archive.names)) or 'none'}); "
+                            f"save the samples with np.savez(path, X=samples)")
+        return archive.read("X", hints=hints)
 
 
 def read_image(path, n_inputs: int) -> np.ndarray:

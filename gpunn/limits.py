@@ -19,8 +19,6 @@ import math
 
 #: Widest layer: the kernels index units with 32-bit integers.
 MAX_UNITS = 2**31 - 1
-#: Largest class label: each class needs an output unit.
-MAX_LABEL = MAX_UNITS - 1
 #: Most layers (input and output included) the command line builds.
 MAX_LAYERS = 100
 MAX_LR = 1e6

@@ -53,6 +53,8 @@ MAX_DEFLATE_RATIO = 1032
 CHUNK = 1 << 22
 #: Element kinds that can be read: booleans, signed and unsigned integers, floats.
 NUMERIC_KINDS = "biuf"
+#: Longest text a label array may hold per element (fixed-width Unicode, 4 bytes a character).
+MAX_TEXT_CHARS = 256
 _KIND_NAMES = {"c": "complex numbers", "O": "Python objects", "U": "text", "S": "bytes", "a": "bytes",
                "M": "dates", "m": "time spans", "V": "raw records"}
 _COMPRESSION_NAMES = {zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma", 93: "zstandard", 99: "AES encryption"}
@@ -186,9 +188,15 @@ def _dtype(descr: str) -> np.dtype:
     return dtype
 
 
-def _check_numeric(dtype: np.dtype, advice: str) -> str | None:
-    """Why an array of ``dtype`` cannot be used as numbers, or None; ``advice`` says what to give instead."""
+def _check_numeric(dtype: np.dtype, advice: str, text: bool = False) -> str | None:
+    """Why an array of ``dtype`` cannot be used as numbers (or, with ``text``, as short strings), or None.
+
+    ``advice`` says what to give instead.  Text means NumPy's fixed-width Unicode (``<U8``),
+    which is plain bytes: never Python objects.
+    """
     if dtype.kind in NUMERIC_KINDS and dtype.fields is None and dtype.itemsize <= 16:
+        return None
+    if text and dtype.kind == "U" and dtype.fields is None and 0 < dtype.itemsize <= 4 * MAX_TEXT_CHARS:
         return None
     if dtype.kind == "O":
         return ("holds Python objects (reading them would mean unpickling, which gpunn refuses: it can run "
@@ -198,7 +206,8 @@ def _check_numeric(dtype: np.dtype, advice: str) -> str | None:
     return f"holds {_KIND_NAMES.get(dtype.kind, dtype.str)} ({dtype.str}), not numbers; {advice}"
 
 
-def _read_header(stream, where: str, advice: str) -> tuple[np.dtype, tuple[int, ...], bool, int]:
+def _read_header(stream, where: str, advice: str,
+                 text: bool = False) -> tuple[np.dtype, tuple[int, ...], bool, int]:
     """Parse the magic, version and header at the start of ``stream``: (dtype, shape, fortran, header bytes)."""
     prefix = stream.read(8)
     if len(prefix) < 8 or not prefix.startswith(NPY_MAGIC):
@@ -221,7 +230,7 @@ def _read_header(stream, where: str, advice: str) -> tuple[np.dtype, tuple[int, 
         raise ArchiveError(f"{where} has a .npy header that is not ASCII text") from None
     except _HeaderError as exc:
         raise ArchiveError(f"{where} has a malformed .npy header ({exc})") from None
-    problem = _check_numeric(dtype, advice)
+    problem = _check_numeric(dtype, advice, text)
     if problem:
         raise ArchiveError(f"{where} {problem}")
     return dtype, shape, fortran, len(prefix) + len(size_field) + length
@@ -249,9 +258,9 @@ def _fill(stream, nbytes: int, where: str) -> np.ndarray:
     return buffer
 
 
-def _array(stream, available: int, where: str, hints: Hints) -> np.ndarray:
-    """One ``.npy`` array from ``stream``, which holds ``available`` bytes in all."""
-    dtype, shape, fortran, header_bytes = _read_header(stream, where, hints.kind)
+def _array(stream, available: int, where: str, hints: Hints, text: bool = False) -> np.ndarray:
+    """One ``.npy`` array from ``stream``, which holds ``available`` bytes in all (short strings too with ``text``)."""
+    dtype, shape, fortran, header_bytes = _read_header(stream, where, hints.kind, text)
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes != available - header_bytes:
         raise ArchiveError(
@@ -276,8 +285,9 @@ class NpzReader:
     """The arrays of an ``.npz`` archive, each read (and checked) only when asked for.
 
     ``NpzReader(file, path)`` takes an open binary file; ``names`` lists the arrays
-    (member names without ``.npy``); ``read(name, max_bytes, hints)`` returns one array
-    and refuses a member larger than ``max_bytes`` before inflating any of it.
+    (member names without ``.npy``); ``read(name, max_bytes, hints, text)`` returns one
+    array (of numbers, or with ``text`` also short strings) and refuses a member larger than
+    ``max_bytes`` before inflating any of it.
     """
 
     def __init__(self, file, path):
@@ -320,7 +330,7 @@ class NpzReader:
     def names(self) -> list[str]:
         return list(self._members)
 
-    def read(self, name: str, max_bytes: int | None = None, hints: Hints = Hints()) -> np.ndarray:
+    def read(self, name: str, max_bytes: int | None = None, hints: Hints = Hints(), text: bool = False) -> np.ndarray:
         info = self._members.get(name)
         where = f"{self.path}: array {name}"
         if info is None or not info.filename.endswith(".npy"):
@@ -329,7 +339,7 @@ class NpzReader:
             raise ArchiveError(f"{where} takes {info.file_size:,} bytes, more than the {max_bytes:,} it may hold")
         with _corrupt_as(f"{where} cannot be read: the archive is truncated or corrupt"), \
                 self._zip.open(info) as member:
-            return _array(member, info.file_size, where, hints)
+            return _array(member, info.file_size, where, hints, text)
 
     def close(self) -> None:
         self._zip.close()

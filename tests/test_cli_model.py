@@ -193,7 +193,8 @@ def test_predict_from_arrays(digits_model, samples, tmp_path, suffix):
     assert answer["labels"] == expected_labels(digits_model[0], X)
     assert np.array(answer["outputs"]).shape == (5, 10)
     text = run("predict", digits_model[0], path, "--backend", "numpy")
-    lines = text.stdout.strip().splitlines()
+    header, *lines = text.stdout.strip().splitlines()
+    assert header.split() == ["class", *map(str, range(10))]
     assert len(lines) == 5 and [int(line.split()[0]) for line in lines] == answer["labels"]
     assert all(len(line.split()) == 11 for line in lines)
 
@@ -206,12 +207,15 @@ def test_predict_one_sample_from_a_1d_array(digits_model, samples, tmp_path):
 
 def test_predict_width_mismatch_names_both_widths(digits_model, tmp_path):
     np.savetxt(tmp_path / "x.csv", np.zeros((2, 3)), delimiter=",")
-    assert_one_line_error(run("predict", digits_model[0], tmp_path / "x.csv"), "3 values per sample", "64 inputs")
+    assert_one_line_error(run("predict", digits_model[0], tmp_path / "x.csv"), "3 columns", "64 inputs")
+    np.save(tmp_path / "x.npy", np.zeros((2, 3)))
+    assert_one_line_error(run("predict", digits_model[0], tmp_path / "x.npy"), "3 values per sample", "64 inputs")
 
 
 @pytest.mark.parametrize("name,content,fragment", [
-    ("x.csv", "1,2,three\n", "cannot read numeric samples"),
-    ("x.csv", "", "expected samples"),
+    ("x.csv", "1,2,three\n4,5,6\n", "3 columns, but the model takes 64 inputs"),
+    ("x.csv", "0," * 63 + "0\n" + "0," * 63 + "x\n", "line 2, column 64: 'x' is not a number"),
+    ("x.csv", "", "no data rows"),
     ("x.txt", "1,2\n", "must be one of"),
 ])
 def test_predict_bad_inputs(digits_model, tmp_path, name, content, fragment):

@@ -342,15 +342,24 @@ def test_npz_missing_arrays_and_half_test_pair(tmp_path):
 
 
 @pytest.mark.parametrize("labels, message", [
-    ([0, 1.5, 1, 0, 1], "label 1.5 is not an integer"),
-    ([0, 1, -1, 0, 1], "label -1 is negative"),
-    (["a", "b", "a", "b", "a"], "labels must be integers"),
+    ([0, 1.5, 1, 0, 1], "label 1.5 is not a whole number"),
+    ([0, 1, 1e20, 0, 1], "label 1e\\+20 is too large"),
+    (["a", "", "a", "b", "a"], "an empty label"),
 ])
 def test_npz_bad_labels(tmp_path, labels, message):
     path = tmp_path / "l.npz"
     np.savez(path, X=np.zeros((5, 2)), y=np.array(labels))
     with pytest.raises(DataError, match=message):
         load_dataset(str(path))
+
+
+@pytest.mark.parametrize("labels", [[0, 1, -1, 0, 1], [3, 7, 7, 3, 3], ["a", "b", "a", "b", "a"]])
+def test_npz_labels_are_kept_as_written(tmp_path, labels):
+    path = tmp_path / "l.npz"
+    np.savez(path, X=np.zeros((5, 2)), y=np.array(labels))
+    data = load_dataset(str(path), test_split=0.4)
+    assert sorted(data.classes.tolist()) == sorted(set(labels))
+    assert sorted(np.concatenate([data.y_train, data.y_test]).tolist()) == sorted(labels)
 
 
 def test_npz_count_mismatch(tmp_path):
@@ -409,7 +418,7 @@ def test_csv_default_split(tmp_path):
 @pytest.mark.parametrize("content, message", [
     ("label,x\n0,1\n1,oops\n", r"line 3, column 2: 'oops' is not a number"),
     ("0,1,2\n1,2\n", "line 2: 2 columns, but the first data row has 3"),
-    ("0,1\n0.5,2\n1,3\n", "column 1: label 0.5 is not an integer"),
+    ("0,1\n0.5,2\n1,3\n", "column 1: label 0.5 is not a whole number"),
     ("label,x\n", "no data rows"),
     ("", "no data rows"),
     ("1\n2\n", "one column only"),

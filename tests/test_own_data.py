@@ -270,3 +270,59 @@ def test_fit_verbose_prints_the_cli_epoch_lines_and_validation_split_holds_out_t
     assert history.params["samples"] == 180 and "val_accuracy" in history.history
     net.fit(X, y, epochs=1)
     assert capsys.readouterr().err == ""  # verbose=0, the default, is silent
+
+
+# -- one reader for train, evaluate and predict -------------------------------------------------------------
+def test_predict_and_evaluate_read_the_training_csv_itself_header_and_all(tmp_path):
+    X, y = blobs(n=80, labels=(1, 2, 3))
+    write_csv(tmp_path / "train.csv", X, y, header=True)
+    assert run("train", "--dataset", tmp_path / "train.csv", "--epochs", 20, "--quiet", "--backend", "numpy",
+               "--output", tmp_path / "m.npz").exit_code == 0
+    predicted = run("predict", tmp_path / "m.npz", tmp_path / "train.csv", "--json")
+    assert predicted.exit_code == 0, predicted.output
+    answer = last_json(predicted.stdout)
+    assert len(answer["labels"]) == 80 and set(answer["labels"]) <= {1, 2, 3} and answer["classes"] == [1, 2, 3]
+    model = gpunn.load(tmp_path / "m.npz", backend="numpy")
+    assert answer["labels"] == model.predict(X).tolist()
+    with open(tmp_path / "features.csv", "w") as f:  # the same rows without their labels
+        f.writelines(",".join(f"{v:.6g}" for v in row) + "\n" for row in X)
+    assert last_json(run("predict", tmp_path / "m.npz", tmp_path / "features.csv", "--json").stdout) == answer
+    evaluated = run("evaluate", tmp_path / "m.npz", "--dataset", tmp_path / "train.csv", "--json")
+    assert evaluated.exit_code == 0 and last_json(evaluated.stdout)["samples"] == 80
+
+
+def test_string_labels_round_trip_through_the_command_line(tmp_path):
+    X, y = blobs(n=90, labels=(0, 1, 2))
+    names = np.array(["setosa", "versicolor", "virginica"])[y]
+    write_csv(tmp_path / "iris.csv", X, names)
+    trained = run("train", "--dataset", tmp_path / "iris.csv", "--epochs", 30, "--json", "--quiet",
+                  "--backend", "numpy", "--output", tmp_path / "m.npz")
+    assert trained.exit_code == 0, trained.output
+    assert last_json(trained.stdout)["classes"] == ["setosa", "versicolor", "virginica"]
+    predicted = run("predict", tmp_path / "m.npz", tmp_path / "iris.csv")
+    header, *rows = predicted.stdout.strip().splitlines()
+    assert header.split() == ["class", "setosa", "versicolor", "virginica"]
+    assert np.mean([row.split()[0] == name for row, name in zip(rows, names)]) > 0.9
+
+
+def test_predict_flattens_trailing_shapes_as_train_does(tmp_path):
+    model = tmp_path / "m.npz"
+    assert run("train", "--epochs", 2, "--quiet", "--backend", "numpy", "--output", model).exit_code == 0
+    digits = gpunn.load_dataset("digits")
+    images = digits.X_test[:3].reshape(3, 8, 8)
+    np.save(tmp_path / "three.npy", images)
+    np.save(tmp_path / "one.npy", images[0])
+    np.savez(tmp_path / "three.npz", X=images, y=digits.y_test[:3])
+    want = gpunn.load(model, backend="numpy").predict(digits.X_test[:3]).tolist()
+    for name, expected in (("three.npy", want), ("one.npy", want[:1]), ("three.npz", want)):
+        result = run("predict", model, tmp_path / name, "--json")
+        assert result.exit_code == 0, result.output
+        assert last_json(result.stdout)["labels"] == expected, name
+
+
+def test_python_predict_takes_one_sample_as_a_1d_row():
+    digits = gpunn.load_dataset("digits")
+    net = gpunn.Network([64, 16, 10], backend="numpy")
+    net.fit(digits.X_train[:100], digits.y_train[:100], epochs=1)
+    assert net.predict(digits.X_test[0]).shape == (1,)
+    assert net.predict(digits.X_test[0])[0] == net.predict(digits.X_test[:1])[0]
