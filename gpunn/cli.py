@@ -321,7 +321,8 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation
                           validation_data=(data.X_test, data.y_test), callbacks=callbacks, progress=progress,
                           communicator=communicator, **training)
     seconds = time.perf_counter() - started
-    train_result = net.evaluate(data.X_train, data.y_train)
+    with np.errstate(all="ignore"):  # a diverging run was diagnosed in training; its summary says the rest
+        train_result = net.evaluate(data.X_train, data.y_train)
     logs = history.history
     train_seconds = sum(logs["seconds"])
     summary = {

@@ -233,3 +233,15 @@ def test_a_diverging_weight_decay_is_named_as_the_cause(digits):
         warnings.simplefilter("error")  # no raw NumPy overflow warnings either
         with pytest.raises(gpunn.TrainingDiverged, match=r"lower the weight decay .*now 10"):
             net.fit(digits.X_train, digits.y_train, epochs=2, weight_decay=10.0)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "emulated"])
+@pytest.mark.parametrize("kind", ["sigmoid-sgd", "relu-softmax-adam"])
+def test_fit_trains_when_called_and_split_fits_equal_one_fit(digits, kind, backend):
+    once, _ = train(digits, kind, backend, epochs=5)
+    split, _ = train(digits, kind, backend, epochs=2)
+    before = split.params.copy()
+    _, history = train(digits, kind, backend, epochs=3, net=split)
+    assert not np.array_equal(split.params, before), "the second fit trained"
+    assert history.epoch == [0, 1, 2, 3, 4]
+    assert np.array_equal(split.params, once.params)
