@@ -546,7 +546,7 @@ class Network:
         save(self, path, extra=extra)
 
     def to_onnx(self, path, classes=None) -> None:
-        """Write this network as an ONNX model (outputs ``probabilities`` and ``label``); see :mod:`gpunn.onnx_export`."""
+        """Write this network as an ONNX model (outputs ``probabilities``, ``label``); see :mod:`gpunn.onnx_export`."""
         from .onnx_export import export
 
         export(self, path, classes=classes)

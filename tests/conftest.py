@@ -5,22 +5,12 @@ from __future__ import annotations
 import os
 
 import pytest
-from hypothesis import HealthCheck, settings
 
 # scikit-learn's array-API estimator check (tests/test_sklearn.py) runs only with this set, and SciPy reads
 # it once, when first imported: set here, before any test module imports SciPy.
 os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
 from kernel_cases import missing_tool
-
-# -- property-based tests (test_properties.py) ------------------------------------------------------
-# "ci" (the default) keeps the generated cases to about fifteen seconds in all; HYPOTHESIS_PROFILE=slow
-# runs twenty times as many, for a search outside CI.  No deadline: a case that starts a training run
-# may take a few hundred milliseconds on a loaded machine, and that is not a failure.
-_QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large]
-settings.register_profile("ci", max_examples=100, deadline=None, suppress_health_check=_QUIET, print_blob=True)
-settings.register_profile("slow", max_examples=2000, deadline=None, suppress_health_check=_QUIET, print_blob=True)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # -- fused kernels: compilers and devices ----------------------------------------------
 # Used by test_kernels_host.py, test_kernels_compile.py and test_gpu_kernels.py.

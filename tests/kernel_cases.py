@@ -82,10 +82,10 @@ LAYER_IDS = ["x".join(map(str, shape)) for shape in LAYER_SHAPES]
 
 
 def missing_tool(reason: str) -> None:
-    """Skip a test whose compiler is missing, but fail it on CI (``$CI`` set), where it must exist."""
+    """Skip a test (or a test module) whose tool is missing, but fail it on CI (``$CI`` set), where it must exist."""
     if os.environ.get("CI"):
-        pytest.fail(f"{reason} [CI is set: a missing compiler is a failure there]", pytrace=False)
-    pytest.skip(reason)
+        pytest.fail(f"{reason} [CI is set: a missing tool is a failure there]", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
 
 
 def eps(dtype) -> float:

@@ -6,8 +6,9 @@ tests do the same on a real device, with and without the CUDA graph.
 
 Both runs start from the same weights (same seed) and use the same batch order
 (``shuffle="host"``).  The kernel backends run both dense paths (``fused``: gpunn's
-kernels only, the step a GPU captures as a CUDA graph; ``cublas``: library GEMMs).  Tolerances: float64 agrees to rounding (the bias is folded into
-the GEMM on NumPy and added by a kernel elsewhere, so sums run in another order):
+kernels only, the step a GPU captures as a CUDA graph; ``cublas``: library GEMMs).
+Tolerances: float64 agrees to rounding (the bias is folded into the GEMM on NumPy and
+added by a kernel elsewhere, so sums run in another order):
 rtol 1e-9 after a few epochs.  float32: per-epoch loss within rtol 1e-3, and the
 trained networks give the same answer on >= 99.9 % of the test samples.
 """
