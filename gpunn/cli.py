@@ -283,13 +283,14 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation
         net = Network(sizes, activation=activation, output_activation=output_activation, loss=loss, init=init,
                       backend=backend, dtype=dtype, seed=seed, scale=scale,
                       classes=data.classes if len(data.classes) == sizes[-1] else None)
-        net.scaler = Scaler.fit(data.X_train, scale)  # fitted here to say what it does before training
-        if not quiet:
-            click.echo(f"scaling ({scale}): {net.scaler.describe(data.n_features)}", err=True)
     else:
         sizes = _resumed_sizes(resume, net, layers, data)
     for split in ("train", "test"):
         check_representable(getattr(data, f"X_{split}"), net.dtype, f"{data.name} ({split} set)")
+    if net.scaler is None:
+        net.scaler = Scaler.fit(data.X_train, scale)  # fitted here to say what it does before training
+        if not quiet:
+            click.echo(f"scaling ({scale}): {net.scaler.describe(data.n_features)}", err=True)
     buffers = 2 if training["optimizer"] in ("adam", "adamw") else (1 if training["momentum"] else 0)
     check_training_fits(net.sizes, net.dtype, len(data.X_train), len(data.X_test), batch_size,
                         optimizer_buffers=buffers)

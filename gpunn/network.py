@@ -447,8 +447,12 @@ class Network:
                 feature_axis = 0
             if not _all_finite(xp, features):
                 raise DataError(f"{where} contains NaN or infinite values; clean the data first")
-            if self.scaler is not None:
-                self.scaler.apply_(features, xp, feature_axis)
+            if self.scaler is not None and not self.scaler.identity:
+                with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+                    self.scaler.apply_(features, xp, feature_axis)
+                if not _all_finite(xp, features):
+                    raise DataError(f"{where}: scaled as the network's {self.scaler.method} scaling asks, some "
+                                    f"features overflow {self.dtype.name}; use float64 (dtype / --dtype)")
         return samples, labels
 
     def _as_samples(self, X, where: str):

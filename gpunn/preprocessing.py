@@ -63,9 +63,14 @@ class Scaler:
         X64 = raw.astype(np.float64)
         if requested == "minmax":
             low, high = X64.min(axis=0), X64.max(axis=0)
-            span = high - low
-            return cls("minmax", low, 1 / np.where(span > 0, span, 1.0))
-        mean, std = X64.mean(axis=0), X64.std(axis=0)
+            half_span = high / 2 - low / 2  # halved: high - low itself can overflow near the float64 limit
+            return cls("minmax", low, 0.5 / np.where(half_span > 0, half_span, 0.5))
+        # mean and standard deviation of each feature divided by its largest magnitude, so that
+        # no sum or square can overflow, whatever the features' range
+        magnitude = np.abs(X64).max(axis=0)
+        magnitude = np.where(magnitude > 0, magnitude, 1.0)
+        unit = X64 / magnitude
+        mean, std = unit.mean(axis=0) * magnitude, unit.std(axis=0) * magnitude
         return cls("standard", mean, 1 / np.where(std > 0, std, 1.0))
 
     @property
@@ -83,9 +88,10 @@ class Scaler:
         xp.multiply(features, factor, out=features)
 
     def transform(self, X) -> np.ndarray:
-        """A scaled float64 copy of the host array ``X`` (samples, features)."""
+        """A scaled float64 copy of the host array ``X`` (samples, features); inf where a value overflows."""
         out = np.array(to_numpy(X), dtype=np.float64)
-        self.apply_(out)
+        with np.errstate(over="ignore", invalid="ignore"):
+            self.apply_(out)
         return out
 
     def describe(self, n_features: int) -> str:

@@ -326,3 +326,24 @@ def test_python_predict_takes_one_sample_as_a_1d_row():
     net.fit(digits.X_train[:100], digits.y_train[:100], epochs=1)
     assert net.predict(digits.X_test[0]).shape == (1,)
     assert net.predict(digits.X_test[0])[0] == net.predict(digits.X_test[:1])[0]
+
+
+def test_scaling_never_overflows_on_features_near_the_float_limits(tmp_path):
+    import warnings
+
+    X = np.array([[3e38, -3e38], [-3e38, 3e38], [0.0, 5.0], [1.0, 2.0]] * 5)
+    y = np.array([0, 1, 0, 1] * 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no raw overflow warning from the statistics or the scaling
+        for method, dtype in (("standard", "float32"), ("auto", "float32"), ("minmax", "float64")):
+            net = gpunn.Network([2, 4, 2], backend="numpy", scale=method, dtype=dtype)
+            net.fit(X, y, epochs=1)
+            assert np.isfinite(net.scaler.factor).all() and (net.scaler.factor > 0).all()
+        # x - min spans 6e38 here, past float32: a clean error naming the fix, not a warning
+        with pytest.raises(gpunn.DataError, match="overflow float32; use float64"):
+            gpunn.Network([2, 4, 2], backend="numpy", scale="minmax").fit(X, y, epochs=1)
+    np.savez(tmp_path / "big.npz", X=X, y=y)
+    result = run("train", "--dataset", tmp_path / "big.npz", "--epochs", 1, "--layers", ",4,", "--quiet",
+                 "--backend", "numpy")
+    assert result.exit_code == 0, result.output
+    assert "Warning" not in result.output.replace("Warning: training is stuck", "")
