@@ -182,30 +182,31 @@ class _StepViews:
     def __init__(self, network, ws: Workspace):
         blocks, acts, deltas = network.blocks, ws.acts, ws.deltas
         kinds = network.layer_activations
-        #: per layer, first to last: ([W; b]^T, [A_prev; 1], Z out, activation)
+        below_kinds = [None] + kinds[:-1]  # per layer, the activation of the layer below it
+        if ws.rows is None:  # kernel backends
+            #: per layer, first to last: ([W; b], [A_prev; 1], outputs, activation)
+            self.kernel_forward = [(block, acts[layer], acts[layer + 1][:-1], kinds[layer])
+                                   for layer, block in enumerate(blocks)]
+            #: per layer, last to first: ([A_prev; 1], delta, gradient block, W, delta of the
+            #: layer below (None for the first layer), A of the layer below, its activation)
+            self.kernel_backward = [
+                (acts[layer - 1], deltas[layer], network.grad_blocks[layer - 1], blocks[layer - 1][:-1],
+                 deltas[layer - 1] if layer > 1 else None, acts[layer - 1][:-1], below_kinds[layer - 1])
+                for layer in range(len(blocks), 0, -1)
+            ]
+            return
+        #: NumPy, per layer, first to last: ([W; b]^T, [A_prev; 1], Z out, activation)
         self.forward = [(block.T, acts[layer], acts[layer + 1][:-1], kinds[layer])
                         for layer, block in enumerate(blocks)]
-        #: NumPy: scratch shaped like each layer's activations (None for the inputs), the
-        #: fused ops' temporaries; the kernels need none
-        numpy_layout = ws.rows is not None
-        self.scratch = [None] + [np.empty_like(d) if numpy_layout else None for d in deltas[1:]]
+        #: scratch shaped like each layer's activations (None for the inputs): the fused ops' temporaries
+        self.scratch = [None] + [np.empty_like(d) for d in deltas[1:]]
         #: per layer, last to first: (layer index, [A_prev; 1], delta^T, gradient block out, W,
         #: delta, delta of the layer below (None for the first layer), A_prev, scratch like
         #: A_prev, the activation of the layer below)
-        self.backward = []
-        for layer in range(len(blocks), 0, -1):
-            below = deltas[layer - 1] if layer > 1 else None
-            self.backward.append((layer - 1, acts[layer - 1], deltas[layer].T, network.grad_blocks[layer - 1],
-                                  blocks[layer - 1][:-1], deltas[layer], below, acts[layer - 1][:-1],
-                                  self.scratch[layer - 1], kinds[layer - 2] if layer > 1 else None))
-        #: kernel backends, per layer first to last: ([W; b], [A_prev; 1], outputs, activation)
-        self.kernel_forward = [(block, acts[layer], acts[layer + 1][:-1], kinds[layer])
-                               for layer, block in enumerate(blocks)]
-        #: kernel backends, per layer last to first: ([A_prev; 1], delta, gradient block, W,
-        #: delta of the layer below (None for the first layer), A of the layer below, its activation)
-        self.kernel_backward = [
-            (acts[layer - 1], deltas[layer], network.grad_blocks[layer - 1], blocks[layer - 1][:-1],
-             deltas[layer - 1] if layer > 1 else None, acts[layer - 1][:-1], kinds[layer - 2] if layer > 1 else None)
+        self.backward = [
+            (layer - 1, acts[layer - 1], deltas[layer].T, network.grad_blocks[layer - 1], blocks[layer - 1][:-1],
+             deltas[layer], deltas[layer - 1] if layer > 1 else None, acts[layer - 1][:-1],
+             self.scratch[layer - 1], below_kinds[layer - 1])
             for layer in range(len(blocks), 0, -1)
         ]
 
