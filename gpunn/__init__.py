@@ -1,15 +1,14 @@
 """gpunn: the tutorial's neural network as a library you can read, on NumPy or on NVIDIA GPUs."""
 
-__version__ = "0.1.0"
-
-from . import callbacks
-from .backend import BackendError, get_backend
-from .callbacks import Callback
-from .data import Dataset, load_dataset
-from .errors import DataError, GpunnError, ModelFileError, TrainingDiverged
-from .io import load
-from .network import Network
-from .train import History
+from gpunn._version import __version__
+from gpunn.training import callbacks
+from gpunn.compute.backend import BackendError, get_backend
+from gpunn.training.callbacks import Callback
+from gpunn.data.datasets import Dataset, load_dataset
+from gpunn.errors import DataError, GpunnError, ModelFileError, TrainingDiverged
+from gpunn.saving.model_file import load
+from gpunn.network import Network
+from gpunn.training.loop import History
 
 __all__ = [
     "BackendError", "Callback", "callbacks", "DataError", "Dataset", "GpunnError", "History", "ModelFileError",

@@ -1,5 +1,5 @@
 """``python -m gpunn``: the same as the ``gpunn`` command."""
 
-from .cli import main
+from gpunn.cli.main import main
 
 main()

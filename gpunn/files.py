@@ -19,7 +19,7 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import GpunnError
+from gpunn.errors import GpunnError
 
 _KINDS = {
     stat.S_IFDIR: "a folder",

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InsufficientMemory
+from gpunn.errors import InsufficientMemory
 
 try:
     import resource

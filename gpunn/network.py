@@ -20,7 +20,7 @@ falls out as its last row.  On NumPy the bias is folded into the forward product
 too, ``[W; b]^T [A_prev; 1]``, which saves one pass per layer.  On the kernel backends
 each layer's products run either as gpunn's fused kernels (the product, bias and
 activation in one launch) or as library GEMMs followed by gpunn's epilogue kernels:
-:attr:`Network.dense` names the path (see :mod:`gpunn.dense`).  A softmax output layer
+:attr:`Network.dense` names the path (see :mod:`gpunn.compute.dense`).  A softmax output layer
 keeps its logits after the forward pass; the fused output delta (or :meth:`Network.predict_proba`) turns them into
 probabilities, so that the loss can be computed from the max-shifted logits.
 
@@ -35,14 +35,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import dense
-from .backend import Backend, get_backend, to_numpy
-from .errors import DataError, option_name
-from .labels import class_indices, classes_from_json, infer_classes
-from .memory import check_network_fits
-from .ops import ACTIVATIONS, default_loss, objective
-from .preprocessing import SCALINGS, Scaler
-from .train import fit as _fit
+from gpunn.compute import dense
+from gpunn.compute.backend import Backend, get_backend, to_numpy
+from gpunn.errors import DataError, option_name
+from gpunn.nn.labels import class_indices, classes_from_json, infer_classes
+from gpunn.memory import check_network_fits
+from gpunn.compute.ops import ACTIVATIONS, default_loss, objective
+from gpunn.nn.preprocessing import SCALINGS, Scaler
+from gpunn.training.loop import fit as _fit
 
 INITS = ("normal", "scaled", "xavier", "he")
 #: The initialisation each hidden activation gets when none is given (see :class:`Network`).
@@ -236,10 +236,10 @@ class Network:
             same result, bit for bit.
         scale: ``"none"`` (default), ``"auto"``, ``"minmax"`` or ``"standard"``: feature
             scaling fitted on the first ``fit``'s X and applied to every input after that
-            (:mod:`gpunn.preprocessing`); kept in model files.
+            (:mod:`gpunn.nn.preprocessing`); kept in model files.
         classes: what the output units stand for, sorted (e.g. ``["cat", "dog"]`` or
             ``[1, 2, 3]``); default: taken from the first ``fit``'s labels
-            (:mod:`gpunn.labels`).  ``predict`` answers with these.
+            (:mod:`gpunn.nn.labels`).  ``predict`` answers with these.
     """
 
     def __init__(self, sizes, activation="sigmoid", output_activation="sigmoid", loss=None, init=None,
@@ -256,7 +256,7 @@ class Network:
             raise ValueError(f"unsupported dtype {dtype!r}: use float32 or float64")
         if scale not in SCALINGS:
             raise ValueError(f"unknown scale {scale!r}: use one of {', '.join(SCALINGS)}")
-        #: the requested scaling, and once fitted (or "none") the :class:`~gpunn.preprocessing.Scaler`
+        #: the requested scaling, and once fitted (or "none") the :class:`~gpunn.nn.preprocessing.Scaler`
         self.scale = scale
         self.scaler = Scaler("none") if scale == "none" else None
         #: the class each output unit stands for (None until the first fit decides)
@@ -280,7 +280,7 @@ class Network:
         #: kernel backends: how each layer's products run (see :attr:`dense`)
         self._products = None if self.fold_bias else dense.products(dense.default_path(self.backend), self.backend)
         self.history = None
-        #: the path training took (a :class:`gpunn.trajectory.Trajectory`) when it was recorded
+        #: the path training took (a :class:`gpunn.training.trajectory.Trajectory`) when it was recorded
         self.trajectory = None
         self.optimizer = None
         self.epochs_done = 0
@@ -345,7 +345,7 @@ class Network:
         """How the kernel backends run each layer's products: ``"fused"`` or ``"cublas"`` (NumPy: None).
 
         ``fused``: gpunn's kernels only, so that a GPU step can be one CUDA graph;
-        ``cublas``: the library GEMM and gpunn's epilogue kernels (see :mod:`gpunn.dense`).
+        ``cublas``: the library GEMM and gpunn's epilogue kernels (see :mod:`gpunn.compute.dense`).
         :meth:`fit` sets it for its batch size (``GPUNN_DENSE``, or the autotuner's
         pick on a GPU); before any fit a GPU uses ``cublas`` and ``emulated`` ``fused``,
         unless ``GPUNN_DENSE`` says otherwise.  May be assigned.
@@ -428,7 +428,7 @@ class Network:
         NumPy: one sample per row, ``[x, 1, t]``: the (scaled) features, a one for the folded
         bias and the one-hot target (zeros without ``y``), ``(samples, inputs + 1 + classes)``.
         Kernel backends: samples as columns, ``(inputs, samples)``, the layout the GPU
-        gather kernel reads.  Labels become int32 class indices (see :mod:`gpunn.labels`).
+        gather kernel reads.  Labels become int32 class indices (see :mod:`gpunn.nn.labels`).
         ``where`` names ``X`` in error messages.
         """
         X_host = self._as_samples(X, where)
@@ -537,7 +537,7 @@ class Network:
             betas=(0.9, 0.999), eps=1e-8, weight_decay=None, lr_scaling=None, validation_data=None,
             validation_split=0.0, callbacks=None, verbose=0, shuffle=True, progress=None, communicator=None,
             cuda_graph=True, dense=None):
-        """Train ``epochs`` more epochs by minibatch gradient descent; see :func:`gpunn.train.fit`."""
+        """Train ``epochs`` more epochs by minibatch gradient descent; see :func:`gpunn.training.loop.fit`."""
         return _fit(self, X, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                     momentum=momentum, nesterov=nesterov, betas=betas, eps=eps, weight_decay=weight_decay,
                     lr_scaling=lr_scaling, validation_data=validation_data, validation_split=validation_split,
@@ -545,26 +545,26 @@ class Network:
                     communicator=communicator, cuda_graph=cuda_graph, dense=dense)
 
     def save(self, path, extra=None) -> None:
-        """Save to one ``.npz`` file, atomically; see :func:`gpunn.io.save` (``gpunn.load`` reads it back)."""
-        from .io import save
+        """Save to one ``.npz`` file, atomically; see :func:`gpunn.saving.model_file.save` (``gpunn.load`` reads it back)."""
+        from gpunn.saving.model_file import save
 
         save(self, path, extra=extra)
 
     def to_onnx(self, path, classes=None) -> None:
-        """Write this network as an ONNX model (outputs ``probabilities``, ``label``); see :mod:`gpunn.onnx_export`."""
-        from .onnx_export import export
+        """Write this network as an ONNX model (outputs ``probabilities``, ``label``); see :mod:`gpunn.saving.onnx_export`."""
+        from gpunn.saving.onnx_export import export
 
         export(self, path, classes=classes)
 
     def __reduce__(self):
         """Pickle (and copy) as the bytes of a model file, restored onto the same backend.
 
-        What is stored is the model file (:func:`gpunn.io.to_bytes`): numbers and JSON, read
+        What is stored is the model file (:func:`gpunn.saving.model_file.to_bytes`): numbers and JSON, read
         back through the loader's checks, so a pickled network resumes training exactly.
         The backend is named by its label (e.g. ``cupy:0``): unpickling needs it there too;
         settings of how it runs there (:attr:`dense`) take their defaults again.
         """
-        from .io import to_bytes
+        from gpunn.saving.model_file import to_bytes
 
         return _unpickle, (to_bytes(self), self.backend.label)
 
@@ -575,6 +575,6 @@ class Network:
 
 
 def _unpickle(data: bytes, backend: str) -> Network:
-    from .io import from_bytes
+    from gpunn.saving.model_file import from_bytes
 
     return from_bytes(data, backend)

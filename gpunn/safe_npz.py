@@ -36,9 +36,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .errors import DataError, InsufficientMemory
-from .files import open_input
-from .memory import require
+from gpunn.errors import DataError, InsufficientMemory
+from gpunn.files import open_input
+from gpunn.memory import require
 
 NPY_MAGIC = b"\x93NUMPY"
 #: Longest ``.npy`` header read (NumPy writes under 200 bytes; it refuses 10,000 by default).

@@ -30,7 +30,7 @@ differ, by design or by what gpunn's network offers:
   ``alpha`` is AdamW's decoupled decay instead, ``theta *= 1 - learning_rate_init * alpha``
   at every step, and no term of ``loss_curve_``.
 * Adam adds ``epsilon`` after the bias correction (PyTorch's order, see
-  :mod:`gpunn.optim`), scikit-learn before it; the two agree as ``epsilon`` -> 0.
+  :mod:`gpunn.training.optim`), scikit-learn before it; the two agree as ``epsilon`` -> 0.
 * The initial weights are gpunn's (He for relu, Glorot for tanh, LeCun for logistic,
   normal draws), not scikit-learn's uniform Glorot.
 * ``loss="quadratic"`` (gpunn's extra) trains the tutorial's network instead: sigmoid
@@ -64,11 +64,11 @@ except ImportError as exc:  # scikit-learn is an optional extra
     raise ImportError(f'gpunn.sklearn needs scikit-learn 1.6 or newer ({exc}); install it with: '
                       f'pip install "gpunn[sklearn]"') from exc
 
-from .backend import to_numpy
-from .callbacks import Callback
-from .network import Network
-from .optim import OPTIMIZERS
-from .preprocessing import SCALINGS
+from gpunn.compute.backend import to_numpy
+from gpunn.training.callbacks import Callback
+from gpunn.network import Network
+from gpunn.training.optim import OPTIMIZERS
+from gpunn.nn.preprocessing import SCALINGS
 
 #: scikit-learn's activation names -> gpunn's.
 ACTIVATIONS = {"logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
@@ -176,7 +176,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     def to_onnx(self, path) -> None:
         """Write the fitted network as an ONNX model whose ``label`` output answers with ``classes_``.
 
-        See :mod:`gpunn.onnx_export`; ``classes_`` must be integers or strings.  The
+        See :mod:`gpunn.saving.onnx_export`; ``classes_`` must be integers or strings.  The
         ``probabilities`` output is the network's: :meth:`predict_proba` for the default
         loss, the sigmoid outputs before their rows are scaled to sum 1 for ``loss="quadratic"``.
         """

@@ -7,7 +7,7 @@ Compiles with NVRTC and CuPy's run-time options (no GPU needed); the table is Ma
 
 import sys
 
-from gpunn.kernel_source import resource_usage
+from gpunn.compute.kernel_source import resource_usage
 
 arch = sys.argv[1] if len(sys.argv) > 1 else "sm_90"
 print(f"| kernel ({arch}) | registers | shared bytes | stack bytes | spill stores | spill loads |")

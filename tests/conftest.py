@@ -19,8 +19,8 @@ from kernel_cases import missing_tool
 @pytest.fixture(scope="session")
 def host_kernels():
     """The CUDA kernels compiled for this CPU (built once per session, then cached on disk)."""
-    from gpunn.host_kernels import HostKernels
-    from gpunn.kernel_source import CompilerUnavailable
+    from gpunn.compute.host_kernels import HostKernels
+    from gpunn.compute.kernel_source import CompilerUnavailable
 
     try:
         return HostKernels()
@@ -31,7 +31,7 @@ def host_kernels():
 @pytest.fixture(scope="session")
 def nvrtc_archs():
     """The sm_XX numbers the installed NVRTC supports (no GPU needed)."""
-    from gpunn.kernel_source import CompilerUnavailable, supported_archs
+    from gpunn.compute.kernel_source import CompilerUnavailable, supported_archs
 
     try:
         return supported_archs()
@@ -42,7 +42,7 @@ def nvrtc_archs():
 @pytest.fixture(scope="session")
 def cupy_kernels():
     """CupyKernels on device 0; skips the test where no CUDA device answers."""
-    from gpunn.backend import BackendError, get_backend
+    from gpunn.compute.backend import BackendError, get_backend
 
     try:
         backend = get_backend("cupy")
@@ -57,6 +57,6 @@ def cupy_kernels():
 @pytest.fixture(autouse=True)
 def _private_tuning_cache(monkeypatch, tmp_path):
     """Every test keeps its dense-path picks in its own folder, never in the user's cache."""
-    from gpunn import autotune
+    from gpunn.training import autotune
 
     monkeypatch.setattr(autotune, "cache_path", lambda: tmp_path / autotune.CACHE_FILE)

@@ -5,8 +5,8 @@ Usage: ``mpiexec -n K python tests/dist_worker.py OUT_DIR RUNS_JSON``
 ``RUNS_JSON`` is a list of runs, each a dict: ``name`` (files are ``OUT_DIR/name.npy``
 with the final flat parameters and ``OUT_DIR/name.json`` with the loss history,
 written by rank 0 only), ``dtype``, ``batch_size``, ``epochs``, and optionally
-``momentum``, ``load`` (a model file to resume from, via gpunn.io) and ``save`` (a
-model file rank 0 writes at the end, via gpunn.io).  Every run trains the embedded
+``momentum``, ``load`` (a model file to resume from, via gpunn.saving.model_file) and ``save`` (a
+model file rank 0 writes at the end, via gpunn.saving.model_file).  Every run trains the embedded
 digits on a 64-30-10 network with seed 1 on NumPy, exactly as the test's
 single-process reference does.
 
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from gpunn import Callback, Network, load_dataset
-from gpunn.distributed import abort_on_error, init_distributed
+from gpunn.training.distributed import abort_on_error, init_distributed
 
 SIZES = [64, 30, 10]
 SEED = 1
@@ -48,7 +48,7 @@ class Fault(Callback):
 def train(run: dict, communicator, backend: str, data):
     """Train one run on this rank; returns the network."""
     if run.get("load"):
-        from gpunn.io import load
+        from gpunn.saving.model_file import load
 
         net = load(run["load"], backend=backend)
     else:
@@ -70,7 +70,7 @@ def main(out_dir: str, runs_json: str) -> None:
                 np.save(out / f"{run['name']}.npy", np.asarray(net.params))
                 (out / f"{run['name']}.json").write_text(json.dumps(net.history.history["loss"]))
                 if run.get("save"):
-                    from gpunn.io import save
+                    from gpunn.saving.model_file import save
 
                     save(net, run["save"])
             communicator.bcast(None)  # a later run may load what rank 0 just saved

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from gpunn.losses import LOSS_FUNCTIONS, one_hot
-from gpunn.ops import REFERENCE_ACTIVATIONS
+from gpunn.nn.losses import LOSS_FUNCTIONS, one_hot
+from gpunn.compute.ops import REFERENCE_ACTIVATIONS
 
 
 def reference_outputs(net, X):

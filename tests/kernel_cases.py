@@ -3,7 +3,7 @@
 :class:`KernelParity` holds the test methods.  A test module subclasses it and provides
 two fixtures, ``kernels`` (the implementation under test: ``HostKernels`` or
 ``CupyKernels``) and ``xp`` (the array module its arrays live in).  Every method feeds
-fresh random inputs to that implementation and to :class:`gpunn.ops.NumpyKernels`, the
+fresh random inputs to that implementation and to :class:`gpunn.compute.ops.NumpyKernels`, the
 twin that defines the semantics, and compares.  Outputs that are not also inputs are
 filled with NaN first, so an element the kernel forgets to write fails the comparison.
 
@@ -54,9 +54,9 @@ import zlib
 import numpy as np
 import pytest
 
-from gpunn import kernel_source
-from gpunn.backend import to_numpy
-from gpunn.ops import ACTIVATIONS, OBJECTIVES, REFERENCE_ACTIVATIONS, NumpyKernels
+from gpunn.compute import kernel_source
+from gpunn.compute.backend import to_numpy
+from gpunn.compute.ops import ACTIVATIONS, OBJECTIVES, REFERENCE_ACTIVATIONS, NumpyKernels
 
 SHAPES = [(1, 1), (3, 257), (10, 1000), (1, 4096), (4096, 1)]
 SHAPE_IDS = [f"{r}x{c}" for r, c in SHAPES]

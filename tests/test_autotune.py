@@ -1,7 +1,7 @@
 """The dense-path choice and its cache, on the CPU (the timing itself is real only on a GPU).
 
 ``pick_dense`` takes the measuring function as an argument, so a fake timer stands in
-for :func:`gpunn.autotune.measure_on_device` here; the GPU tests run the real one.
+for :func:`gpunn.training.autotune.measure_on_device` here; the GPU tests run the real one.
 """
 
 import contextlib
@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 import gpunn
-from gpunn import autotune, dense
-from gpunn.autotune import Decision, TuningCache, pick_dense
-from gpunn.autotune import cache_path as real_cache_path  # conftest points autotune.cache_path elsewhere
+from gpunn.training import autotune
+from gpunn.compute import dense
+from gpunn.training.autotune import Decision, TuningCache, pick_dense
+from gpunn.training.autotune import cache_path as real_cache_path  # conftest points autotune.cache_path elsewhere
 
 DEVICE = "Fake GPU (sm_90), cupy 14.2.0"
 
@@ -214,8 +215,8 @@ class _FakeCupy:
 
 
 def test_measuring_trains_a_throwaway_network_with_each_path_and_leaves_the_real_one_alone(monkeypatch):
-    from gpunn import cuda_graph
-    from gpunn.backend import get_backend
+    from gpunn.training import cuda_graph
+    from gpunn.compute.backend import get_backend
 
     backend = get_backend("emulated")
     backend.xp = _FakeCupy()

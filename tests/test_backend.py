@@ -6,11 +6,11 @@ import sys
 import numpy as np
 import pytest
 
-from gpunn.backend import BackendError, get_backend, parse_spec
+from gpunn.compute.backend import BackendError, get_backend, parse_spec
 
 
 def test_importing_gpunn_does_not_import_cupy():
-    code = "import gpunn, gpunn.cli, sys; assert 'cupy' not in sys.modules, 'cupy imported'"
+    code = "import gpunn, gpunn.cli.main, sys; assert 'cupy' not in sys.modules, 'cupy imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from gpunn.cli import cli
+from gpunn.cli.main import cli
 from gpunn.network import Network
-from gpunn.peers import PEERS, Config, Problem
+from gpunn.bench.peers import PEERS, Config, Problem
 
 HAVE_THREADPOOLCTL = importlib.util.find_spec("threadpoolctl") is not None
 
@@ -86,7 +86,8 @@ def test_gpunn_records_say_which_dense_and_step_path_ran_and_the_step_time(monke
 
     Run here with the emulated backend standing in for CuPy (same kernels, no device).
     """
-    from gpunn import bench, peers
+    from gpunn.bench import race as bench
+    from gpunn.bench import peers
 
     class EmulatedFusedPeer(peers.GpunnPeer):
         name = "gpunn-emulated-fused"

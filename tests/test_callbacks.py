@@ -5,8 +5,8 @@ import pytest
 
 import gpunn
 from gpunn import Callback, Network
-from gpunn.backend import get_backend
-from gpunn.callbacks import EarlyStopping, ModelCheckpoint
+from gpunn.compute.backend import get_backend
+from gpunn.training.callbacks import EarlyStopping, ModelCheckpoint
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """The step a CUDA graph records holds only gpunn kernels: checked on the CPU, without a GPU.
 
 CuPy refuses every cuBLAS call while a stream is capturing (``cupy.matmul`` included;
-cupy/cupy#6290), so the graph-captured training step (:class:`gpunn.device_step.DeviceStep`
+cupy/cupy#6290), so the graph-captured training step (:class:`gpunn.training.device_step.DeviceStep`
 on the ``fused`` dense path) must not call the array module's GEMM or any other library
 routine.  Here that body runs on the ``emulated`` backend (the same Python code and
 the same kernel launches as on a GPU) with NumPy's library entry points made to
@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 import gpunn
-from gpunn.device_step import DeviceStep
-from gpunn.optim import make_optimizer
+from gpunn.training.device_step import DeviceStep
+from gpunn.training.optim import make_optimizer
 
 #: NumPy entry points that CuPy routes through cuBLAS, cuSOLVER or cuRAND, all of which it
 #: refuses during a capture.
@@ -119,7 +119,7 @@ def test_the_guard_catches_a_library_gemm_in_the_step(refuse_library_calls):
 
 
 def test_a_graph_refuses_a_step_that_calls_the_library():
-    from gpunn.cuda_graph import GraphedStep
+    from gpunn.training.cuda_graph import GraphedStep
 
     body, _ = _step([8, 4, 3], 4, "cublas")
     with pytest.raises(ValueError, match="only the fused path can be captured"):

@@ -5,7 +5,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from gpunn.cli import cli
+from gpunn.cli.main import cli
 
 
 def run(*args):
@@ -103,7 +103,7 @@ def test_info_names_the_backend_and_versions():
 
 
 def test_info_shows_the_dense_setting_and_the_cached_picks(monkeypatch, tmp_path):
-    from gpunn.autotune import TuningCache
+    from gpunn.training.autotune import TuningCache
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("GPUNN_DENSE", raising=False)

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 import gpunn
-from gpunn.cli import cli
+from gpunn.cli.main import cli
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -10,11 +10,11 @@ import struct
 import numpy as np
 import pytest
 
-from gpunn import idx
-from gpunn.data import Dataset, load_dataset, validate
-from gpunn.download import MNIST_FILES
+from gpunn.data import idx
+from gpunn.data.datasets import Dataset, load_dataset, validate
+from gpunn.data.download import MNIST_FILES
 from gpunn.errors import DataError
-from gpunn.userdata import DEFAULT_TEST_SPLIT
+from gpunn.data.userdata import DEFAULT_TEST_SPLIT
 
 
 def idx_bytes(array, code=0x08):

@@ -1,4 +1,4 @@
-"""Data-parallel training (gpunn.distributed) on 2 CPU ranks under MPICH's mpiexec.
+"""Data-parallel training (gpunn.training.distributed) on 2 CPU ranks under MPICH's mpiexec.
 
 The jobs run as subprocesses of ``mpiexec -n 2`` (the one installed next to this
 Python by the ``mpich`` wheel of ``gpunn[distributed]``), each with a bounded
@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 
 from gpunn import Network, load_dataset
-from gpunn.train import rank_share
+from gpunn.training.loop import rank_share
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "dist_worker.py"
@@ -100,12 +100,12 @@ def test_rank_share_covers_the_batch_with_sizes_differing_by_at_most_one():
 
 # -- without MPI --------------------------------------------------------------------------
 def test_importing_gpunn_loads_no_mpi():
-    code = "import sys, gpunn, gpunn.distributed; assert 'mpi4py' not in sys.modules and 'cupy' not in sys.modules"
+    code = "import sys, gpunn, gpunn.training.distributed; assert 'mpi4py' not in sys.modules and 'cupy' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], timeout=JOB_TIMEOUT).returncode == 0
 
 
 def test_missing_mpi4py_is_a_one_line_error_naming_the_extra(monkeypatch):
-    from gpunn import distributed
+    from gpunn.training import distributed
     from gpunn.errors import GpunnError
 
     monkeypatch.setattr(distributed, "_import_mpi", lambda: None)
@@ -138,7 +138,7 @@ class _FakeCupy:
 
 
 def test_single_gpu_rank_needs_no_mpi_and_reduces_in_place_on_the_current_stream(monkeypatch):
-    from gpunn import distributed
+    from gpunn.training import distributed
     from gpunn.errors import GpunnError
 
     _FakeNccl.calls = []
@@ -163,7 +163,7 @@ def test_single_gpu_rank_needs_no_mpi_and_reduces_in_place_on_the_current_stream
 
 def test_single_gpu_rank_trains_even_where_mpi4py_cannot_start_mpi(monkeypatch):
     """mpi4py installed without a working MPI library is no obstacle to one GPU rank."""
-    from gpunn import distributed
+    from gpunn.training import distributed
     from gpunn.errors import GpunnError
 
     def broken_mpi():
@@ -199,7 +199,7 @@ RUNS = [
 @pytest.fixture(scope="module")
 def two_rank_runs(mpiexec, tmp_path_factory):
     """Every run of RUNS (plus a checkpoint round trip) trained once on 2 ranks; returns the output folder."""
-    from gpunn.io import save
+    from gpunn.saving.model_file import save
 
     out = tmp_path_factory.mktemp("dist")
     save(reference("float64", 10, 1), out / "one_rank_epoch1.npz")  # a single-process checkpoint for 2 ranks
@@ -228,7 +228,7 @@ def test_two_ranks_reproduce_the_single_process_run(two_rank_runs, run):
 
 
 def test_checkpoints_resume_under_a_different_rank_count(two_rank_runs):
-    from gpunn.io import load
+    from gpunn.saving.model_file import load
 
     straight = reference("float64", 10, 3).params
     # written by 1 rank, resumed on 2
@@ -239,7 +239,7 @@ def test_checkpoints_resume_under_a_different_rank_count(two_rank_runs):
 
 
 def test_cli_rank_0_alone_reports_and_saves_and_its_files_resume_on_any_rank_count(mpiexec, tmp_path):
-    from gpunn.io import load
+    from gpunn.saving.model_file import load
 
     options = ["--epochs", 2, "--dtype", "float64", "--layers", "64,30,10", "--json", "--quiet"]
     job, _ = run_job(gpunn_train(mpiexec, 2, *options, "--output", tmp_path / "two.npz"))

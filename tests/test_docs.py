@@ -38,7 +38,7 @@ import pytest
 from click.testing import CliRunner
 
 import gpunn
-from gpunn.cli import cli
+from gpunn.cli.main import cli
 
 from test_data import write_mnist_folder
 

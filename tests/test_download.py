@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from gpunn import download
-from gpunn.cli_data import data_group
-from gpunn.data import load_dataset
+from gpunn.data import download
+from gpunn.cli.data import data_group
+from gpunn.data.datasets import load_dataset
 from gpunn.errors import DataError
 
 MNIST_FILES = download.MNIST_FILES

@@ -7,8 +7,8 @@ import pytest
 from click.testing import CliRunner
 
 import gpunn
-from gpunn.cli import cli
-from gpunn.explain import explain_step, parameter_name
+from gpunn.cli.main import cli
+from gpunn.explain.step import explain_step, parameter_name
 
 WIDTH = 100
 COMBINATIONS = [(activation, output, loss) for activation in ("sigmoid", "tanh", "relu")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import gpunn
-from gpunn import train
-from gpunn.backend import is_cupy_array
+from gpunn.training import loop as train
+from gpunn.compute.backend import is_cupy_array
 
 
 class FakeRandomState:

@@ -1,4 +1,4 @@
-"""The CUDA kernels on a GPU (gpunn.cuda_kernels.CupyKernels) against the NumPy twins.
+"""The CUDA kernels on a GPU (gpunn.compute.cuda_kernels.CupyKernels) against the NumPy twins.
 
 The same comparisons as test_kernels_host.py (kernel_cases.py).  Marked ``gpu``: skipped
 where ``get_backend("cupy")`` finds no device; run them with ``pytest -m gpu``.
@@ -24,7 +24,7 @@ class TestCupyKernels(KernelParity):
 
 
 def test_kernel_module_is_built_once_per_device(cupy_kernels):
-    from gpunn import cuda_kernels
+    from gpunn.compute import cuda_kernels
 
     again = cuda_kernels.CupyKernels(0)
     assert again._functions is cupy_kernels._functions

@@ -19,9 +19,9 @@ a host C++ compiler (skipped without one, failed on CI).
 import numpy as np
 import pytest
 
-from gpunn import kernel_source
-from gpunn.host_kernels import HostModule, KernelLaunchError
-from gpunn.kernel_source import Launch
+from gpunn.compute import kernel_source
+from gpunn.compute.host_kernels import HostModule, KernelLaunchError
+from gpunn.compute.kernel_source import Launch
 from kernel_cases import missing_tool
 
 CODE = r"""
@@ -359,7 +359,7 @@ class _GpuModule:
 
 @pytest.mark.gpu
 def test_a_gpu_agrees_with_the_checks():
-    from gpunn.backend import BackendError, get_backend
+    from gpunn.compute.backend import BackendError, get_backend
 
     try:
         gpu = _GpuModule(get_backend("cupy").xp)

@@ -25,7 +25,7 @@ from click.testing import CliRunner
 
 import gpunn
 from gpunn import DataError, ModelFileError, Network
-from gpunn.cli import cli
+from gpunn.cli.main import cli
 from gpunn.errors import InsufficientMemory
 from hostile_files import (metadata_of, npy_bytes, npy_with_header, patch_zip, read_members, write_model,
                            zip_members)
@@ -172,7 +172,7 @@ def test_idx_header_declaring_far_more_than_the_gzip_can_hold(tmp_path):
     path = tmp_path / "images.gz"
     path.write_bytes(gzip.compress(header + bytes(100)))
     with pytest.raises(DataError, match="truncated payload.*too small to hold"):
-        gpunn.idx.read_idx(path)
+        gpunn.data.idx.read_idx(path)
 
 
 def test_gzip_bomb_after_a_valid_idx_file_is_not_inflated(tmp_path):
@@ -186,7 +186,7 @@ def test_gzip_bomb_after_a_valid_idx_file_is_not_inflated(tmp_path):
     tracemalloc.start()
     try:
         with pytest.raises(DataError, match="data follows the 39200-byte payload"):
-            gpunn.idx.read_images(path)
+            gpunn.data.idx.read_images(path)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

@@ -11,7 +11,7 @@ import pytest
 
 import gpunn
 from gpunn import ModelFileError, Network
-from gpunn.io import FORMAT_VERSION, load_with_metadata, save
+from gpunn.saving.model_file import FORMAT_VERSION, load_with_metadata, save
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ class Marker:
         return pathlib.Path.touch, (self.path,)
 
 
-@pytest.mark.filterwarnings("ignore::gpunn.train.TrainingWarning")  # N(0, 1) weights, lr 2, momentum 0.9: stuck
+@pytest.mark.filterwarnings("ignore::gpunn.training.loop.TrainingWarning")  # N(0, 1) weights, lr 2, momentum 0.9: stuck
 def test_round_trip_restores_everything(digits, tmp_path):
     net = train(digits, 3, momentum=0.9, loss="cross_entropy", init="normal", dtype="float64")
     path = tmp_path / "model.npz"

@@ -1,9 +1,9 @@
-"""Launch plans (gpunn.kernel_source): what they refuse and how they shape launches; no compiler needed."""
+"""Launch plans (gpunn.compute.kernel_source): what they refuse and how they shape launches; no compiler needed."""
 
 import numpy as np
 import pytest
 
-from gpunn import kernel_source as ks
+from gpunn.compute import kernel_source as ks
 
 
 def _gather_arrays(rows=3, n_total=40, cols=10):

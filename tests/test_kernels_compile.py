@@ -1,13 +1,14 @@
 """The kernel sources compile, without a GPU: NVRTC for several architectures, and the host compiler.
 
-NVRTC gets the options CuPy uses at run time (gpunn.kernel_source.nvrtc_options).  A
+NVRTC gets the options CuPy uses at run time (gpunn.compute.kernel_source.nvrtc_options).  A
 missing NVRTC or host compiler skips these tests, except when ``$CI`` is set: there it
 fails them (kernel_cases.missing_tool).
 """
 
 import pytest
 
-from gpunn import host_kernels, kernel_source
+from gpunn.compute import host_kernels
+from gpunn.compute import kernel_source
 from kernel_cases import missing_tool
 
 REQUIRED_ARCHS = (75, 80, 90)

@@ -1,4 +1,4 @@
-"""The CUDA kernel sources, compiled for the CPU (gpunn.host_kernels), against the NumPy twins.
+"""The CUDA kernel sources, compiled for the CPU (gpunn.compute.host_kernels), against the NumPy twins.
 
 The comparisons and their tolerances are in kernel_cases.py; this module runs them on
 HostKernels.  Needs only a host C++ compiler (skipped without one, failed on CI).
@@ -21,8 +21,8 @@ class TestHostKernels(KernelParity):
 
 
 def test_emulated_backend_serves_host_kernels(host_kernels):
-    from gpunn.backend import get_backend
-    from gpunn.host_kernels import HostKernels
+    from gpunn.compute.backend import get_backend
+    from gpunn.compute.host_kernels import HostKernels
 
     assert isinstance(get_backend("emulated").kernels, HostKernels)
 

@@ -7,9 +7,9 @@ import pytest
 from click.testing import CliRunner
 
 import gpunn
-from gpunn import landscape
-from gpunn.cli import cli
-from gpunn.trajectory import Trajectory, TrajectoryRecorder
+from gpunn.explain import landscape
+from gpunn.cli.main import cli
+from gpunn.training.trajectory import Trajectory, TrajectoryRecorder
 
 from test_cli_model import PNG_MAGIC, assert_one_line_error, needs_matplotlib
 

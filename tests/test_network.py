@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import gpunn
-from gpunn.losses import one_hot, softmax_cross_entropy
-from gpunn.ops import ACTIVATIONS, NumpyKernels, sigmoid
+from gpunn.nn.losses import one_hot, softmax_cross_entropy
+from gpunn.compute.ops import ACTIVATIONS, NumpyKernels, sigmoid
 
 from helpers import batch_gradient, reference_loss
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import gpunn
-from gpunn.optim import lr_scaling_rates
-from gpunn.train import TrainingWarning
+from gpunn.training.optim import lr_scaling_rates
+from gpunn.training.loop import TrainingWarning
 
 KINDS = {
     "sigmoid-sgd": dict(network={}, fit=dict(lr=2.0, momentum=0.5)),
@@ -85,7 +85,7 @@ TORCH_CASES = {
 @pytest.mark.parametrize("case", TORCH_CASES)
 def test_optimizer_steps_equal_pytorchs(case, backend):
     torch = pytest.importorskip("torch")  # in the test extra; skipped only outside it
-    from gpunn.optim import make_optimizer
+    from gpunn.training.optim import make_optimizer
 
     name, settings = TORCH_CASES[case]
     net = gpunn.Network([7, 5, 3], backend=backend, dtype="float64", seed=2)
@@ -214,7 +214,7 @@ def test_files_of_format_1_still_load_and_resume(digits, tmp_path):
 @pytest.mark.gpu
 @pytest.mark.parametrize("kind", KINDS)
 def test_gpu_trains_every_kind_like_numpy(digits, kind):
-    from gpunn.backend import BackendError, get_backend
+    from gpunn.compute.backend import BackendError, get_backend
 
     try:
         get_backend("cupy")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import gpunn
-from gpunn.train import numpy_train_step
+from gpunn.training.loop import numpy_train_step
 
 NUMPY_DOMAIN = np.lib.tracemalloc_domain
 

@@ -21,8 +21,8 @@ import onnx
 import onnxruntime
 
 import gpunn
-from gpunn.cli import cli
-from gpunn.onnx_export import OPSET
+from gpunn.cli.main import cli
+from gpunn.saving.onnx_export import OPSET
 
 #: (rtol, atol) of ONNX Runtime's probabilities against gpunn's, per dtype
 TOLERANCE = {"float32": (1e-5, 1e-6), "float64": (1e-10, 1e-13)}
@@ -181,6 +181,6 @@ def test_export_without_onnx_says_how_to_install(model_file, tmp_path, monkeypat
 
 
 def test_gpunn_and_its_command_line_do_not_import_onnx():
-    code = "import sys, gpunn, gpunn.cli; print(sorted(m for m in ('onnx', 'onnxruntime') if m in sys.modules))"
+    code = "import sys, gpunn, gpunn.cli.main; print(sorted(m for m in ('onnx', 'onnxruntime') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

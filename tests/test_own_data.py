@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 import gpunn
-from gpunn.cli import cli
+from gpunn.cli.main import cli
 
 
 def run(*args, **kwargs):

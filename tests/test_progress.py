@@ -6,8 +6,8 @@ import re
 
 from click.testing import CliRunner
 
-from gpunn.cli import cli
-from gpunn.cli_progress import RunProgress
+from gpunn.cli.main import cli
+from gpunn.cli.progress import RunProgress
 
 
 class Terminal(io.StringIO):

@@ -49,9 +49,9 @@ except ImportError:
 
 import gpunn
 from gpunn import DataError, ModelFileError, Network, TrainingDiverged
-from gpunn.cli import cli
-from gpunn.idx import read_idx
-from gpunn.io import load_with_metadata
+from gpunn.cli.main import cli
+from gpunn.data.idx import read_idx
+from gpunn.saving.model_file import load_with_metadata
 from gpunn.safe_npz import ArchiveError, read_npy
 from hostile_files import metadata_of, npy_with_header, read_members, write_model
 
@@ -171,7 +171,7 @@ def test_any_metadata_value_loads_soundly_or_is_refused_in_one_line(good_model, 
 sizes = st.lists(st.integers(1, 9), min_size=2, max_size=4)
 
 
-@pytest.mark.filterwarnings("ignore::gpunn.train.TrainingWarning")  # random lr and init: some runs get stuck
+@pytest.mark.filterwarnings("ignore::gpunn.training.loop.TrainingWarning")  # random lr and init: some runs get stuck
 @share(0.75)
 @given(sizes=sizes, loss=st.sampled_from(["quadratic", "cross_entropy"]), init=st.sampled_from(["normal", "scaled"]),
        dtype=st.sampled_from(["float32", "float64"]), seed=st.integers(0, 2**64 - 1), epochs=st.integers(0, 2),

@@ -43,7 +43,7 @@ CHECKED = [
 ]
 
 
-@pytest.mark.filterwarnings("ignore::gpunn.train.TrainingWarning")  # some checks train on noise or huge values
+@pytest.mark.filterwarnings("ignore::gpunn.training.loop.TrainingWarning")  # some checks train on noise or huge values
 @parametrize_with_checks(CHECKED)
 def test_scikit_learns_estimator_checks(estimator, check):
     try:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import gpunn
-from gpunn.backend import BackendError, get_backend
+from gpunn.compute.backend import BackendError, get_backend
 
 
 def _digits(n_train=400):
@@ -60,7 +60,7 @@ def test_emulated_runs_repeat_bit_for_bit_whatever_order_the_blocks_run_in(host_
 
     Full batches of 4,096 samples make every training output delta a launch of 16
     blocks (the 1,000 validation samples: 4); a GPU may run them in any order, and so
-    does the host executor here (:meth:`gpunn.host_kernels.HostKernels.shuffle_blocks`).
+    does the host executor here (:meth:`gpunn.compute.host_kernels.HostKernels.shuffle_blocks`).
     Nothing may depend on it: the loss sums go through the deterministic reduction.
     (With the blocks' sums added by floating-point atomics instead, the losses differ
     in their last bits.)
@@ -142,7 +142,7 @@ def test_gpu_runs_repeat_bit_for_bit(dense):
 def test_capture_is_not_attempted_where_it_cannot_succeed(monkeypatch):
     """A cuBLAS step is never captured (CuPy would refuse): no attempt, no warm-up, no warning."""
     _cupy_or_skip()
-    from gpunn.cuda_graph import GraphedStep
+    from gpunn.training.cuda_graph import GraphedStep
 
     def no_capture(self):
         raise AssertionError("capture attempted for a step that calls cuBLAS")
@@ -160,9 +160,9 @@ def test_capture_is_not_attempted_where_it_cannot_succeed(monkeypatch):
 def test_a_graph_captured_outside_its_stream_replays_the_step():
     """GraphedStep makes its own stream current: captured from anywhere, the graph does the work."""
     backend = _cupy_or_skip()
-    from gpunn.cuda_graph import GraphedStep
-    from gpunn.device_step import DeviceStep
-    from gpunn.optim import SGD
+    from gpunn.training.cuda_graph import GraphedStep
+    from gpunn.training.device_step import DeviceStep
+    from gpunn.training.optim import SGD
 
     cp = backend.xp
     X, y, _, _ = _digits(40)
@@ -202,7 +202,7 @@ def test_gpu_accepts_python_lists():
 @pytest.mark.gpu
 def test_the_autotuner_times_both_paths_on_the_device_and_caches_the_pick(tmp_path):
     _cupy_or_skip()
-    from gpunn import autotune
+    from gpunn.training import autotune
 
     net = gpunn.Network([784, 30, 10], backend="cupy", seed=0)
     seconds = autotune.measure_on_device(net, 10, warmup=1, timed=5)
