@@ -282,6 +282,11 @@ class Network:
         self.history = None
         #: the path training took (a :class:`gpunn.training.trajectory.Trajectory`) when it was recorded
         self.trajectory = None
+        #: the name of each input, e.g. a CSV header's (kept in model files; None when unnamed)
+        self.feature_names = None
+        #: where the training file kept the label, ``{"column": 1-based number, "name": header name or None}``,
+        #: so that files like it are read the same way again (kept in model files; None when not from a text file)
+        self.label_column = None
         self.optimizer = None
         self.epochs_done = 0
         self.stop_training = False
@@ -470,8 +475,11 @@ class Network:
             raise DataError(f"{where} must be 2-D (samples, features), got shape {tuple(X.shape)}")
         if X.shape[1] != self.sizes[0]:
             raise DataError(
-                f"{where} has {X.shape[1]} features per sample but the network's input layer has "
-                f"{self.sizes[0]} units; make {option_name('sizes', '--layers')} start with {X.shape[1]}"
+                f"{where} has {X.shape[1]} features per sample, but the network expects {self.sizes[0]}"
+                + (f" (it was trained on {self.sizes[0]}); give it the same {self.sizes[0]} features"
+                   if self.epochs_done else
+                   f"; give it {self.sizes[0]} features, or build the network for {X.shape[1]} inputs "
+                   f"({option_name('sizes', '--layers')} starting with {X.shape[1]})")
             )
         return X
 

@@ -71,8 +71,10 @@ def test_bad_options_are_usage_errors(args, message):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--layers", "10,30,10"], "the first size must be 64 and the last 10; e.g. --layers 64,10,30,10"),
-    (["--layers", "64,30,5"], "the first size must be 64 and the last 10; e.g. --layers 64,30,5,10"),
+    # hidden layers typed: only the ends are wrong, so the fix keeps the hidden layers and fixes the ends
+    (["--layers", "10,30,10"], "the first size must be 64 and the last 10; e.g. --layers 64,30,10"),
+    (["--layers", "64,30,5"], "the first size must be 64 and the last 10; e.g. --layers 64,30,10"),
+    (["--layers", "63,30,20,11"], "e.g. --layers 64,30,20,10"),
     (["--layers", "64,100"], "e.g. --layers 64,100,10"),  # a hidden layer typed without the outputs
 ])
 def test_layers_that_do_not_fit_the_data_are_usage_errors_with_a_valid_fix(args, message):

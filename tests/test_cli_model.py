@@ -191,7 +191,7 @@ def test_predict_from_arrays(digits_model, samples, tmp_path, suffix):
     assert result.exit_code == 0, result.output
     answer = last_json(result.stdout)
     assert answer["labels"] == expected_labels(digits_model[0], X)
-    assert np.array(answer["outputs"]).shape == (5, 10)
+    assert np.array(answer["scores"]).shape == (5, 10)
     text = run("predict", digits_model[0], path, "--backend", "numpy")
     header, *lines = text.stdout.strip().splitlines()
     assert header.split() == ["class", *map(str, range(10))]
@@ -216,7 +216,7 @@ def test_predict_width_mismatch_names_both_widths(digits_model, tmp_path):
     ("x.csv", "1,2,three\n4,5,6\n", "3 columns, but the model takes 64 inputs"),
     ("x.csv", "0," * 63 + "0\n" + "0," * 63 + "x\n", "line 2, column 64: 'x' is not a number"),
     ("x.csv", "", "no data rows"),
-    ("x.txt", "1,2\n", "must be one of"),
+    ("x.doc", "1,2\n", "must be one of"),
 ])
 def test_predict_bad_inputs(digits_model, tmp_path, name, content, fragment):
     (tmp_path / name).write_text(content)
@@ -243,7 +243,7 @@ def test_predict_from_an_image(digits_model, samples, tmp_path, light_background
     answer = last_json(result.stdout)
     assert answer["labels"] == expected_labels(digits_model[0], X[1:2])
     reference = gpunn.load(digits_model[0], backend="numpy").predict_proba(X[1:2])
-    assert np.allclose(answer["outputs"], reference, atol=0.02)
+    assert np.allclose(answer["scores"], reference, atol=0.02)
 
 
 def test_predict_image_without_pillow_says_how_to_install(digits_model, tmp_path, monkeypatch):

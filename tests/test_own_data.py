@@ -212,9 +212,19 @@ def test_python_errors_name_python_arguments():
     net = gpunn.Network([4, 3], backend="numpy")
     with pytest.raises(gpunn.DataError, match="3 labels but X has 5 samples"):
         net.fit(np.zeros((5, 4)), [0, 1, 2], epochs=1)
-    with pytest.raises(gpunn.DataError, match="make sizes start with 5") as info:
+    with pytest.raises(gpunn.DataError, match=r"network for 5 inputs \(sizes starting with 5\)") as info:
         net.fit(np.zeros((5, 5)), [0, 1, 2, 0, 1], epochs=1)
     assert "--layers" not in str(info.value)
+
+
+def test_predicting_on_too_few_features_blames_the_data_not_the_network():
+    net = gpunn.Network([4, 3], backend="numpy", dtype="float64")
+    net.fit(np.eye(4)[[0, 1, 2, 3] * 3], [0, 1, 2, 0] * 3, epochs=1)
+    with pytest.raises(gpunn.DataError) as info:
+        net.predict(np.zeros((2, 3)))
+    message = str(info.value)
+    assert "X has 3 features per sample, but the network expects 4" in message
+    assert "same 4 features" in message and "sizes" not in message  # not: rebuild the network
 
 
 def test_gpunn_backend_is_the_python_default_and_named_when_wrong(monkeypatch):

@@ -385,7 +385,7 @@ def _load(values) -> str:
     return "/".join(f"{v:.1f}" for v in values) if values else "?"
 
 
-@click.command()
+@click.command(short_help="Race gpunn against PyTorch, plain NumPy and the textbook loop.")
 @click.option("--configs", default=None,
               help="Comma list of A (784-30-10, batch 10), B (784-100-10, batch 10), C (784-1024-1024-10, "
                    "batch 128), D (784-4096-4096-10, batch 1024): the tutorial's sigmoid network and SGD; "

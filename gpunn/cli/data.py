@@ -22,7 +22,7 @@ def data_group():
 
 
 @data_group.command("fetch")
-@click.argument("dataset", type=click.Choice(list(download.CHECKSUMS)))
+@click.argument("dataset", type=click.Choice(list(download.CHECKSUMS), case_sensitive=False))
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Download into this folder instead of the cache.")
 def fetch_command(dataset, data_dir):

@@ -10,6 +10,7 @@ import click
 import numpy as np
 
 from gpunn.cli.main import LayerSizes
+from gpunn.cli.options import choice
 from gpunn.errors import GpunnError
 from gpunn.explain.step import DEFAULT_LR, default_input, default_target, explain_step, network_input, one_hot_target
 from gpunn.network import INITS
@@ -49,15 +50,15 @@ class Target(NumberList):
         return super().convert(value, param, ctx)
 
 
-@click.command()
+@click.command(short_help="Write one training step out with all its numbers.")
 @click.option("--layers", type=LayerSizes(), default=DEFAULT_LAYERS, show_default=True,
               help="Units per layer of the network to explain.")
-@click.option("--activation", type=click.Choice(ACTIVATIONS), default="sigmoid", show_default=True,
+@click.option("--activation", type=choice(ACTIVATIONS), default="sigmoid", show_default=True,
               help="The hidden layers' activation.")
-@click.option("--output-activation", type=click.Choice(OUTPUT_ACTIVATIONS), default="sigmoid", show_default=True)
-@click.option("--loss", type=click.Choice(LOSSES), default=None,
+@click.option("--output-activation", type=choice(OUTPUT_ACTIVATIONS), default="sigmoid", show_default=True)
+@click.option("--loss", type=choice(LOSSES), default=None,
               help="quadratic or cross_entropy [default: quadratic for sigmoid outputs, cross_entropy for softmax].")
-@click.option("--init", type=click.Choice(INITS), default=None,
+@click.option("--init", type=choice(INITS), default=None,
               help="How the weights are drawn [default: scaled for sigmoid, xavier for tanh, he for relu].")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seeds the weights.")
 @click.option("--lr", type=click.FloatRange(0, 1e6, min_open=True), default=DEFAULT_LR, show_default=True,

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from gpunn.errors import GpunnError
+from gpunn.nn.labels import outputs_word
 
 
 def check_onnx_path(path) -> None:
@@ -26,15 +27,17 @@ def check_onnx_path(path) -> None:
         raise GpunnError(f"cannot write {path}: there is no folder {path.parent}; create it first")
 
 
-@click.command("export")
+@click.command("export", short_help="Write a saved model as an ONNX model, for ONNX Runtime.")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("out", type=click.Path(dir_okay=False))
 def export(model, out):
-    """Write MODEL (.npz) as an ONNX model OUT (.onnx): input `input`, outputs `probabilities` and `label`.
+    """Write MODEL (.npz) as an ONNX model OUT (.onnx): input `input`, outputs `scores` and `label`.
 
     The graph holds the model's feature scaling, its layers (Gemm and the activation)
-    and its class labels; ONNX Runtime runs it and gives the probabilities and labels
-    that the model gives in gpunn.  Needs `pip install "gpunn[onnx]"`.
+    and its class labels; ONNX Runtime runs it and gives the outputs and labels that
+    the model gives in gpunn.  The outputs are named `probabilities` for a softmax model
+    (rows sum to 1) and `scores` for a sigmoid model (each output on its own).
+    Needs `pip install "gpunn[onnx]"`.
     """
     from gpunn.saving.model_file import load_with_metadata
     from gpunn.saving.onnx_export import OPSET, export as write_onnx, require_onnx
@@ -44,4 +47,4 @@ def export(model, out):
     net, _ = load_with_metadata(model, backend="numpy")
     write_onnx(net, out)
     click.echo(f"wrote {out}: ONNX opset {OPSET}, {net.dtype.name}, input (batch, {net.sizes[0]}), "
-               f"outputs probabilities (batch, {net.sizes[-1]}) and label", err=True)
+               f"outputs {outputs_word(net.output_activation)} (batch, {net.sizes[-1]}) and label", err=True)

@@ -18,7 +18,7 @@ import numpy as np
 
 from gpunn._version import __version__
 from gpunn.compute.backend import BackendError, get_backend, parse_spec
-from gpunn.cli.options import FiniteRange
+from gpunn.cli.options import FiniteRange, choice, suggest_option
 from gpunn.errors import GpunnError, command_line_interface
 from gpunn.nn.labels import classes_to_json
 from gpunn.limits import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_LAYERS, MAX_LR, MAX_SEED, MAX_UNITS, MAX_WEIGHT_DECAY
@@ -83,6 +83,8 @@ class _Group(click.Group):
         try:
             with command_line_interface():
                 return super().invoke(ctx)
+        except click.NoSuchOption as exc:
+            raise suggest_option(exc) from None
         except BrokenPipeError:
             _silence_stdout()
             ctx.exit(0)
@@ -108,15 +110,23 @@ def _one_line(exc: BaseException) -> str:
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gpunn")
 def cli():
-    """gpunn: sigmoid networks trained by backprop, on NumPy or NVIDIA GPUs."""
+    """gpunn: neural networks (sigmoid, tanh or ReLU layers) trained by backprop, on NumPy or NVIDIA GPUs.
+
+    Start with `gpunn train --dataset FILE.csv --output model.npz` (the label column is
+    found by its name, or give --label), then `gpunn evaluate model.npz` and
+    `gpunn predict model.npz NEW.csv`.
+    """
 
 
 def resolve_sizes(sizes, n_features: int, n_classes: int) -> list[int]:
     """Fill in inferred input/output sizes and check them against the data.
 
     The output layer has one unit per class.  A mismatch is an error whose suggestion is
-    always a valid network: the typed sizes that cannot be the input or the output
-    layer are kept as hidden layers.
+    always a valid network.  With hidden layers typed, only the ends are wrong: the
+    suggestion keeps the hidden layers and puts the right sizes at the ends
+    (``4,10,2`` for 4 features and 3 classes: ``4,10,3``).  With two sizes only, there is no
+    hidden layer to keep, so the typed sizes that cannot be the input or the output
+    layer become hidden layers (``10,5``: ``4,10,5,3``).
     """
     sizes = list(sizes) if sizes else [None, DEFAULT_HIDDEN, None]
     n_outputs = max(n_classes, 2)  # one class only still needs two answers to choose from
@@ -127,10 +137,11 @@ def resolve_sizes(sizes, n_features: int, n_classes: int) -> list[int]:
     if sizes[0] == n_features and sizes[-1] == n_outputs:
         return sizes
     hidden = sizes[1:-1]
-    if sizes[0] != n_features:
-        hidden = [sizes[0], *hidden]
-    if sizes[-1] != n_outputs:
-        hidden = [*hidden, sizes[-1]]
+    if not hidden:
+        if sizes[0] != n_features:
+            hidden = [sizes[0], *hidden]
+        if sizes[-1] != n_outputs:
+            hidden = [*hidden, sizes[-1]]
     fixed = ",".join(str(s) for s in [n_features, *hidden, n_outputs])
     raise click.UsageError(
         f"--layers {','.join(map(str, sizes))} does not fit the data, which has {n_features} features per sample "
@@ -147,39 +158,46 @@ def _epoch_printer(progress, samples: int, epochs: int, quiet: bool):
                        before_line=progress.clear)
 
 
-@cli.command()
+@cli.command(short_help="Train a network on a data set and report its test accuracy.")
 @click.option("--dataset", default="digits", show_default=True,
-              help="digits (embedded 8x8 digits), xor, mnist, fashion-mnist, or a .npz/.csv file.")
+              help="digits (embedded 8x8 digits), xor, mnist, fashion-mnist, or your own .csv/.tsv/.txt (comma-, "
+                   "semicolon- or tab-separated, one sample per row) or .npz (arrays X and y) file.")
+@click.option("--label", "label", default=None, metavar="COLUMN",
+              help="The label's column in a .csv/.tsv/.txt file: its header name or its number (1 = first) "
+                   "[default: the column named label, target, class, y or species (any case), else the only "
+                   "column that is not numbers, else the first]; kept in the model for evaluate and predict.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder holding the four MNIST-format files (else the cache, downloading if needed).")
-@click.option("--test-split", type=FiniteRange(0, 1, min_open=True, max_open=True), default=None,
-              help="Fraction held out for testing when a user data set has no test arrays [default: 0.2].")
+@click.option("--test-split", type=FiniteRange(0, 1, max_open=True), default=None,
+              help="Fraction held out for testing when a user data set has no test arrays; 0 trains on every "
+                   "row and reports no test metrics [default: 0.2].")
 @click.option("--layers", type=LayerSizes(), default=None,
               help=f"Units per layer, e.g. 784,30,10; input/output sizes inferred when left out "
                    f"[default: inputs,{DEFAULT_HIDDEN},classes].")
 @click.option("--epochs", type=click.IntRange(1, MAX_EPOCHS), default=30, show_default=True,
               help="Epochs to train (with --resume: the total to reach).")
 @click.option("--batch-size", type=click.IntRange(1, MAX_BATCH_SIZE), default=10, show_default=True)
-@click.option("--activation", type=click.Choice(ACTIVATIONS), default="sigmoid", show_default=True,
+@click.option("--activation", type=choice(ACTIVATIONS), default="sigmoid", show_default=True,
               help="The hidden layers' activation.")
-@click.option("--output-activation", type=click.Choice(OUTPUT_ACTIVATIONS), default="sigmoid", show_default=True,
+@click.option("--output-activation", type=choice(OUTPUT_ACTIVATIONS), default="sigmoid", show_default=True,
               help="sigmoid: every output squashed on its own (the tutorial's); softmax: class probabilities.")
-@click.option("--loss", type=click.Choice(LOSSES), default=None,
+@click.option("--loss", type=choice(LOSSES), default=None,
               help="quadratic (the tutorial's 1/2 (t - y)^2) or cross_entropy [default: quadratic for sigmoid "
                    "outputs, cross_entropy for softmax].")
-@click.option("--scale", type=click.Choice(SCALINGS), default="auto", show_default=True,
+@click.option("--scale", type=choice(SCALINGS), default="auto", show_default=True,
               help="Feature scaling fitted on the training set and kept in the model: auto (8-bit pixels / 255, "
                    "features within [0, 1] as they are, others standardised), minmax, standard or none.")
-@click.option("--init", type=click.Choice(INITS), default=None,
+@click.option("--init", type=choice(INITS), default=None,
               help="normal: N(0,1) as in the tutorial; scaled: N(0,1/n_in); xavier: N(0,2/(n_in+n_out)); "
                    "he: N(0,2/n_in) [default: scaled for sigmoid, xavier for tanh, he for relu].")
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="sgd", show_default=True)
+@click.option("--optimizer", type=choice(OPTIMIZERS), default="sgd", show_default=True)
 @click.option("--lr", type=FiniteRange(0, MAX_LR, min_open=True), default=None,
               help="Learning rate eta [default: 3.0 for sgd, with per-layer step sizes (--lr-scaling); "
                    "0.001 for adam and adamw].")
-@click.option("--lr-scaling", type=click.Choice(["auto", *LR_SCALINGS]), default="auto", show_default=True,
-              help="SGD only. fan_in: each layer's step is --lr times min(1, 64/fan_in), so wide layers do "
-                   "not saturate; none: --lr everywhere (plain SGD); auto: fan_in when --lr is left out.")
+@click.option("--lr-scaling", type=choice(["auto", *LR_SCALINGS]), default="auto", show_default=True,
+              help="SGD only. fan_in: a hidden layer with n inputs steps by --lr times min(1, sqrt(64/n)), the "
+                   "output layer by --lr times min(1, 64/n), so wide layers do not saturate; none: --lr "
+                   "everywhere (plain SGD); auto: fan_in when --lr is left out.")
 @click.option("--momentum", type=FiniteRange(0, 1, max_open=True), default=0.0, show_default=True,
               help="SGD momentum.")
 @click.option("--nesterov", is_flag=True, help="SGD: Nesterov momentum (needs --momentum).")
@@ -195,8 +213,9 @@ def _epoch_printer(progress, samples: int, epochs: int, quiet: bool):
 @click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
 @click.option("--backend", type=BackendSpec(), default=None,
               help="auto, numpy, cupy or cupy:N [default: $GPUNN_BACKEND or auto].")
-@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
-@click.option("--output", type=click.Path(dir_okay=False), default=None, help="Save the trained model here (.npz).")
+@click.option("--dtype", type=choice(["float32", "float64"]), default="float32", show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False), default=None,
+              help="Save the trained model here, a gpunn .npz model file (for ONNX, run gpunn export on it).")
 @click.option("--checkpoint-every", type=click.IntRange(1), default=None, metavar="N",
               help="Also save to --output after every N epochs: a checkpoint that --resume continues exactly.")
 @click.option("--patience", type=click.IntRange(1), default=None, metavar="N",
@@ -230,7 +249,7 @@ def train(distributed, backend, **options):
         _train(backend=backend, communicator=communicator, **options)
 
 
-def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation, output_activation, loss, scale,
+def _train(dataset, label, data_dir, test_split, layers, epochs, batch_size, activation, output_activation, loss, scale,
            init, optimizer, lr, lr_scaling, momentum, nesterov, beta1, beta2, eps, weight_decay, seed, backend, dtype,
            output, checkpoint_every, patience, min_delta, resume, plot_path, as_json, quiet, record_trajectory,
            communicator=None):
@@ -242,6 +261,12 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation
     from gpunn.network import Network
     from gpunn.training.loop import TrainingWarning
 
+    if output and Path(output).suffix.lower() == ".onnx":
+        raise click.UsageError(f"--output {output}: train writes gpunn's own .npz model file, not ONNX; save it "
+                               f"as e.g. --output model.npz, then run gpunn export model.npz {output}")
+    if patience and test_split == 0:
+        raise click.UsageError("--patience watches the test loss, and --test-split 0 leaves no test set; "
+                               "drop one of them")
     if checkpoint_every and not (output or resume):
         raise click.UsageError("--checkpoint-every needs --output, the file the checkpoints go to")
     if record_trajectory and not output:
@@ -277,7 +302,14 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation
     if problem:
         raise click.UsageError(problem)
     _check_outputs(output, plot_path, dataset, resume)
-    data = load_dataset(dataset, **_data_options(data_dir, test_split))
+    if label is None and net is not None and net.label_column is not None:
+        from gpunn.data.userdata import LabelColumn
+
+        label = LabelColumn.from_json(net.label_column)
+    data = load_dataset(dataset, **_data_options(data_dir, test_split), label=label)
+    _announce_columns(data, quiet)
+    if resume:
+        _check_resumed_history(resume, net, data)
     if net is None:
         sizes = resolve_sizes(layers, data.n_features, len(data.classes))
         net = Network(sizes, activation=activation, output_activation=output_activation, loss=loss, init=init,
@@ -285,6 +317,10 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation
                       classes=data.classes if len(data.classes) == sizes[-1] else None)
     else:
         sizes = _resumed_sizes(resume, net, layers, data)
+    if data.label is not None:
+        net.label_column = data.label.to_json()
+    if data.feature_names is not None and len(data.feature_names) == net.sizes[0]:
+        net.feature_names = list(data.feature_names)
     for split in ("train", "test"):
         check_representable(getattr(data, f"X_{split}"), net.dtype, f"{data.name} ({split} set)")
     if net.scaler is None:
@@ -312,14 +348,17 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation
         from gpunn.training.trajectory import TrajectoryRecorder
 
         callbacks.append(TrajectoryRecorder())  # a resumed model's path goes on
+    has_test = len(data.X_test) > 0
     if not quiet:
         what = f"resuming {net} from {resume} after epoch {net.epochs_done}" if resume else f"training {net}"
-        click.echo(f"{what} on {data.name}: {len(data.X_train)} train / {len(data.X_test)} test samples", err=True)
+        samples = (f"{len(data.X_train)} train / {len(data.X_test)} test samples" if has_test else
+                   f"all {len(data.X_train)} samples train (--test-split 0: no test set, so no test metrics)")
+        click.echo(f"{what} on {data.name}: {samples}", err=True)
     started = time.perf_counter()
     with warnings.catch_warnings(), progress:  # the epoch printer shows them as "Warning: ..." lines
         warnings.simplefilter("ignore", TrainingWarning)
         history = net.fit(data.X_train, data.y_train, epochs=epochs - net.epochs_done, batch_size=batch_size,
-                          validation_data=(data.X_test, data.y_test), callbacks=callbacks, progress=progress,
+                          validation_data=(data.X_test, data.y_test) if has_test else None, callbacks=callbacks, progress=progress,
                           communicator=communicator, **training)
     seconds = time.perf_counter() - started
     with np.errstate(all="ignore"):  # a diverging run was diagnosed in training; its summary says the rest
@@ -337,8 +376,8 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation
         "scaling": net.scaler.method,
         "classes": classes_to_json(net.classes),
         "epochs": net.epochs_done,
-        "test_accuracy": logs["val_accuracy"][-1],
-        "test_loss": logs["val_loss"][-1],
+        "test_accuracy": logs["val_accuracy"][-1] if has_test else None,
+        "test_loss": logs["val_loss"][-1] if has_test else None,
         "train_accuracy": train_result["accuracy"],
         "train_loss": train_result["loss"],
         "seconds": round(seconds, 4),
@@ -359,6 +398,11 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation
 
         save(net, output, extra=extra)
         summary["output"] = output
+        if not quiet:
+            click.echo(f"wrote {output}: use it with gpunn evaluate {output}, gpunn predict {output} FILE "
+                       f"or gpunn export {output} model.onnx", err=True)
+    elif not quiet:
+        click.echo("the model was not saved; give --output model.npz to keep it", err=True)
     if plot_path:
         from gpunn.explain.plotting import plot_model
 
@@ -367,12 +411,37 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation
     if as_json:
         click.echo(json.dumps(summary))
     else:
+        tested = f"test accuracy {summary['test_accuracy']:.4f}  " if has_test else "no test set  "
         click.echo(
-            f"test accuracy {summary['test_accuracy']:.4f}  train accuracy {summary['train_accuracy']:.4f} "
+            tested + f"train accuracy {summary['train_accuracy']:.4f} "
             f"(after training)  {summary['seconds']:.2f} s  {summary['samples_per_second']:,.0f} samples/s  "
             f"[{summary['backend']}, {summary['dtype']}"
             + (f", {summary['dense']} products, {summary['step']}]" if summary["dense"] else "]")
         )
+
+
+def _announce_columns(data, quiet: bool) -> None:
+    """On stderr: which column of a text file is the label (one line; none with --quiet), then, always,
+    the warnings about its columns (an id counting up, about as many classes as rows)."""
+    if data.label is not None and not quiet:
+        click.echo(f"label: {data.label.describe()} of {data.name}, {data.label.reason}"
+                   + ("" if data.label.reason == "given" else "; --label chooses another"), err=True)
+    for warning in data.warnings:
+        click.echo(f"Warning: {warning}", err=True)
+
+
+def _check_resumed_history(path, net, data) -> None:
+    """A resumed run's history goes on with the same metrics: with a test set when it had one, else without."""
+    history = net.history
+    if history is None or not history.epoch:
+        return
+    had_test, has_test = "val_loss" in history.history, len(data.X_test) > 0
+    if had_test and not has_test:
+        raise GpunnError(f"{path} was trained with a test set and this run has none (--test-split 0); resume "
+                         f"with the test split it was trained with")
+    if has_test and not had_test:
+        raise GpunnError(f"{path} was trained without a test set (--test-split 0) and this run has one; resume "
+                         f"with --test-split 0")
 
 
 def _absolute_if_file(name):
@@ -452,12 +521,6 @@ def _load_for_resume(path, backend, **architecture):
                 f"{option} {value} conflicts with {path}, which was made with {option} {saved[name]}; "
                 f"leave {option} out when resuming"
             )
-    history = net.history
-    if history is not None and history.epoch and "val_loss" not in history.history:
-        raise GpunnError(
-            f"{path} was trained without a test set (its history has no val_loss), but gpunn train scores one every "
-            f"epoch, so the resumed history could not be saved; continue it from Python with Network.fit"
-        )
     return net, metadata
 
 
@@ -540,29 +603,48 @@ def _data_options(data_dir, test_split) -> dict:
     return options
 
 
-@cli.command()
+@cli.command(short_help="Show the backend auto picks and why, the GPU, the versions.")
 def info():
-    """Show the backend that auto picks and why, the device, and library versions."""
+    """Show whether there is a GPU, the backend that auto picks, and library versions.
+
+    Without an NVIDIA GPU and driver the GPU line says so plainly; CuPy's own error and
+    the CUDA version numbers follow at the end as details.
+    """
     backend = get_backend("auto")
     click.echo(f"gpunn {__version__}")
     click.echo(f"numpy {np.__version__}")
-    click.echo(f"auto backend: {backend.label} ({backend.reason})")
-    _echo_dense_paths()
     try:
         import cupy
     except Exception as exc:  # reporting only: any import failure means "not usable"
-        click.echo(f"cupy: not available ({exc.__class__.__name__}: {exc})")
-        return
-    click.echo(f"cupy {cupy.__version__}")
-    try:
-        click.echo(f"CUDA runtime {cupy.cuda.runtime.runtimeGetVersion()}")
-        click.echo(f"CUDA driver {cupy.cuda.runtime.driverGetVersion()}")
-    except Exception as exc:
-        click.echo(f"CUDA: not usable ({exc})")
+        cupy, details = None, f"cupy: not available ({exc.__class__.__name__}: {exc})"
+    else:
+        details = f"cupy {cupy.__version__}" + _cuda_versions(cupy)
+    click.echo(_gpu_line(backend, cupy, details))
+    click.echo(f"auto backend: {backend.label}" + (f" ({backend.reason})" if backend.is_gpu else ""))
+    _echo_dense_paths()
+    click.echo(f"details: {details}" + ("" if backend.is_gpu else f"; auto chose numpy: {backend.reason.removeprefix('auto: ')}"))
+
+
+def _gpu_line(backend, cupy, details: str) -> str:
+    """One plain line: the GPU gpunn uses, or that there is none and why, in words."""
     if backend.is_gpu:
         props = cupy.cuda.runtime.getDeviceProperties(backend.device_id)
         name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-        click.echo(f"device {backend.device_id}: {name}, {props['totalGlobalMem'] / 2**30:.1f} GiB")
+        return f"GPU: device {backend.device_id}: {name}, {props['totalGlobalMem'] / 2**30:.1f} GiB"
+    if cupy is None:
+        return 'GPU: not used: CuPy is not installed (pip install "gpunn[gpu]" to train on NVIDIA GPUs); NumPy runs'
+    if "driver 0" in details or "driver" in backend.reason.lower():
+        return "GPU: none: no NVIDIA GPU/driver found on this machine, so gpunn runs on NumPy (the CPU)"
+    return "GPU: none usable (see the details below), so gpunn runs on NumPy (the CPU)"
+
+
+def _cuda_versions(cupy) -> str:
+    """``, CUDA runtime R, CUDA driver D`` as CuPy reports them (driver 0: none loaded)."""
+    try:
+        runtime, driver = cupy.cuda.runtime.runtimeGetVersion(), cupy.cuda.runtime.driverGetVersion()
+    except Exception as exc:  # reporting only
+        return f", CUDA not usable ({' '.join(str(exc).split())})"
+    return f", CUDA runtime {runtime}, CUDA driver {driver}" + (" (none loaded)" if driver == 0 else "")
 
 
 def _echo_dense_paths() -> None:

@@ -18,16 +18,17 @@ import numpy as np
 
 from gpunn.cli.options import FiniteRange
 from gpunn.data.datasets import USER_SUFFIXES, check_representable, finite_arithmetic
+from gpunn.data.userdata import CSV_SUFFIXES
 from gpunn.errors import DataError, GpunnError, ModelFileError
 from gpunn.files import check_distinct, check_input, check_output, open_input
-from gpunn.nn.labels import classes_to_json
+from gpunn.nn.labels import OUTPUTS_MEANING, classes_to_json, outputs_word
 from gpunn.memory import require
 from gpunn.safe_npz import Hints, read_npy
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 #: Largest image read (a 50-megapixel photo); larger ones are refused before they are decoded.
 MAX_IMAGE_PIXELS = 50_000_000
-INPUT_SUFFIXES = (".npy", ".npz", ".csv", *IMAGE_SUFFIXES)
+INPUT_SUFFIXES = (".npy", ".npz", *CSV_SUFFIXES, *IMAGE_SUFFIXES)
 
 _backend_option = click.option("--backend", default=None,
                                help="auto, numpy, cupy or cupy:N [default: $GPUNN_BACKEND or auto].")
@@ -38,7 +39,7 @@ _RECORD_RULES = {
     "dataset": lambda value: isinstance(value, str) and value != "",
     "data_dir": lambda value: value is None or isinstance(value, str),
     "test_split": lambda value: value is None or (
-        isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1),
+        isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1),
 }
 
 
@@ -74,15 +75,24 @@ def recorded_data(model, extra: dict, data_dir, test_split):
     return dataset, data_dir, test_split
 
 
-def _model_dataset(model: str, metadata: dict, dataset, data_dir, test_split):
-    """The data set named on the command line, else the one recorded in the model file."""
+def _model_dataset(model: str, metadata: dict, dataset, data_dir, test_split, label=None, net=None):
+    """The data set named on the command line, else the one recorded in the model file.
+
+    A text file's label column: ``label`` (--label) when given, else the one the model
+    recorded (by its header name where the file has it, else by its number), else found
+    as train finds it.
+    """
     from gpunn.data.datasets import load_dataset
+    from gpunn.data.userdata import LabelColumn
 
     if dataset is None:
         dataset, data_dir, test_split = recorded_data(model, recorded_extra(model, metadata), data_dir, test_split)
     options = {key: value for key, value in (("data_dir", data_dir), ("test_split", test_split))
                if value is not None}
-    return load_dataset(dataset, **options)
+    if label is None and net is not None and net.label_column is not None \
+            and dataset.lower().endswith(USER_SUFFIXES) and not dataset.lower().endswith(".npz"):
+        label = LabelColumn.from_json(net.label_column)
+    return load_dataset(dataset, **options, label=label)
 
 
 def _check_width(net, n_features: int, what: str) -> None:
@@ -93,17 +103,66 @@ def _check_width(net, n_features: int, what: str) -> None:
         )
 
 
+def _label_indices(net, y, data, classes) -> np.ndarray:
+    """The class index of every label, or an error naming the file, the line and the model's classes."""
+    if net.classes is None:
+        return net.label_indices(y, len(y), where=f"the labels of {data.name}")
+    try:
+        return net.label_indices(y, len(y), where=f"the labels of {data.name}")
+    except DataError:
+        pass
+    known = set(classes_to_json(classes))
+    column = f", {data.label.describe()}" if data.label is not None else ""
+    for label in y:
+        value = label.item() if isinstance(label, np.generic) else label
+        if value not in known:
+            close = [c for c in known if isinstance(c, str) and isinstance(value, str) and c.lower() == value.lower()]
+            hint = f" (did you mean {close[0]!r}? labels must match in case too)" if close else ""
+            raise DataError(f"{data.name}{column}: the label {value!r}{_line_of(data, value)} is not one of the "
+                            f"classes the model was trained on, {classes_to_json(classes)}{hint}; fix the label, "
+                            f"or score the model on data with its classes")
+    raise DataError(f"{data.name}{column}: its labels are not the model's classes {classes_to_json(classes)}")
+
+
+def _line_of(data, value) -> str:
+    """`` on line N`` of a text file holding ``value`` as its label, or nothing when unknown."""
+    from gpunn.data.userdata import read_csv
+
+    path = Path(data.source) if getattr(data, "source", None) else None
+    if data.label is None or path is None:
+        return ""
+    table = read_csv(path)
+    for number, fields in table.rows:
+        if fields[data.label.index] == str(value):
+            return f" on line {number}"
+    return ""
+
+
+def _without_labels(exc: DataError, dataset, model) -> DataError:
+    """A label column that holds measurements, not classes, means a file without labels: say that evaluate
+    needs labels, and point to predict."""
+    message = str(exc)
+    if isinstance(dataset, str) and "is not a whole number" in message and "label" in message:
+        return DataError(f"{dataset}: evaluate scores the model against the labels in the file, and this file seems "
+                         f"to have none ({message.split(': ', 1)[-1].split(';')[0]}); add the label column (or say "
+                         f"where it is with --label), or label the samples with gpunn predict {model} {dataset}")
+    return exc
+
+
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
     """Counts of (true label, predicted label): rows are true labels, columns predictions."""
     flat = np.asarray(labels, dtype=np.int64) * n_classes + np.asarray(predicted, dtype=np.int64)
     return np.bincount(flat, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 
-@click.command()
+@click.command(short_help="Score a saved model: loss, accuracy, confusion matrix.")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--dataset", default=None,
-              help="digits, xor, mnist, fashion-mnist or a .npz/.csv file (all of whose samples are scored) "
-                   "[default: the model's own data set, its test part].")
+              help="digits, xor, mnist, fashion-mnist or a .npz/.csv/.tsv/.txt file (all of whose samples are "
+                   "scored) [default: the model's own data set, its test part].")
+@click.option("--label", default=None, metavar="COLUMN",
+              help="The label's column in a .csv/.tsv/.txt file: its header name or number (1 = first) "
+                   "[default: the column the model was trained with].")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder holding the MNIST-format files [default: the model's own, else the cache].")
 @click.option("--test-split", type=FiniteRange(0, 1, min_open=True), default=None,
@@ -111,23 +170,38 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n_classes: int) 
                    "[default: all of a --dataset file; the model's own split of its own file].")
 @_backend_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary as the last line of stdout.")
-def evaluate(model, dataset, data_dir, test_split, backend, as_json):
-    """Loss, accuracy and confusion matrix of MODEL on a data set (by default the test set it was trained with)."""
+def evaluate(model, dataset, label, data_dir, test_split, backend, as_json):
+    """Loss, accuracy and confusion matrix of MODEL on a data set (by default the test set it was trained with).
+
+    A data file needs its labels (that is what the model is scored against); to label
+    samples that have none, use gpunn predict.
+    """
     from gpunn.saving.model_file import load_with_metadata
 
     net, metadata = load_with_metadata(model, backend=backend)
-    whole_file = dataset is not None and dataset.lower().endswith(USER_SUFFIXES) and test_split in (None, 1.0)
-    data = _model_dataset(model, metadata, dataset, data_dir, None if test_split == 1.0 else test_split)
+    named = dataset if dataset is not None else recorded_extra(model, metadata).get("dataset")
+    user_file = isinstance(named, str) and named.lower().endswith(USER_SUFFIXES)
+    whole_file = user_file and (test_split == 1.0 or (dataset is not None and test_split is None))
+    try:
+        data = _model_dataset(model, metadata, dataset, data_dir, None if test_split == 1.0 else test_split,
+                              label, net)
+    except DataError as exc:
+        raise _without_labels(exc, named, model) from None
     _check_width(net, data.n_features, f"data set {data.name}")
+    if not whole_file and len(data.X_test) == 0:
+        raise DataError(f"{model} was trained on every row of {data.name} (--test-split 0), so it has no test set; "
+                        f"pass --test-split 1 to score all rows (the training rows too), or --dataset with other "
+                        f"data")
     X, y, part = data.X_test, data.y_test, "test set"
     if whole_file:
         X, y, part = np.concatenate([data.X_train, data.X_test]), np.concatenate([data.y_train, data.y_test]), "all"
     check_representable(X, net.dtype, f"data set {data.name}")
     classes = net.classes if net.classes is not None else np.arange(net.sizes[-1])
+    indices = _label_indices(net, y, data, classes)
     with finite_arithmetic(f"data set {data.name}"):
         result = net.evaluate(X, y)
         predicted = net.predict_proba(X).argmax(axis=1)
-    confusion = confusion_matrix(net.label_indices(y, len(y)), predicted, len(classes))
+    confusion = confusion_matrix(indices, predicted, len(classes))
     if as_json:
         click.echo(json.dumps({"model": model, "dataset": data.name, "samples": len(y),
                                "loss": result["loss"], "accuracy": result["accuracy"],
@@ -145,37 +219,48 @@ def evaluate(model, dataset, data_dir, test_split, backend, as_json):
         click.echo(f"{name:>{label_width}} " + "".join(f"{count:>{width}}" for count in row))
 
 
-@click.command()
+@click.command(short_help="Classify the samples of a file (or an image) with a saved model.")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
+@click.option("--label", default=None, metavar="COLUMN",
+              help="Where a .csv/.tsv/.txt file that also holds labels keeps them: the column's header name or "
+                   "number (1 = first), left out of the features [default: the column the model was trained "
+                   "with].")
 @_backend_option
 @click.option("--json", "as_json", is_flag=True,
-              help='Print one JSON object {"labels": [...], "classes": [...], "outputs": [[...]]} as the last '
-                   'line of stdout.')
-def predict(model, input_path, backend, as_json):
-    """Classify the samples in INPUT with MODEL: a .csv, .npy or .npz file, or an image.
+              help='Print one JSON object {"labels": [...], "classes": [...], "scores": [[...]]} as the last '
+                   'line of stdout ("probabilities" instead of "scores" for a softmax model).')
+def predict(model, input_path, label, backend, as_json):
+    """Classify the samples in INPUT with MODEL: a .csv/.tsv/.txt, .npy or .npz file, or an image.
 
-    Reads what ``gpunn train`` reads: a .csv of feature rows, with or without the label
-    column in front (told apart by the model's input width) and a header row; a .npy
-    array or the X of a .npz, one sample per entry along its first axis (any trailing
-    shape is flattened, e.g. (n, 28, 28) images); an image (.png/.jpg/.jpeg, needs
-    Pillow) becomes one sample, see read_image.  The model's own scaling is applied.
-    Prints a header naming the classes, then one line per sample: the predicted class
-    (as the model was trained with it) and the output of each class.
+    INPUT holds what gpunn train read, with or without the labels: a text file of rows
+    of features (comma-, semicolon- or tab-separated, a header row allowed) that may also
+    have the label column (where the model's training file had it, or --label); a .npy
+    array or the X of a .npz, one sample per entry along the first axis (trailing shapes
+    are flattened, e.g. (n, 28, 28) images); or a .png/.jpg image of a digit (needs
+    Pillow), which becomes one sample: grey-scaled, inverted when its background is
+    light, and resized to the model's square input (8x8, 28x28).  The model's own
+    scaling is applied.
+
+    Prints the classes, then one line per sample: the predicted class and each class's
+    output: probabilities (rows sum to 1) for a softmax model, scores (each output's
+    sigmoid on its own, rows need not sum to 1) for a sigmoid model.
     """
     from gpunn.saving.model_file import load
 
     net = load(model, backend=backend)
-    X = read_samples(input_path, net.sizes[0])
+    X = read_samples(input_path, net.sizes[0], _predict_label(net, label))
     _check_width(net, X.shape[1], str(input_path))
     check_representable(X, net.dtype, str(input_path))
     with finite_arithmetic(str(input_path)):
         outputs = net.predict_proba(X).astype(np.float64)
     classes = net.classes if net.classes is not None else np.arange(net.sizes[-1])
     labels = classes_to_json(classes[outputs.argmax(axis=1)])
+    kind = outputs_word(net.output_activation)
     if as_json:
-        click.echo(json.dumps({"labels": labels, "classes": classes_to_json(classes), "outputs": outputs.tolist()}))
+        click.echo(json.dumps({"labels": labels, "classes": classes_to_json(classes), kind: outputs.tolist()}))
         return
+    click.echo(f"the predicted class, then the {kind} of every class ({OUTPUTS_MEANING[kind]})", err=True)
     names = [str(c) for c in classes_to_json(classes)]
     width = max(6, *(len(name) for name in names))
     label_width = max(5, *(len(str(label)) for label in labels))
@@ -184,11 +269,20 @@ def predict(model, input_path, backend, as_json):
         click.echo(f"{str(label):<{label_width}}  " + " ".join(f"{value:>{width}.4f}" for value in row))
 
 
-def read_samples(path, n_inputs: int) -> np.ndarray:
+def _predict_label(net, label):
+    """Where a text INPUT with labels keeps them: --label, else the model's training file's column."""
+    from gpunn.data.userdata import LabelColumn
+
+    if label is None and net.label_column is not None:
+        return LabelColumn.from_json(net.label_column)
+    return label
+
+
+def read_samples(path, n_inputs: int, label=None) -> np.ndarray:
     """Samples as a 2-D float array from a .csv, .npy or .npz file or an image, as ``predict`` reads them.
 
-    ``n_inputs`` (the model's input width) tells a CSV's label column from a feature
-    (:func:`gpunn.data.userdata.csv_samples`), a single sample from a batch, and sets the
+    ``n_inputs`` (the model's input width) tells whether a text file has a label column
+    (at ``label``, see :func:`gpunn.data.userdata.csv_samples`), a single sample from a batch, and sets the
     size an image is resized to.  ``.npy``/``.npz`` files are read by
     :mod:`gpunn.safe_npz`: nothing is unpickled, and complex, text or other non-numeric
     arrays are refused.
@@ -201,8 +295,8 @@ def read_samples(path, n_inputs: int) -> np.ndarray:
     check_input(path, DataError)
     if suffix in IMAGE_SUFFIXES:
         return read_image(path, n_inputs)[None, :]
-    if suffix == ".csv":
-        return csv_samples(read_csv(path), n_inputs)
+    if suffix in CSV_SUFFIXES:
+        return csv_samples(read_csv(path), n_inputs, label)
     hints = Hints("samples must be numbers", "give fewer samples at a time")
     if suffix == ".npy":
         X = read_npy(path, hints)
@@ -292,7 +386,7 @@ def _decode_grey(file, path) -> np.ndarray:
             from None
 
 
-@click.command()
+@click.command(short_help="Draw a model's learning curves, weights, surface or landscape.")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--output", "--out", "out", required=True, type=click.Path(dir_okay=False),
               help="The picture to write (.png, .svg, .pdf); --out is the same option.")

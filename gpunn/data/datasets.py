@@ -12,8 +12,9 @@ inside the package as ``gpunn/datasets/digits.npz`` (45 KB).
 ``mnist`` and ``fashion-mnist`` (60,000 + 10,000 images of 28x28) are read from the
 four standard IDX files, from ``data_dir`` when given (checked for structure only,
 see :mod:`gpunn.data.idx`) or else from the cache, downloading and verifying them there
-first (see :mod:`gpunn.data.download`).  A path ending in ``.npz`` or ``.csv`` loads the
-user's own arrays (see :mod:`gpunn.data.userdata`; those features are not rescaled).
+first (see :mod:`gpunn.data.download`).  A path ending in ``.npz``, ``.csv``, ``.tsv`` or
+``.txt`` loads the user's own arrays (see :mod:`gpunn.data.userdata`; those features are
+not rescaled).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 from gpunn.data import download
 from gpunn.data import idx
 from gpunn.errors import DataError
-from gpunn.data.userdata import load_user_arrays
+from gpunn.data.userdata import CSV_SUFFIXES, LabelColumn, load_user_arrays
 
 #: Fraction of the embedded digits held out for testing, by a fixed permutation.
 DIGITS_TEST_FRACTION = 0.25
@@ -45,7 +46,9 @@ class Dataset:
     Labels are kept as written (integers of any values, or strings); ``classes`` lists
     what each output unit stands for, in sorted order: the data set's own classes for the
     built-in ones (MNIST has ten, even in a file that lacks a digit), else the distinct
-    labels of both splits.
+    labels of both splits.  The test set may be empty (a user file split with
+    ``test_split=0``).  A user's text file also tells the ``feature_names`` (from its
+    header), the ``label`` column taken and ``warnings`` about its columns.
     """
 
     name: str
@@ -55,6 +58,11 @@ class Dataset:
     y_test: np.ndarray
     n_classes: int
     known_classes: np.ndarray | None = None
+    feature_names: list | None = None
+    label: LabelColumn | None = None
+    warnings: tuple = ()
+    #: the file a user's data set was read from (None for the built-in ones)
+    source: str | None = None
 
     @property
     def n_features(self) -> int:
@@ -117,10 +125,12 @@ def _local_idx_files(name: str, folder: Path) -> list[Path]:
     return found
 
 
-def load_user_data(path: str, test_split: float | None = None) -> Dataset:
-    """The user's ``.npz`` or ``.csv`` file as a Dataset named after the file; features are not rescaled."""
-    X_train, y_train, X_test, y_test = load_user_arrays(path, test_split)
-    return Dataset(Path(path).name, X_train, y_train, X_test, y_test, _count_classes(y_train, y_test))
+def load_user_data(path: str, test_split: float | None = None, label=None) -> Dataset:
+    """The user's ``.npz`` or text file as a Dataset named after the file; features are not rescaled."""
+    data = load_user_arrays(path, test_split, label)
+    return Dataset(Path(path).name, data.X_train, data.y_train, data.X_test, data.y_test,
+                   _count_classes(data.y_train, data.y_test), feature_names=data.feature_names, label=data.label,
+                   warnings=data.warnings, source=str(path))
 
 
 def _count_classes(*labels: np.ndarray) -> int:
@@ -130,7 +140,7 @@ def _count_classes(*labels: np.ndarray) -> int:
 
 BUILTIN = {"digits": load_digits, "xor": load_xor}
 MNIST_FAMILY = tuple(download.CHECKSUMS)
-USER_SUFFIXES = (".npz", ".csv")
+USER_SUFFIXES = (".npz", *CSV_SUFFIXES)
 
 
 def load_dataset(
@@ -138,13 +148,15 @@ def load_dataset(
     data_dir: str | Path | None = None,
     test_split: float | None = None,
     n_classes: int | None = None,
+    label=None,
 ) -> Dataset:
     """Load a data set and validate it.
 
     ``name`` is ``digits``, ``xor``, ``mnist``, ``fashion-mnist`` or a path ending
-    in ``.npz`` / ``.csv``.  ``data_dir`` applies to the MNIST family only,
-    ``test_split`` to user files without a test set only; either given elsewhere is
-    an error rather than silently ignored.  ``n_classes``, when given, is the size
+    in ``.npz``, ``.csv``, ``.tsv`` or ``.txt``.  ``data_dir`` applies to the MNIST family
+    only, ``test_split`` to user files without a test set only (0: no test set), ``label``
+    (the label's column: a header name or a 1-based number) to text files only; any given
+    elsewhere is an error rather than silently ignored.  ``n_classes``, when given, is the size
     of the network's output layer: the data must not have more distinct labels, and
     it becomes the dataset's ``n_classes``.
     """
@@ -154,15 +166,19 @@ def load_dataset(
         raise DataError(f"{name}: --data-dir applies only to {' and '.join(MNIST_FAMILY)}; drop it")
     if test_split is not None and not is_user_file:
         raise DataError(f"{name}: has a fixed test set, so --test-split applies only to .npz/.csv files; drop it")
+    if label is not None and not is_user_file:
+        raise DataError(f"{name}: a built-in data set, so --label applies only to .csv, .tsv and .txt files; "
+                        f"drop it")
     if name in BUILTIN:
         data = BUILTIN[name]()
     elif name in MNIST_FAMILY:
         data = load_mnist_family(name, data_dir)
     elif is_user_file:
-        data = load_user_data(name, test_split)
+        data = load_user_data(name, test_split, label)
     else:
         known = ", ".join([*BUILTIN, *MNIST_FAMILY])
-        raise DataError(f"unknown dataset {name!r}: use one of {known}, or a path to a .npz or .csv file")
+        raise DataError(f"unknown dataset {name!r}: use one of {known}, or a path to a .npz, .csv, .tsv or .txt "
+                        f"file")
     return validate(data, n_classes)
 
 
@@ -213,7 +229,7 @@ def validate(data: Dataset, n_classes: int | None = None) -> Dataset:
         X, y = getattr(data, f"X_{split}"), getattr(data, f"y_{split}")
         if X.ndim != 2:
             raise DataError(f"{data.name}: {split} features must be 2-D (samples, features), got shape {X.shape}")
-        if len(X) == 0:
+        if len(X) == 0 and split == "train":
             raise DataError(f"{data.name}: the {split} set is empty; give it at least one sample")
         if y.ndim != 1:
             raise DataError(f"{data.name}: {split} labels must be 1-D (one per sample), got shape {y.shape}")

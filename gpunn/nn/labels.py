@@ -21,6 +21,17 @@ from gpunn.compute.backend import to_numpy
 from gpunn.errors import DataError, option_name
 
 
+#: What gpunn calls a network's outputs, by output activation, and what the word means.
+OUTPUTS_MEANING = {"probabilities": "softmax: each row sums to 1",
+                   "scores": "sigmoid: each output squashed on its own, so rows need not sum to 1"}
+
+
+def outputs_word(output_activation: str) -> str:
+    """``probabilities`` for softmax outputs, ``scores`` for sigmoid ones, whose rows need not sum to 1: the one
+    word gpunn uses for them everywhere (predict's output and JSON, the ONNX output's name)."""
+    return "probabilities" if output_activation == "softmax" else "scores"
+
+
 def _as_host_labels(y, where: str) -> np.ndarray:
     """``y`` as a 1-D host array of labels (one-hot rows become their indices)."""
     y = to_numpy(y) if hasattr(y, "shape") else np.asarray(y)

@@ -150,6 +150,11 @@ def _text(value):
         raise Invalid(f"must be a short string, got {show(value)}")
 
 
+def _column_name(value):
+    if not isinstance(value, str) or len(value) > 1000:
+        raise Invalid(f"must be a column's name (a string of at most 1000 characters), got {show(value)}")
+
+
 def _anything(value):
     """``extra``: whatever JSON the caller stored (its depth is bounded by MAX_JSON_DEPTH)."""
 
@@ -294,9 +299,12 @@ METADATA_RULES = {
     "optimizer": _optional(_optimizer),
     "history": _optional(_history),
     "extra": _anything,
+    "feature_names": _optional(_list_of(_column_name, what="column names")),
+    "label_column": _optional(_mapping({"column": _integer(1, MAX_UNITS + 1), "name": _optional(_column_name)},
+                                       required=("column",))),
 }
 #: The fields of format 1, which every file holds; format 2's others are optional (their defaults:
-#: sigmoid layers, class indices, no scaling).
+#: sigmoid layers, class indices, no scaling, unnamed features, no label column).
 REQUIRED_FIELDS = ("format", "format_version", "gpunn_version", "sizes", "loss", "init", "dtype", "seed",
                    "epochs_done", "training", "optimizer", "history", "extra")
 
@@ -313,6 +321,9 @@ def check(metadata) -> None:
     classes = metadata.get("classes")
     if classes is not None and len(classes) != metadata["sizes"][-1]:
         raise Invalid(f"lists {len(classes)} classes for {metadata['sizes'][-1]} output units", ("classes",))
+    names = metadata.get("feature_names")
+    if names is not None and len(names) != metadata["sizes"][0]:
+        raise Invalid(f"lists {len(names)} names for {metadata['sizes'][0]} inputs", ("feature_names",))
     rates = (metadata["optimizer"] or {}).get("layer_rates")
     if rates is not None and len(rates) != len(metadata["sizes"]) - 1:
         raise Invalid(f"lists {len(rates)} rates for {len(metadata['sizes']) - 1} layers", ("optimizer", "layer_rates"))

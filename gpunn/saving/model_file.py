@@ -15,8 +15,9 @@ the feature scaling (see :mod:`gpunn.nn.preprocessing`), when there is one
     version, the gpunn version that wrote it, the architecture (sizes, activation,
     output_activation, loss, init, dtype, seed), the classes (what each output unit
     stands for) and the scaling method, ``epochs_done``, the training options, the
-    optimizer's name and settings, the per-epoch history, and ``extra`` (whatever the
-    caller passed, e.g. the CLI's dataset name and data folder);
+    optimizer's name and settings, the per-epoch history, ``extra`` (whatever the
+    caller passed, e.g. the CLI's dataset name and data folder), and, optional, the
+    ``feature_names`` (one per input) and the ``label_column`` of the training file;
 ``trajectory`` and ``trajectory_epochs`` (optional)
     the path training took, when it was recorded (:mod:`gpunn.training.trajectory`): a
     (snapshots, parameters) array in the model's dtype and the epochs done at each
@@ -178,6 +179,8 @@ def _model_arrays(net: Network, extra) -> dict:
             "warnings": list(history.warnings),
         },
         "extra": extra,
+        "feature_names": None if net.feature_names is None else [str(name) for name in net.feature_names],
+        "label_column": net.label_column,
     }
     try:
         text = json.dumps(metadata, default=_plain_number)
@@ -448,6 +451,8 @@ def _build(metadata: dict, arrays: dict, backend, path: str) -> Network:
                   output_activation=metadata["output_activation"], loss=metadata["loss"], init=metadata["init"],
                   backend=backend, dtype=metadata["dtype"], seed=metadata["seed"])
     _restore_classes_and_scaler(net, metadata, arrays.get("scaler", {}), path)
+    net.feature_names = metadata.get("feature_names")
+    net.label_column = metadata.get("label_column")
     xp = net.backend.xp
     with net.backend.device():
         net.params[...] = xp.asarray(arrays["params"])

@@ -5,9 +5,10 @@ The graph computes exactly what :meth:`gpunn.Network.predict_proba` and
 
 ``input``
     (batch, inputs) in the network's dtype (float32 or float64); the batch axis is dynamic.
-``probabilities``
-    (batch, classes): the output layer's activations, as ``predict_proba`` gives them
-    (softmax rows sum to 1, sigmoid outputs do not).
+``probabilities`` (softmax models) or ``scores`` (sigmoid models)
+    (batch, classes): the output layer's activations, as ``predict_proba`` gives them;
+    named as gpunn names them everywhere (:func:`gpunn.nn.labels.outputs_word`): softmax
+    rows sum to 1, sigmoid rows need not, so those are scores, not probabilities.
 ``label``
     (batch,): the class of the most active output, as ``predict`` gives it: ``ArgMax``,
     then ``Gather`` from the network's classes (int64 or string), or the int64 index
@@ -34,6 +35,7 @@ import numpy as np
 
 from gpunn.compute.backend import to_numpy
 from gpunn.errors import GpunnError
+from gpunn.nn.labels import outputs_word
 
 #: The ONNX operator set the graph is written against (every node has kept its meaning since).
 OPSET = 17
@@ -71,6 +73,7 @@ def to_onnx_model(net, classes=None):
         initializers.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
         return name
 
+    outputs = outputs_word(net.output_activation)
     current = "input"
     if net.scaler is not None and not net.scaler.identity:
         nodes.append(helper.make_node("Sub", [current, constant("scale_offset", net.scaler.offset)], ["centred"]))
@@ -83,7 +86,7 @@ def to_onnx_model(net, classes=None):
         z = f"z{layer + 1}"
         nodes.append(helper.make_node("Gemm", [current, constant(f"W{layer + 1}", W), constant(f"b{layer + 1}", b)],
                                       [z]))
-        out = "probabilities" if layer == last else f"a{layer + 1}"
+        out = outputs if layer == last else f"a{layer + 1}"
         if layer == last and net.output_activation == "softmax":
             nodes.append(helper.make_node("Softmax", [z], [out], axis=1))
         else:
@@ -93,17 +96,17 @@ def to_onnx_model(net, classes=None):
 
     label_type, label_values = _label_constant(net, classes)
     if label_values is None:
-        nodes.append(helper.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0))
+        nodes.append(helper.make_node("ArgMax", [outputs], ["label"], axis=1, keepdims=0))
     else:
         initializers.append(label_values)
-        nodes.append(helper.make_node("ArgMax", ["probabilities"], ["class_index"], axis=1, keepdims=0))
+        nodes.append(helper.make_node("ArgMax", [outputs], ["class_index"], axis=1, keepdims=0))
         nodes.append(helper.make_node("Gather", ["classes", "class_index"], ["label"], axis=0))
 
     n_in, n_out = net.sizes[0], net.sizes[-1]
     graph = helper.make_graph(
         nodes, "gpunn_network",
         [helper.make_tensor_value_info("input", elem, ["batch", n_in])],
-        [helper.make_tensor_value_info("probabilities", elem, ["batch", n_out]),
+        [helper.make_tensor_value_info(outputs, elem, ["batch", n_out]),
          helper.make_tensor_value_info("label", label_type, ["batch"])],
         initializers,
     )
