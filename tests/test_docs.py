@@ -14,11 +14,14 @@ How the file is read:
 How output is compared (:func:`matches`), line by line: the spaces at either end of a
 line and the width of a run of spaces are free (doctest's ``<BLANKLINE>`` is a blank
 line); ``...`` stands for any text within a line (timings and speeds are shown that way),
-and a line of ``...`` for any lines; a number
-with a decimal point or an exponent matches within one unit of its last shown digit,
-as pytest's NUMBER option does, so that another BLAS summing in another order cannot
-break the document; whole numbers must be equal.  Everything shown is otherwise
-deterministic: fixed seeds, and the digits data set that ships with gpunn.
+and a line of ``...`` for any lines.  A number is compared as doctest would, as text,
+with one allowance: a number with a decimal point or an exponent must be printed with
+the digits shown (as many decimals, the same exponent form: ``0.59327`` does not stand
+for a printed ``0.59326999``), and may differ from the shown one by one unit of its last
+digit, so that another BLAS summing in another order cannot break the document; whole
+numbers must be equal.  NumPy's print options are fixed at their defaults while the
+snippets run, so arrays print as a reader's fresh interpreter prints them.  Everything
+shown is otherwise deterministic: fixed seeds, and the digits data set that ships with gpunn.
 
 The MNIST block (```` ```console mnist ````) cannot be compared, since the test cannot
 download MNIST and its numbers come from the real data set: its commands run on a small
@@ -50,6 +53,9 @@ DIGITS = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 PICTURE_ROW = re.compile(r"^ *[.:\-=+*#%@][ .:\-=+*#%@]*$")
 PICTURE = r"(?:[ .:\-=+*#%@]*\n)*"
 ELLIPSIS = re.compile(r"(?<!\.)\.\.\.(?!\.)")
+#: NumPy's own defaults (numpy.set_printoptions), fixed here whatever another test or a plugin set before.
+NUMPY_DEFAULT_PRINTING = dict(precision=8, threshold=1000, edgeitems=3, linewidth=75, suppress=False,
+                              nanstr="nan", infstr="inf", sign="-", floatmode="maxprec", legacy=False)
 
 
 # -- reading the document ------------------------------------------------------------------------
@@ -134,15 +140,21 @@ def _close(shown: str, got: str) -> bool:
     if not re.search(r"[.e]", shown):
         return shown == got
     mantissa, _, exponent = shown.partition("e")
+    got_mantissa, _, got_exponent = got.partition("e")
     decimals = len(mantissa.partition(".")[2])
+    if decimals != len(got_mantissa.partition(".")[2]) or bool(exponent) != bool(got_exponent):
+        return False  # printed with other digits than the document shows
     unit = 10.0 ** (int(exponent or 0) - decimals)
     return abs(float(shown) - float(got)) <= unit * (1 + 1e-9)
 
 
 def test_the_comparison_rules():
-    assert matches("v = 0.3775", "v = 0.37750000001")
-    assert matches("y = 0.5933", "y = 0.59327") and matches("y = 0.5933", "y = 0.5932")
+    assert matches("v = 0.3775", "v = 0.3775") and not matches("v = 0.3775", "v = 0.37750000001")
+    assert matches("y = 0.5933", "y = 0.5932") and matches("y = 0.5933", "y = 0.5934")  # another BLAS
     assert not matches("y = 0.5933", "y = 0.5936")
+    assert not matches("y = 0.5933", "y = 0.59327")  # shown as printed, digit for digit
+    assert not matches("array([[0.59327]])", "array([[0.59326999]])")
+    assert not matches("fd 1.2e-08", "fd 0.000000012")
     assert not matches("network says 1", "network says 2")  # whole numbers exactly
     assert matches("fd 1.2e-08", "fd 1.3e-08") and not matches("fd 1.2e-08", "fd 1.2e-06")
     assert not matches("1.10 s  ... samples/s", "0.87 s  3,123 samples/s")  # 1.10 and 0.87 are too far apart
@@ -195,10 +207,11 @@ def test_every_snippet_of_the_tutorial_runs_as_shown(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     digits_as_mnist(tmp_path / "mnist")
     namespace, counts = {"__name__": "tutorial"}, {"python": 0, "console": 0}
-    for language, options, examples in snippets(TUTORIAL.read_text(encoding="utf-8")):
-        for source, want in examples:
-            got = run_python(source, namespace) if language == "python" else run_command(source)
-            assert matches(want, got, any_numbers="mnist" in options), \
-                f"docs/tutorial.md, {language} snippet:\n{source}\nshows:\n{want}\nbut prints:\n{got}"
-            counts[language] += 1
+    with np.printoptions(**NUMPY_DEFAULT_PRINTING):
+        for language, options, examples in snippets(TUTORIAL.read_text(encoding="utf-8")):
+            for source, want in examples:
+                got = run_python(source, namespace) if language == "python" else run_command(source)
+                assert matches(want, got, any_numbers="mnist" in options), \
+                    f"docs/tutorial.md, {language} snippet:\n{source}\nshows:\n{want}\nbut prints:\n{got}"
+                counts[language] += 1
     assert counts["python"] >= 10 and counts["console"] >= 5, counts  # the file was read, not skipped

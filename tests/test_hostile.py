@@ -290,8 +290,8 @@ def test_resume_of_a_model_trained_without_a_test_set_is_refused_before_training
     net = Network([64, 8, 10], backend="numpy")
     net.fit(data.X_train, data.y_train, epochs=1, batch_size=100)  # no validation_data: no val_* in the history
     net.save(tmp_path / "m.npz")
-    assert_clean_error(run("train", "--resume", tmp_path / "m.npz", "--epochs", 2, "--output", tmp_path / "m.npz"),
-                       "trained without a test set")
+    assert_clean_error(run("train", "--resume", tmp_path / "m.npz", "--dataset", "digits", "--epochs", 2,
+                           "--output", tmp_path / "m.npz"), "trained without a test set")
 
 
 def test_save_refuses_a_history_load_would_refuse(tmp_path):

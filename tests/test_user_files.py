@@ -265,3 +265,41 @@ def test_sklearn_frames_as_pandas_writes_them_train_and_evaluate_with_only_a_dat
         evaluated = run("evaluate", model, "--dataset", path, "--json")
         assert evaluated.exit_code == 0, evaluated.output
         assert last_json(evaluated.stdout)["accuracy"] > minimum
+
+
+# -- 5. explain keeps the point: whole lines, class and feature names, raw and scaled inputs -------------------
+def test_explain_on_a_model_names_classes_and_features_and_wraps_instead_of_cutting(tmp_path):
+    X, y, _ = iris_like()
+    names = np.array(["iris setosa (bristle-pointed)", "iris versicolor (harlequin blueflag)",
+                      "iris virginica (Virginia blueflag)"])[y]
+    path = write(tmp_path / "iris.csv", ["species", *IRIS_NAMES], [[s, *np.round(x, 2)] for x, s in zip(X, names)])
+    assert train("--dataset", path, "--output", tmp_path / "m.npz", "--quiet", "--epochs", 2).exit_code == 0
+    result = run("explain", "--model", tmp_path / "m.npz", "--sample", 0)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(map(len, lines)) <= 100 and not any(line.endswith("...") for line in lines)
+    answer = " ".join(line.strip() for line in lines[next(i for i, line in enumerate(lines)
+                                                             if line.startswith("answer:")):][:3])
+    assert "the true label is iris" in answer and (answer.endswith(": right") or ": wrong" in answer)
+    target = next(line for line in lines if line.startswith("target"))
+    assert target.startswith("target  class iris ") and "t0 =" not in target
+    data = gpunn.load_dataset(str(path))
+    raw = data.X_test[0]
+    for name, value in zip(IRIS_NAMES, raw):
+        assert any(line.split()[1:3] == [name, f"{value:.4g}"] for line in lines if line.startswith("  x")), name
+
+
+# -- 6. one truth for --lr-scaling fan_in ------------------------------------------------------------------
+def test_every_description_of_fan_in_scaling_says_what_the_code_does():
+    from gpunn.training.loop import fit
+    from gpunn.training.optim import lr_scaling_rates
+
+    rates = lr_scaling_rates([784, 256, 1024, 10], "fan_in")
+    assert np.allclose(rates, [np.sqrt(64 / 784), np.sqrt(64 / 256), 64 / 1024])  # hidden: sqrt; output: 64/n
+    help_text = " ".join(run("train", "--help").output.split())
+    assert "min(1, sqrt(64/n))" in help_text and "output layer by --lr times min(1, 64/n)" in help_text
+    docstring = " ".join(fit.__doc__.split())
+    assert "min(1, sqrt(64 / n))" in docstring and "output layer ``lr * min(1, 64 / n)``" in docstring
+    from pathlib import Path
+    readme = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text().split())
+    assert "min(1, √(64/n)) for a hidden layer with n inputs and min(1, 64/n) for the output layer" in readme

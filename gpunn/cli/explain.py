@@ -93,12 +93,12 @@ def explain(model, dataset, data_dir, sample, lr, as_json, **network):
             verb = "describes" if len(given) == 1 else "describe"
             raise click.UsageError(f"{names} {verb} a new network; a --model brings its own and explains "
                                    f"one --sample of its data set")
-        net, x, t, label, source = _model_sample(model, dataset, data_dir, sample)
+        net, x, t, label, source, raw = _model_sample(model, dataset, data_dir, sample)
     else:
         if dataset or data_dir or _given("sample"):
             raise click.UsageError("--dataset, --data-dir and --sample go with --model")
         net, x, t = _new_network(**network)
-        label = source = None
+        label = source = raw = None
     step = explain_step(net, x, t, lr=lr)
     if as_json:
         record = step.to_json()
@@ -108,7 +108,7 @@ def explain(model, dataset, data_dir, sample, lr, as_json, **network):
         return
     from gpunn.explain.text import render
 
-    for line in render(step, source=source, label=label):
+    for line in render(step, source=source, label=label, feature_names=net.feature_names, raw=raw):
         click.echo(line)
 
 
@@ -140,12 +140,13 @@ def _new_network(layers, activation, output_activation, loss, init, seed, input_
 
 def _model_sample(model, dataset, data_dir, sample):
     """The saved network, test sample ``sample`` of its data set as the network sees it (scaled as in
-    training) with its one-hot target, the index of its label, and a description of where it came from."""
+    training) with its one-hot target, the index of its label, a description of where it came from, and
+    the sample as the data set gives it (None when the model does not scale)."""
     from gpunn.cli.model import _check_width, _model_dataset
     from gpunn.saving.model_file import load_with_metadata
 
     net, metadata = load_with_metadata(model, backend="numpy")
-    data = _model_dataset(model, metadata, dataset, data_dir, None)
+    data = _model_dataset(model, metadata, dataset, data_dir, None, net=net)
     _check_width(net, data.n_features, f"data set {data.name}")
     if sample >= len(data.y_test):
         raise GpunnError(f"--sample {sample} is beyond the {len(data.y_test)} test samples of {data.name}; "
@@ -153,4 +154,6 @@ def _model_sample(model, dataset, data_dir, sample):
     label = int(net.label_indices(data.y_test[sample:sample + 1], 1)[0])
     scaled = net.scaler is not None and net.scaler.method != "none"
     source = f"sample {sample} of the {data.name} test set" + (f", scaled ({net.scaler.method})" if scaled else "")
-    return net, network_input(net, data.X_test[sample]), one_hot_target(label, net.sizes[-1]), label, source
+    raw = data.X_test[sample] if scaled else None
+    return (net, network_input(net, data.X_test[sample]), one_hot_target(label, net.sizes[-1]), label, source,
+            raw)

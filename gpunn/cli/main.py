@@ -398,11 +398,6 @@ def _train(dataset, label, data_dir, test_split, layers, epochs, batch_size, act
 
         save(net, output, extra=extra)
         summary["output"] = output
-        if not quiet:
-            click.echo(f"wrote {output}: use it with gpunn evaluate {output}, gpunn predict {output} FILE "
-                       f"or gpunn export {output} model.onnx", err=True)
-    elif not quiet:
-        click.echo("the model was not saved; give --output model.npz to keep it", err=True)
     if plot_path:
         from gpunn.explain.plotting import plot_model
 
@@ -418,6 +413,13 @@ def _train(dataset, label, data_dir, test_split, layers, epochs, batch_size, act
             f"[{summary['backend']}, {summary['dtype']}"
             + (f", {summary['dense']} products, {summary['step']}]" if summary["dense"] else "]")
         )
+    if quiet:
+        return
+    if output:
+        click.echo(f"wrote {output}: use it with gpunn evaluate {output}, gpunn predict {output} FILE or "
+                   f"gpunn export {output} model.onnx", err=True)
+    else:
+        click.echo("the model was not saved; give --output model.npz to keep it", err=True)
 
 
 def _announce_columns(data, quiet: bool) -> None:
@@ -440,8 +442,9 @@ def _check_resumed_history(path, net, data) -> None:
         raise GpunnError(f"{path} was trained with a test set and this run has none (--test-split 0); resume "
                          f"with the test split it was trained with")
     if has_test and not had_test:
-        raise GpunnError(f"{path} was trained without a test set (--test-split 0) and this run has one; resume "
-                         f"with --test-split 0")
+        raise GpunnError(f"{path} was trained without a test set, and this run scores one every epoch, so its "
+                         f"history could not go on; resume on a file with --test-split 0, or continue it from "
+                         f"Python with Network.fit")
 
 
 def _absolute_if_file(name):

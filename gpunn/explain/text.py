@@ -1,5 +1,7 @@
 """A :class:`gpunn.explain.step.Step` written out in the tutorial's notation, for a terminal 100 columns wide.
 
+Lines wider than that are wrapped onto the next (indented), never cut.
+
 Six parts, each layer by layer and neuron by neuron: the forward pass (``v = x1·w1 +
 x2·w2 + b = ...``, ``y = σ(v) = ...``) and the answer, the error, the backward pass (each
 δ with its chain-rule factors), the gradients, the update ``W(k+1) = W(k) - η·∂E/∂W`` and
@@ -13,6 +15,7 @@ inputs shows its result, then its largest terms and the count and sum of the res
 from __future__ import annotations
 
 import math
+import textwrap
 
 import numpy as np
 
@@ -25,6 +28,8 @@ FD_TOLERANCE = 1e-6
 INDENT = "  "
 #: A neuron with at most this many inputs has each of its parameters on a line of its own if need be.
 LISTED = 8
+#: A sample with at most this many inputs lists them one a line, named and raw, when names or raw values are known.
+NAMED_INPUTS = 32
 #: Characters of the input picture, from dark to bright.
 SHADES = " .:-=+*#%@"
 
@@ -50,18 +55,20 @@ def factor(value: float) -> str:
     return f"({text})" if text.startswith("-") else text
 
 
-def render(step: Step, source: str | None = None, label: int | None = None) -> list[str]:
-    """The step as lines of text at most WIDTH wide; ``source`` and ``label`` (the index of the true
-    class) describe a real sample."""
+def render(step: Step, source: str | None = None, label: int | None = None, feature_names=None,
+           raw=None) -> list[str]:
+    """The step as lines of text at most WIDTH wide (longer ones wrapped, never cut); ``source`` and
+    ``label`` (the index of the true class) describe a real sample, ``feature_names`` name the inputs
+    and ``raw`` holds them as the data file gave them, before the model's scaling."""
     lines = _header(step, source)
-    lines += _sample(step, label)
+    lines += _sample(step, label, feature_names, raw)
     lines += _forward(step, label)
     lines += _error(step)
     lines += _backward(step)
     lines += _gradients(step)
     lines += _update(step)
     lines += _check(step)
-    return lines
+    return [piece for line in lines for piece in _wrap(line)]
 
 
 # -- the parts -------------------------------------------------------------------------------
@@ -75,22 +82,39 @@ def _header(step: Step, source) -> list[str]:
     lines += [f"{INDENT}{hidden}outputs: {step.output_activation}   error: {step.loss}",
               f"{INDENT}learning rate η = {num(step.lr)}; float64 on NumPy; {DIGITS} digits shown "
               f"(--json has them all)"]
-    return [_clip(line) for line in lines]
+    return lines
 
 
-def _sample(step: Step, label) -> list[str]:
+def _sample(step: Step, label, feature_names=None, raw=None) -> list[str]:
     lines = [""]
-    lines += _values_line("input ", neuron_names(step.sizes, 0), step.x)
+    names = neuron_names(step.sizes, 0)
+    if (feature_names is not None or raw is not None) and step.x.size <= NAMED_INPUTS:
+        lines += _named_inputs(names, step.x, feature_names, raw)
+    else:
+        lines += _values_line("input ", names, step.x)
     side = math.isqrt(step.x.size)
     if side * side == step.x.size and side >= 8:
         lines += [f"{INDENT}as a {side}x{side} picture:"] + _picture(step.x, side)
     outputs = neuron_names(step.sizes, len(step.sizes) - 1)
     one_hot = np.isin(step.t, (0, 1)).all() and step.t.sum() == 1
-    if one_hot and step.t.size > 4:
+    if one_hot and (step.t.size > 4 or step.classes is not None):
         k = int(np.argmax(step.t))
         lines.append(f"target  class {step.class_name(k)}: t = 1 at {outputs[k]}, 0 at the other outputs")
     else:
         lines += _values_line("target", [f"t{name[1:]}" for name in outputs], step.t)
+    return lines
+
+
+def _named_inputs(names, x, feature_names, raw) -> list[str]:
+    """One input a line: its name in the network, its column's name, and the value in the file then
+    the value the network sees (after the model's scaling)."""
+    width = max(len(str(name)) for name in feature_names) if feature_names is not None else 0
+    heading = "as in the file -> as the network sees it (scaled)" if raw is not None else "as the network sees it"
+    lines = [f"input   {heading}"]
+    for i, name in enumerate(names):
+        column = f"{feature_names[i]:<{width}}  " if feature_names is not None else ""
+        value = f"{num(raw[i])} -> {num(x[i])}" if raw is not None else num(x[i])
+        lines.append(f"{INDENT}{name:<5} {column}{value}")
     return lines
 
 
@@ -132,7 +156,7 @@ def _answer(step: Step, label) -> str:
                 f"{step.class_name(k)}")
     if label is not None:
         text += f"; the true label is {step.class_name(label)}: " + ("right" if label == k else "wrong")
-    return _clip(text)
+    return text
 
 
 def _error(step: Step) -> list[str]:
@@ -151,7 +175,7 @@ def _error(step: Step) -> list[str]:
             continue  # softmax: only the target class adds to the error
         lines.append(f"{INDENT}{name:<5} {term} = {num(step.errors[j])}")
     several = len(step.errors) > 1 and objective != "softmax_cross_entropy"
-    lines.append(_clip(f"{INDENT}E = {_sum_of(step.errors) if several else num(step.error)}"))
+    lines.append(f"{INDENT}E = {_sum_of(step.errors) if several else num(step.error)}")
     return lines
 
 
@@ -168,12 +192,12 @@ def _backward(step: Step) -> list[str]:
             text = f"δ = ({num(y)} - {num(t)}) · {num(y)}·(1 - {num(y)}) = {factor(y - t)} · {num(slope)}"
         else:
             text = f"δ = {num(y)} - {num(t)}"
-        lines.append(_clip(f"{INDENT}{name:<5} {text} = {num(delta)}"))
+        lines.append(f"{INDENT}{name:<5} {text} = {num(delta)}")
     for index in range(last - 1, -1, -1):
         layer, above = step.layers[index], step.layers[index + 1]
         names_above = neuron_names(step.sizes, index + 2)
-        lines.append(_clip(f"layer {index + 1} (hidden): δ = ∂E/∂y · ∂y/∂v = (Σ w·δ over the neurons it feeds) "
-                           f"· f'(v)"))
+        lines.append(f"layer {index + 1} (hidden): δ = ∂E/∂y · ∂y/∂v = (Σ w·δ over the neurons it feeds) "
+                     f"· f'(v)")
         lines.append(f"{INDENT}with {DERIVATIVE[step.activation]}")
         for j, name in enumerate(neuron_names(step.sizes, index + 1)):
             terms = [(above.W[j, k], above.delta[k], names_above[k]) for k in range(len(names_above))]
@@ -233,8 +257,8 @@ def _check(step: Step) -> list[str]:
     return ["", f"6. Check: every ∂E/∂w against the central difference (E(w + h) - E(w - h)) / 2h, "
                 f"h = {FD_STEP:g},",
             f"   by the relative difference |g - fd| / max(|g|, |fd|, {FD_FLOOR:g}·max(1, E))",
-            _clip(f"{INDENT}{which} parameters: the worst is {worst:.2g}, at "
-                  f"{parameter_name(step.sizes, step.fd_worst)}: {verdict}")]
+            f"{INDENT}{which} parameters: the worst is {worst:.2g}, at "
+            f"{parameter_name(step.sizes, step.fd_worst)}: {verdict}"]
 
 
 # -- pieces ----------------------------------------------------------------------------------
@@ -288,8 +312,8 @@ def _sum_line(full, short: str, label: str, terms, bias=None) -> list[str]:
         if k < len(terms):
             text += f" + {len(terms) - k} more (sum {num(products.sum() - products[shown].sum())})"
         if len(lead + text + tail) <= WIDTH:
-            return [_clip(INDENT + short), lead + text + tail]
-    return [_clip(INDENT + short), _clip(lead + f"a sum of {len(terms)} terms" + tail)]
+            return [INDENT + short, lead + text + tail]
+    return [INDENT + short, lead + f"a sum of {len(terms)} terms" + tail]
 
 
 def _items_block(neurons, what: str) -> list[str]:
@@ -305,7 +329,7 @@ def _items_block(neurons, what: str) -> list[str]:
     for prefix, (_, items, last) in zip(prefixes, neurons):
         if len(items) <= LISTED:
             pad = " " * len(prefix)
-            lines += [_clip((pad if i else prefix) + text) for i, text in enumerate([t for t, _ in items] + [last])]
+            lines += [(pad if i else prefix) + text for i, text in enumerate([t for t, _ in items] + [last])]
             continue
         order = np.argsort([-weight for _, weight in items], kind="stable")
         for k in range(min(len(items) - 1, 8), 0, -1):  # no more than 8 fit in 100 columns
@@ -314,7 +338,7 @@ def _items_block(neurons, what: str) -> list[str]:
                 lines.append(line + "   " + last)
                 break
         else:  # not even the largest one fits beside the bias: the bias goes below
-            lines += [_clip(line), " " * len(prefix) + last]
+            lines += [line, " " * len(prefix) + last]
     return lines
 
 
@@ -323,8 +347,8 @@ def _values_line(title: str, names, values) -> list[str]:
     if len(line) <= WIDTH:
         return [line]
     nonzero = int(np.count_nonzero(values))
-    return [_clip(f"{title}  {len(values)} values {names[0]} ... {names[-1]}: {nonzero} non-zero, "
-                  f"from {num(values.min())} to {num(values.max())}")]
+    return [f"{title}  {len(values)} values {names[0]} ... {names[-1]}: {nonzero} non-zero, "
+            f"from {num(values.min())} to {num(values.max())}"]
 
 
 def _sum_of(values) -> str:
@@ -340,5 +364,10 @@ def _picture(x, side: int) -> list[str]:
     return [INDENT * 2 + "".join(SHADES[level] * 2 for level in row) for row in levels]
 
 
-def _clip(line: str) -> str:
-    return line if len(line) <= WIDTH else line[: WIDTH - 3] + "..."
+def _wrap(line: str) -> list[str]:
+    """A line at most WIDTH wide, or its words over several lines, each continued line indented
+    four spaces deeper than the first (nothing is cut off)."""
+    if len(line) <= WIDTH:
+        return [line]
+    indent = " " * (len(line) - len(line.lstrip()) + 4)
+    return textwrap.wrap(line, WIDTH, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False)

@@ -170,7 +170,8 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
         momentum, nesterov: SGD's (Nesterov) momentum.
         betas, eps: Adam's and AdamW's moment decay rates and denominator term.
         weight_decay: L2 for SGD and Adam, decoupled for AdamW; default 0 (AdamW: 0.01).
-        lr_scaling: ``"fan_in"`` gives each layer the step size ``lr * sqrt(64 / fan_in)``
+        lr_scaling: ``"fan_in"`` gives a hidden layer with n inputs the step size
+            ``lr * min(1, sqrt(64 / n))`` and the output layer ``lr * min(1, 64 / n)``
             (see :func:`gpunn.training.optim.lr_scaling_rates`) so that wide layers do not saturate;
             ``"none"`` uses ``lr`` everywhere, step for step what ``torch.optim.SGD``
             computes.  Default: ``fan_in`` for SGD when ``lr`` is left at its default,
