@@ -249,7 +249,7 @@ def test_fused_twins_equal_plain_formulas():
 
 def test_bad_inputs_are_clear_errors():
     net = gpunn.Network([4, 3], backend="numpy")
-    with pytest.raises(gpunn.DataError, match="3 features per sample but the network's input layer has 4"):
+    with pytest.raises(gpunn.DataError, match="X has 3 features per sample, but the network expects 4"):
         net.fit(np.zeros((5, 3)), np.zeros(5, dtype=int), epochs=1)
     with pytest.raises(gpunn.DataError, match=r"4 distinct labels \(0, 1, 2, 7\) but the output layer has 3"):
         net.fit(np.zeros((5, 4)), np.array([0, 1, 2, 7, 0]), epochs=1)

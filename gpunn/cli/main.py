@@ -358,8 +358,8 @@ def _train(dataset, label, data_dir, test_split, layers, epochs, batch_size, act
     with warnings.catch_warnings(), progress:  # the epoch printer shows them as "Warning: ..." lines
         warnings.simplefilter("ignore", TrainingWarning)
         history = net.fit(data.X_train, data.y_train, epochs=epochs - net.epochs_done, batch_size=batch_size,
-                          validation_data=(data.X_test, data.y_test) if has_test else None, callbacks=callbacks, progress=progress,
-                          communicator=communicator, **training)
+                          validation_data=(data.X_test, data.y_test) if has_test else None, callbacks=callbacks,
+                          progress=progress, communicator=communicator, **training)
     seconds = time.perf_counter() - started
     with np.errstate(all="ignore"):  # a diverging run was diagnosed in training; its summary says the rest
         train_result = net.evaluate(data.X_train, data.y_train)
@@ -625,7 +625,8 @@ def info():
     click.echo(_gpu_line(backend, cupy, details))
     click.echo(f"auto backend: {backend.label}" + (f" ({backend.reason})" if backend.is_gpu else ""))
     _echo_dense_paths()
-    click.echo(f"details: {details}" + ("" if backend.is_gpu else f"; auto chose numpy: {backend.reason.removeprefix('auto: ')}"))
+    why = "" if backend.is_gpu else f"; auto chose numpy: {backend.reason.removeprefix('auto: ')}"
+    click.echo(f"details: {details}{why}")
 
 
 def _gpu_line(backend, cupy, details: str) -> str:

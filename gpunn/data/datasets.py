@@ -165,7 +165,7 @@ def load_dataset(
     if data_dir is not None and name not in MNIST_FAMILY:
         raise DataError(f"{name}: --data-dir applies only to {' and '.join(MNIST_FAMILY)}; drop it")
     if test_split is not None and not is_user_file:
-        raise DataError(f"{name}: has a fixed test set, so --test-split applies only to .npz/.csv files; drop it")
+        raise DataError(f"{name}: has a fixed test set, so --test-split applies only to .npz, .csv, .tsv and .txt files; drop it")
     if label is not None and not is_user_file:
         raise DataError(f"{name}: a built-in data set, so --label applies only to .csv, .tsv and .txt files; "
                         f"drop it")
