@@ -215,6 +215,28 @@ _PTXAS_FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (
 _PTXAS_USED = re.compile(r"Used (\d+) registers(?:.*?(\d+) bytes smem)?")
 
 
+def compile_to_ptx(arch: str, code: str | None = None) -> str:
+    """The PTX that NVRTC makes of the kernels (or ``code``) for ``arch``, with :func:`nvrtc_options`.
+
+    Needs NVRTC but no GPU.  The PTX shows what the compiler did to the arithmetic:
+    ``fma`` instructions, and multiplications and additions without ``.rn`` (which
+    ptxas may still fuse into one FMA); tests/test_kernels_compile.py reads it.
+    """
+    nvrtc = _nvrtc()
+    program = nvrtc.createProgram(kernel_code() if code is None else code, KERNEL_FILE, (), ())
+    try:
+        try:
+            nvrtc.compileProgram(program, nvrtc_options(arch))
+        except nvrtc.NVRTCError as exc:
+            log = nvrtc.getProgramLog(program)
+            raise KernelCompileError(
+                f"NVRTC failed to compile {KERNEL_FILE} for {arch} ({exc}):\n{log}"
+            ) from None
+        return nvrtc.getPTX(program).decode()
+    finally:
+        nvrtc.destroyProgram(program)
+
+
 def resource_usage(arch: str) -> dict[str, KernelResources]:
     """Registers, shared memory, stack and spills of every kernel compiled for ``arch``, from ptxas.
 
