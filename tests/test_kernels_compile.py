@@ -69,8 +69,26 @@ def test_a_missing_nvrtc_library_is_reported(nvrtc_archs, monkeypatch):
         raise OSError("libnvrtc.so.13: cannot open shared object file")
 
     monkeypatch.setattr(nvrtc, "getVersion", no_library)
-    with pytest.raises(kernel_source.CompilerUnavailable, match="nvidia-cuda-nvrtc"):
+    with pytest.raises(kernel_source.CompilerUnavailable, match=r"cuda-toolkit\[cudart,nvrtc\]"):
         kernel_source.compile_for_arch("sm_80")
+
+
+def test_missing_cuda_headers_are_reported(nvrtc_archs, monkeypatch):
+    """CuPy's RuntimeError (no cuda_runtime.h: no toolkit and no cuda-toolkit wheels) becomes
+    gpunn's CompilerUnavailable saying what to install, which the nvrtc_archs fixture turns
+    into a skip (a failure under CI)."""
+    from cupy._core import core
+
+    def no_headers(options):
+        raise RuntimeError("Failed to find CUDA headers. Please install CUDA toolkit headers "
+                           "(e.g., pip install cupy-cuda12x[ctk]) or specify CUDA_PATH environment variable.")
+
+    monkeypatch.setattr(core, "assemble_cupy_compiler_options", no_headers)
+    for compile_ in (kernel_source.compile_for_arch, kernel_source.compile_to_ptx):
+        with pytest.raises(kernel_source.CudaHeadersUnavailable, match=r"gpunn\[gpu\]") as info:
+            compile_("sm_90")
+        assert isinstance(info.value, kernel_source.CompilerUnavailable)
+        assert "Failed to find CUDA headers" in str(info.value)
 
 
 @pytest.mark.parametrize("ci", ["", "1"])
