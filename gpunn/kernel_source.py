@@ -99,10 +99,10 @@ def is_missing_headers(exc: BaseException) -> bool:
 def missing_headers_error(exc: BaseException) -> CudaHeadersUnavailable:
     """gpunn's error for CuPy's ``RuntimeError: Failed to find CUDA headers ...``.
 
-    CuPy 14.2 raises that when it compiles a RawModule (cupy/_core/core.pyx,
-    ``assemble_cupy_compiler_options``: the include directory comes from cuda-pathfinder's
-    ``find_nvidia_header_directory('cudart')``, else from ``$CUDA_PATH``/the toolkit; with
-    neither it raises).  Its hint names ``cupy-cuda12x[ctk]``, the wrong CUDA major for gpunn.
+    CuPy 14.2 raises that from ``assemble_cupy_compiler_options`` (cupy/_core/core.pyx), on
+    every RawModule compilation, when neither the header wheels (found by cuda-pathfinder's
+    ``find_nvidia_header_directory('cudart')``) nor a CUDA toolkit (or ``$CUDA_PATH``) give it
+    ``cuda_runtime.h``.  Its hint names ``cupy-cuda12x[ctk]``, the wrong CUDA major for gpunn.
     """
     return CudaHeadersUnavailable(f"CuPy cannot compile gpunn's CUDA kernels: no CUDA headers found; "
                                   f"{CUDA_HEADERS_HINT} (CuPy said: {exc})")
@@ -212,12 +212,8 @@ def nvrtc_options(arch: str) -> tuple[str, ...]:
     )
 
 
-def compile_for_arch(arch: str, code: str | None = None) -> bytes:
-    """Compile the kernels (or ``code``) with NVRTC for ``arch`` (``"sm_80"``); return the CUBIN.
-
-    Needs NVRTC and the CUDA headers but no GPU or driver.  Raises :class:`CompilerUnavailable`
-    when NVRTC is missing (:class:`CudaHeadersUnavailable` when the headers are) and :class:`KernelCompileError`, carrying NVRTC's log, when compilation fails.
-    """
+def _compile(arch: str, code: str | None, result):
+    """Compile with NVRTC for ``arch`` and return ``result(nvrtc, program)`` (its CUBIN or its PTX)."""
     nvrtc = _nvrtc()
     options = nvrtc_options(arch)
     program = nvrtc.createProgram(kernel_code() if code is None else code, KERNEL_FILE, (), ())
@@ -229,9 +225,29 @@ def compile_for_arch(arch: str, code: str | None = None) -> bytes:
             raise KernelCompileError(
                 f"NVRTC failed to compile {KERNEL_FILE} for {arch} ({exc}):\n{log}"
             ) from None
-        return nvrtc.getCUBIN(program)
+        return result(nvrtc, program)
     finally:
         nvrtc.destroyProgram(program)
+
+
+def compile_for_arch(arch: str, code: str | None = None) -> bytes:
+    """Compile the kernels (or ``code``) with NVRTC for ``arch`` (``"sm_80"``); return the CUBIN.
+
+    Needs NVRTC and the CUDA headers but no GPU or driver.  Raises :class:`CompilerUnavailable`
+    when NVRTC is missing (:class:`CudaHeadersUnavailable` when the headers are) and
+    :class:`KernelCompileError`, carrying NVRTC's log, when compilation fails.
+    """
+    return _compile(arch, code, lambda nvrtc, program: nvrtc.getCUBIN(program))
+
+
+def compile_to_ptx(arch: str, code: str | None = None) -> str:
+    """The PTX of the kernels (or ``code``) for ``arch``, compiled as :func:`compile_for_arch` compiles.
+
+    The PTX shows what the compiler did to the arithmetic: ``fma`` instructions, and
+    multiplications and additions without a rounding modifier such as ``.rn`` (which ptxas
+    may still fuse into one FMA); tests/test_kernels_compile.py reads it.
+    """
+    return _compile(arch, code, lambda nvrtc, program: nvrtc.getPTX(program).decode())
 
 
 class KernelResources(NamedTuple):
@@ -247,28 +263,6 @@ class KernelResources(NamedTuple):
 _PTXAS_ENTRY = re.compile(r"Compiling entry function '(\w+)'")
 _PTXAS_FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
 _PTXAS_USED = re.compile(r"Used (\d+) registers(?:.*?(\d+) bytes smem)?")
-
-
-def compile_to_ptx(arch: str, code: str | None = None) -> str:
-    """The PTX that NVRTC makes of the kernels (or ``code``) for ``arch``, with :func:`nvrtc_options`.
-
-    Needs NVRTC but no GPU.  The PTX shows what the compiler did to the arithmetic:
-    ``fma`` instructions, and multiplications and additions without ``.rn`` (which
-    ptxas may still fuse into one FMA); tests/test_kernels_compile.py reads it.
-    """
-    nvrtc = _nvrtc()
-    program = nvrtc.createProgram(kernel_code() if code is None else code, KERNEL_FILE, (), ())
-    try:
-        try:
-            nvrtc.compileProgram(program, nvrtc_options(arch))
-        except nvrtc.NVRTCError as exc:
-            log = nvrtc.getProgramLog(program)
-            raise KernelCompileError(
-                f"NVRTC failed to compile {KERNEL_FILE} for {arch} ({exc}):\n{log}"
-            ) from None
-        return nvrtc.getPTX(program).decode()
-    finally:
-        nvrtc.destroyProgram(program)
 
 
 def resource_usage(arch: str) -> dict[str, KernelResources]:
