@@ -303,3 +303,21 @@ def test_every_description_of_fan_in_scaling_says_what_the_code_does():
     from pathlib import Path
     readme = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text().split())
     assert "min(1, √(64/n)) for a hidden layer with n inputs and min(1, 64/n) for the output layer" in readme
+
+
+def test_a_format_2_file_without_the_column_fields_loads_and_reads_the_label_as_before(tmp_path):
+    """Files written before feature_names and label_column existed (same format version, fields optional)."""
+    X, _, names = iris_like()
+    path = write(tmp_path / "iris.csv", ["species", *IRIS_NAMES], [[s, *np.round(x, 2)] for x, s in zip(X, names)])
+    assert train("--dataset", path, "--output", tmp_path / "new.npz", "--quiet", "--epochs", 2).exit_code == 0
+    with np.load(tmp_path / "new.npz", allow_pickle=False) as archive:
+        contents = {name: archive[name] for name in archive.files}
+    meta = json.loads(contents["metadata"].tobytes())
+    assert meta["format_version"] == 2 and meta["label_column"] == {"column": 1, "name": "species"}
+    del meta["feature_names"], meta["label_column"]
+    contents["metadata"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "old.npz", **contents)
+    old = gpunn.load(tmp_path / "old.npz", backend="numpy")
+    assert old.feature_names is None and old.label_column is None
+    evaluated = run("evaluate", tmp_path / "old.npz", "--dataset", path, "--json")  # the label found by its name
+    assert evaluated.exit_code == 0 and last_json(evaluated.stdout)["samples"] == 150, evaluated.output
