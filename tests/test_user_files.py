@@ -321,3 +321,15 @@ def test_a_format_2_file_without_the_column_fields_loads_and_reads_the_label_as_
     assert old.feature_names is None and old.label_column is None
     evaluated = run("evaluate", tmp_path / "old.npz", "--dataset", path, "--json")  # the label found by its name
     assert evaluated.exit_code == 0 and last_json(evaluated.stdout)["samples"] == 150, evaluated.output
+
+
+def test_a_model_from_a_csv_resumes_and_evaluates_on_other_kinds_of_data(tmp_path):
+    X, y, names = iris_like()
+    path = write(tmp_path / "iris.csv", [*IRIS_NAMES, "species"], [[*np.round(x, 2), s] for x, s in zip(X, names)])
+    np.savez(tmp_path / "iris.npz", X=np.round(X, 2), y=names)
+    assert train("--dataset", path, "--output", tmp_path / "m.npz", "--quiet", "--epochs", 2).exit_code == 0
+    evaluated = run("evaluate", tmp_path / "m.npz", "--dataset", tmp_path / "iris.npz", "--json")
+    assert evaluated.exit_code == 0 and last_json(evaluated.stdout)["samples"] == 150, evaluated.output
+    resumed = run("train", "--resume", tmp_path / "m.npz", "--dataset", tmp_path / "iris.npz", "--epochs", 3,
+                  "--quiet", "--json")
+    assert resumed.exit_code == 0 and last_json(resumed.stdout)["epochs"] == 3, resumed.output

@@ -264,9 +264,6 @@ def _train(dataset, label, data_dir, test_split, layers, epochs, batch_size, act
     if output and Path(output).suffix.lower() == ".onnx":
         raise click.UsageError(f"--output {output}: train writes gpunn's own .npz model file, not ONNX; save it "
                                f"as e.g. --output model.npz, then run gpunn export model.npz {output}")
-    if patience and test_split == 0:
-        raise click.UsageError("--patience watches the test loss, and --test-split 0 leaves no test set; "
-                               "drop one of them")
     if checkpoint_every and not (output or resume):
         raise click.UsageError("--checkpoint-every needs --output, the file the checkpoints go to")
     if record_trajectory and not output:
@@ -308,6 +305,9 @@ def _train(dataset, label, data_dir, test_split, layers, epochs, batch_size, act
         label = LabelColumn.from_json(net.label_column)
     data = load_dataset(dataset, **_data_options(data_dir, test_split), label=label)
     _announce_columns(data, quiet)
+    if patience and len(data.X_test) == 0:
+        raise click.UsageError("--patience watches the test loss, and --test-split 0 leaves no test set; "
+                               "drop one of them")
     if resume:
         _check_resumed_history(resume, net, data)
     if net is None:
@@ -453,10 +453,10 @@ def _absolute_if_file(name):
     The names of the built-in data sets stay names, even beside a folder of that name
     (``--dataset mnist --data-dir mnist``).
     """
-    from gpunn.data.datasets import BUILTIN, MNIST_FAMILY
+    from gpunn.data.datasets import BUILTIN, MNIST_FAMILY, USER_SUFFIXES
 
     if name is None or name in (*BUILTIN, *MNIST_FAMILY) or not (
-            os.sep in str(name) or str(name).lower().endswith((".npz", ".csv")) or Path(name).exists()):
+            os.sep in str(name) or str(name).lower().endswith(USER_SUFFIXES) or Path(name).exists()):
         return name
     return str(Path(name).resolve())
 

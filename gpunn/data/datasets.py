@@ -165,7 +165,10 @@ def load_dataset(
     if data_dir is not None and name not in MNIST_FAMILY:
         raise DataError(f"{name}: --data-dir applies only to {' and '.join(MNIST_FAMILY)}; drop it")
     if test_split is not None and not is_user_file:
-        raise DataError(f"{name}: has a fixed test set, so --test-split applies only to .npz, .csv, .tsv and .txt files; drop it")
+        raise DataError(f"{name}: has a fixed test set, so --test-split applies only to .npz, .csv, .tsv and .txt "
+                        f"files; drop it")
+    if isinstance(label, LabelColumn) and not name.lower().endswith(CSV_SUFFIXES):
+        label = None  # a model's record of its training file's column: it applies to text files only
     if label is not None and not is_user_file:
         raise DataError(f"{name}: a built-in data set, so --label applies only to .csv, .tsv and .txt files; "
                         f"drop it")
