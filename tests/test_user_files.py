@@ -333,3 +333,10 @@ def test_a_model_from_a_csv_resumes_and_evaluates_on_other_kinds_of_data(tmp_pat
     resumed = run("train", "--resume", tmp_path / "m.npz", "--dataset", tmp_path / "iris.npz", "--epochs", 3,
                   "--quiet", "--json")
     assert resumed.exit_code == 0 and last_json(resumed.stdout)["epochs"] == 3, resumed.output
+
+
+def test_decimal_commas_are_named_as_such(tmp_path):
+    path = tmp_path / "comma.csv"
+    path.write_text("a;b;species\n5,1;3,5;setosa\n4,9;3,0;virginica\n")
+    result = train("--dataset", path)
+    assert result.exit_code == 1 and "'5,1' is not a number (a decimal comma? write 5.1)" in result.output

@@ -51,7 +51,7 @@ CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 #: Header names taken for the label column when no label is given (compared in any case).
 LABEL_NAMES = ("label", "target", "class", "y", "species")
 #: The field separators recognised, in the order they are preferred when several fit every sampled line.
-DELIMITERS = {"\t": "tab", ";": "semicolon", ",": "comma"}
+DELIMITERS = ("\t", ";", ",")
 #: How many lines decide the delimiter, and how many data rows which columns hold numbers.
 SNIFF_LINES = 20
 SNIFF_ROWS = 100
@@ -342,8 +342,10 @@ def csv_numbers(table: CsvTable, columns) -> np.ndarray:
         for number, fields in table.rows:
             for column in columns:
                 if not _is_number(fields[column]):
+                    decimal_comma = _is_number(fields[column].replace(",", ".", 1))
+                    hint = f" (a decimal comma? write {fields[column].replace(',', '.', 1)})" if decimal_comma else ""
                     raise DataError(f"{table.path}, line {number}, column {column + 1}: {fields[column]!r} is not "
-                                    f"a number; features must be numbers") from None
+                                    f"a number{hint}; features must be numbers") from None
         raise DataError(f"{table.path}: cannot read as numbers: {' '.join(str(exc).split())}") from None
 
 
