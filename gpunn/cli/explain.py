@@ -148,6 +148,9 @@ def _model_sample(model, dataset, data_dir, sample):
     net, metadata = load_with_metadata(model, backend="numpy")
     data = _model_dataset(model, metadata, dataset, data_dir, None, net=net)
     _check_width(net, data.n_features, f"data set {data.name}")
+    if len(data.y_test) == 0:
+        raise GpunnError(f"{data.name} has no test set here (the model was trained on every row, --test-split 0); "
+                         f"pass --dataset with a file to take the sample from")
     if sample >= len(data.y_test):
         raise GpunnError(f"--sample {sample} is beyond the {len(data.y_test)} test samples of {data.name}; "
                          f"give 0 to {len(data.y_test) - 1}")

@@ -416,7 +416,7 @@ def plot(model, out, curves, weights, surface, landscape, dataset):
     points = None
     recorded = recorded_extra(model, metadata)
     if surface and net.sizes[0] == 2 and (dataset or recorded.get("dataset")):
-        data = _model_dataset(model, metadata, dataset, None, None)
+        data = _model_dataset(model, metadata, dataset, None, None, net=net)
         _check_width(net, data.n_features, f"data set {data.name}")
         check_representable(data.X_train, net.dtype, f"data set {data.name}")
         points = (data.X_train, data.y_train)
@@ -424,7 +424,7 @@ def plot(model, out, curves, weights, surface, landscape, dataset):
     if landscape:
         from gpunn.explain.landscape import compute
 
-        data = _model_dataset(model, metadata, dataset, None, None)
+        data = _model_dataset(model, metadata, dataset, None, None, net=net)
         _check_width(net, data.n_features, f"data set {data.name}")
         check_representable(data.X_train, net.dtype, f"data set {data.name}")
         measured = compute(net, data.X_train, data.y_train, seed=net.seed)
