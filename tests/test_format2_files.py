@@ -1,7 +1,7 @@
 """Model files written by an earlier gpunn (format 2, commit e1c0475) still load and predict the same.
 
 The fixtures in tests/data were written once by that code (a tutorial-style sigmoid net trained on
-digits with SGD, and a relu/softmax net with Adam and automatic scaling) together with their
+digits with SGD, and a relu/softmax net with Adam and standard scaling) together with their
 predict_proba outputs on eight digits test samples.  Loading them with today's code on NumPy must give
 the same probabilities within float32 rounding (the BLAS may sum in another order) and the same
 training state (epochs done, optimizer, scaler).
