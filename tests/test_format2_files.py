@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import gpunn
-from gpunn.saving.model_file import load_with_metadata
+from gpunn.network import load_with_metadata
 
 DATA = Path(__file__).parent / "data"
 

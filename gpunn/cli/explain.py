@@ -141,7 +141,7 @@ def _model_sample(model, dataset, data_dir, sample):
     """The saved network, test sample ``sample`` of its data set as the network sees it (scaled as in
     training) with its one-hot target, the index of its label, and a description of where it came from."""
     from gpunn.cli.model import _check_width, _model_dataset
-    from gpunn.saving.model_file import load_with_metadata
+    from gpunn.network import load_with_metadata
 
     net, metadata = load_with_metadata(model, backend="numpy")
     data = _model_dataset(model, metadata, dataset, data_dir, None)

@@ -440,7 +440,7 @@ def _given(name: str) -> bool:
 
 def _load_for_resume(path, backend, **architecture):
     """Load the model to resume; architecture options typed on the command line must agree with it."""
-    from gpunn.saving.model_file import load_with_metadata
+    from gpunn.network import load_with_metadata
 
     net, metadata = load_with_metadata(path, backend=backend)
     saved = {"activation": net.activation, "output_activation": net.output_activation, "loss": net.loss,

@@ -21,7 +21,7 @@ import re
 import numpy as np
 
 from gpunn.limits import MAX_UNITS
-from gpunn.network import DTYPES, INITS
+from gpunn.nn.parameters import DTYPES, INITS
 from gpunn.compute.ops import ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS, objective
 from gpunn.training.optim import LR_SCALINGS, OPTIMIZERS
 from gpunn.nn.preprocessing import METHODS, SCALINGS

@@ -34,6 +34,7 @@ import numpy as np
 
 from gpunn.compute.backend import to_numpy
 from gpunn.errors import GpunnError
+from gpunn.files import atomic_write
 
 #: The ONNX operator set the graph is written against (every node has kept its meaning since).
 OPSET = 17
@@ -137,7 +138,5 @@ def _label_constant(net, classes):
 
 def export(net, path, classes=None) -> None:
     """Write ``net`` as an ONNX model to ``path``, atomically (see :func:`to_onnx_model`)."""
-    from gpunn.saving.model_file import atomic_write
-
     data = to_onnx_model(net, classes).SerializeToString()
     atomic_write(path, lambda f: f.write(data))
