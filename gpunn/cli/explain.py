@@ -9,10 +9,10 @@ import json
 import click
 import numpy as np
 
-from gpunn.cli.main import LayerSizes
+from gpunn.cli.options import LayerSizes
 from gpunn.errors import GpunnError
 from gpunn.explain.step import DEFAULT_LR, default_input, default_target, explain_step, network_input, one_hot_target
-from gpunn.network import INITS
+from gpunn.nn.parameters import INITS
 from gpunn.compute.ops import ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS
 
 DEFAULT_LAYERS = "2,2,2"
