@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gpunn._version import __version__
 from gpunn.compute.backend import to_numpy
 from gpunn.errors import GpunnError
 from gpunn.files import atomic_write
@@ -108,8 +109,6 @@ def to_onnx_model(net, classes=None):
          helper.make_tensor_value_info("label", label_type, ["batch"])],
         initializers,
     )
-    from gpunn._version import __version__
-
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="gpunn",
                               producer_version=__version__, doc_string=repr(net))
     model.ir_version = IR_VERSION
