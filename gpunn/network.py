@@ -32,7 +32,7 @@ class Network(MLP):
                     communicator=communicator, cuda_graph=cuda_graph, dense=dense)
 
     def save(self, path, extra=None) -> None:
-        """Save to one ``.npz`` file, atomically; see :func:`gpunn.saving.model_file.save` (``gpunn.load`` reads it back)."""
+        """Save to one ``.npz`` file, atomically (:func:`gpunn.saving.model_file.save`); :func:`load` reads it back."""
         model_file.save(self, path, extra=extra)
 
     def to_onnx(self, path, classes=None) -> None:
@@ -69,7 +69,8 @@ def load_with_metadata(path, backend=None) -> tuple[Network, dict]:
 
 
 def from_bytes(data: bytes, backend=None, name: str = "the pickled model") -> Network:
-    """The network in a model file's bytes (:func:`gpunn.saving.model_file.to_bytes`), checked as :func:`load` checks a file."""
+    """The network in a model file's bytes (:func:`gpunn.saving.model_file.to_bytes`), checked as :func:`load`
+    checks a file."""
     return _assemble(model_file.read_bytes(data, name), backend)
 
 

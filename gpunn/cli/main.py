@@ -21,7 +21,7 @@ from gpunn.compute.backend import BackendError, get_backend, parse_spec
 from gpunn.cli.options import FiniteRange, LayerSizes
 from gpunn.errors import GpunnError, command_line_interface
 from gpunn.nn.labels import classes_to_json
-from gpunn.limits import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_LR, MAX_SEED, MAX_UNITS, MAX_WEIGHT_DECAY
+from gpunn.limits import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_LR, MAX_SEED, MAX_WEIGHT_DECAY
 from gpunn.nn.parameters import INITS
 from gpunn.compute.ops import ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS
 from gpunn.training.optim import LR_SCALINGS, OPTIMIZERS
