@@ -36,7 +36,7 @@ class Network(MLP):
         model_file.save(self, path, extra=extra)
 
     def to_onnx(self, path, classes=None) -> None:
-        """Write this network as an ONNX model (outputs ``probabilities``, ``label``); see :mod:`gpunn.saving.onnx_export`."""
+        """Write this network as an ONNX model (:mod:`gpunn.saving.onnx_export`): ``probabilities``, ``label``."""
         onnx_export.export(self, path, classes=classes)
 
     def __reduce__(self):
