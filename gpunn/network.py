@@ -15,10 +15,13 @@ from gpunn.training.loop import fit as _fit
 
 
 class Network(MLP):
-    __doc__ = MLP.__doc__.replace(
-        "A fully connected network: its parameters, forward pass, backprop and predictions.\n\n"
-        "    The public :class:`gpunn.Network` adds training, saving and export on top.",
-        "A fully connected network, trained by backprop and minibatch gradient descent.", 1)
+    """A fully connected network, trained by backprop and minibatch gradient descent.
+
+    The math (parameters, forward, backprop, predictions) is :class:`gpunn.nn.mlp.MLP`'s; a
+    Network adds :meth:`fit`, :meth:`save`, :meth:`to_onnx` and pickling.
+
+    """
+    __doc__ += "Args:" + MLP.__doc__.split("Args:", 1)[1]  # the same arguments, documented once
 
     def fit(self, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momentum=0.0, nesterov=False,
             betas=(0.9, 0.999), eps=1e-8, weight_decay=None, lr_scaling=None, validation_data=None,

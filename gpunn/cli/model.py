@@ -1,7 +1,7 @@
 """The commands that use a saved model: ``gpunn evaluate``, ``gpunn predict`` and ``gpunn plot``.
 
 Each takes a model file written by ``gpunn train --output`` (or ``Network.save``)
-and reads it with :func:`gpunn.saving.model_file.load_with_metadata`, which refuses anything that is
+and reads it with :func:`gpunn.network.load_with_metadata`, which refuses anything that is
 not a sound gpunn model with a one-line error.  The data set a model was trained on
 is recorded in the file, so ``gpunn evaluate model.npz`` needs nothing else.
 """

@@ -8,7 +8,7 @@ each followed by a cheap elementwise epilogue:
 * the weight gradient: ``grad = [A_prev; 1] delta^T`` (the bias gradient as its last row).
 
 Two ways to run them on the kernel backends (``cupy`` and ``emulated``), chosen per
-network (:attr:`gpunn.network.Network.dense`):
+network (:attr:`gpunn.nn.mlp.MLP.dense`):
 
 ``fused`` (:class:`FusedProducts`)
     gpunn's own kernels (``dense_forward_<act>``, ``dense_backward_<act>``,

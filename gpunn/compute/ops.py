@@ -109,7 +109,7 @@ class NumpyKernels:
         """z <- act(z), in place, for ``sigmoid``, ``tanh``, ``relu`` or ``identity``.
 
         NumPy only: here the bias is already folded into the matrix product
-        (:meth:`gpunn.network.Network.forward`); the GPU path uses :meth:`bias_act`.
+        (:meth:`gpunn.nn.layout.RowLayout.forward`); the GPU path uses :meth:`bias_act`.
         """
         if activation == "sigmoid":
             half = _HALF[z.dtype]

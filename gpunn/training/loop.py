@@ -300,7 +300,7 @@ def _split_validation(X, y, validation_data, fraction):
 
 
 def _first_samples(network, X, y):
-    """:meth:`Network.device_samples` of the training data, fitting the scaling and the classes on first use."""
+    """:meth:`MLP.device_samples` of the training data, fitting the scaling and the classes on first use."""
     fresh_scaler, fresh_classes = network.scaler is None, network.classes is None
     if fresh_scaler:
         network.scaler = Scaler.fit(network._as_samples(X, "X"), network.scale)
