@@ -26,7 +26,7 @@ network (:attr:`gpunn.nn.mlp.MLP.dense`):
 
 Which one a GPU uses is measured on the device (:mod:`gpunn.training.autotune`) or forced
 with ``GPUNN_DENSE=fused|cublas``.  The NumPy backend has neither: it folds the bias
-into its own BLAS products (:class:`gpunn.network.Network`).
+into its own BLAS products (:class:`gpunn.nn.layout.RowLayout`).
 """
 
 from __future__ import annotations
