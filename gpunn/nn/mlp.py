@@ -181,7 +181,7 @@ class MLP:
 
         ``fused``: gpunn's kernels only, so that a GPU step can be one CUDA graph;
         ``cublas``: the library GEMM and gpunn's epilogue kernels (see :mod:`gpunn.compute.dense`).
-        :meth:`fit` sets it for its batch size (``GPUNN_DENSE``, or the autotuner's
+        Training (:func:`gpunn.training.loop.fit`) sets it for its batch size (``GPUNN_DENSE``, or the autotuner's
         pick on a GPU); before any fit a GPU uses ``cublas`` and ``emulated`` ``fused``,
         unless ``GPUNN_DENSE`` says otherwise.  May be assigned.
         """
