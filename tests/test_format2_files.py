@@ -37,3 +37,17 @@ def test_format2_models_keep_their_settings():
     assert modern.scaler is not None and not modern.scaler.identity
     assert metadata["format_version"] == 2
     assert modern.optimizer is not None
+
+
+def test_the_model_file_restores_its_parts_into_any_network_object():
+    """saving.model_file deals in parts: restored into the bare MLP (no Network), it predicts the same."""
+    from gpunn.nn.mlp import MLP
+    from gpunn.saving import model_file
+
+    expected = np.load(DATA / "format2_expected.npz")
+    parts = model_file.read(DATA / "format2_modern.npz")
+    assert parts.architecture()["sizes"] == [64, 32, 10]
+    mlp = MLP(**parts.architecture(), backend="numpy")
+    model_file.restore(mlp, parts)
+    np.testing.assert_allclose(mlp.predict_proba(expected["X"]), expected["modern"], rtol=1e-5, atol=1e-6)
+    assert mlp.optimizer.name == "adam" and mlp.epochs_done == 3
