@@ -32,6 +32,7 @@ from gpunn.training.device_step import DeviceStep
 from gpunn.training.diagnosis import CollapseWatch
 from gpunn.training.optim import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, OPTIMIZERS, make_optimizer, lr_scaling_rates
 
+
 class History:
     """What :func:`fit` returns: ``history`` maps each metric to its per-epoch list.
 
