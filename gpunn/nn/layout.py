@@ -113,7 +113,7 @@ class RowLayout:
 
     # -- data ---------------------------------------------------------------------
     def build(self, X, labels, classes: int, dtype, where: str, scaler):
-        """``(samples, n, n_in + 1 + classes)`` rows ``[x, 1, t]`` of the host array ``X``, checked and scaled.
+        """The ``(n, n_in + 1 + classes)`` rows ``[x, 1, t]`` of the host array ``X``, checked and scaled.
 
         One pass writes each row: the cast copy of the features, the one, the one-hot target
         (zeros without labels); the finite check reads the result once, without temporaries.
