@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Callable
 
 from gpunn.errors import DataError
-from gpunn.files import cache_root  # noqa: F401 - also gpunn.data.download.cache_root, the folder of every dataset's cache
+from gpunn.files import cache_root
 
 #: The four files of every MNIST-family dataset: train images, train labels, test images, test labels.
 MNIST_FILES = (
