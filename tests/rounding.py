@@ -1,0 +1,86 @@
+"""One rule for comparing two computations that round differently (see DESIGN.md).
+
+ONNX Runtime and NumPy, cuBLAS and OpenBLAS, a fused kernel and a library GEMM, two BLAS
+kernels picked by two CPUs: each adds its products in its own order, so their results
+differ in the last bits, and a label (an argmax) can flip where two classes score
+within those bits of each other.  The rule:
+
+* values agree within ``tolerance(dtype, terms)`` = ``terms * eps(dtype)``, relative and
+  absolute (the scale of the values, 1 for probabilities and activations): ``terms`` is
+  the size of the computation, the number of roundings on the longest path to one value
+  (:func:`network_terms` for a network's outputs).  ``terms * eps`` bounds the error of
+  a sum of ``terms`` products (Higham, *Accuracy and Stability*, 3.1) for values of the
+  size of the scale; it is not made up per test;
+* labels are compared only where the winner beats the runner-up by more than twice that
+  tolerance (each side may be off by it).  Those are the *near-ties*: they are counted,
+  every disagreement must be one of them, and there may be at most ``max_fraction`` of
+  the samples (1%) of them, so a network whose scores are all tied cannot pass as
+  agreeing.  Nothing is skipped silently: a failure names the samples and margins.
+
+Limits: the bound assumes that the values' magnitudes (and the sums feeding them) are of
+order ``scale``; a computation with large cancellations needs a larger ``scale``.
+Bit-exact comparisons stay where both sides are specified to round identically (the
+same backend, code path and kernel); such tests say so in a comment, not here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: the own rounding of one activation (exp, tanh, division) in ulps, as libraries differ in it
+ACTIVATION_ULPS = 4
+
+
+def tolerance(dtype, terms: int) -> float:
+    """How far two roundings of one computation of ``terms`` roundings in ``dtype`` may drift apart (relative)."""
+    return float(terms) * float(np.finfo(np.dtype(dtype)).eps)
+
+
+def network_terms(sizes) -> int:
+    """The size of a forward pass through a network of ``sizes`` units per layer, for :func:`tolerance`.
+
+    Each layer adds ``n_in`` products and a bias, then rounds in its activation (a few ulps).
+    """
+    return sum(n_in + 1 + ACTIVATION_ULPS for n_in in list(sizes)[:-1])
+
+
+def assert_values_agree(actual, desired, dtype, terms: int, scale: float = 1.0, what: str = "values") -> None:
+    """``actual`` and ``desired`` within ``tolerance(dtype, terms)``, relative and absolute (times ``scale``)."""
+    tol = tolerance(dtype, terms)
+    np.testing.assert_allclose(np.asarray(actual), np.asarray(desired), rtol=tol, atol=tol * scale,
+                               err_msg=f"{what} differ by more than {terms} x eps({np.dtype(dtype).name})")
+
+
+def margins(scores) -> np.ndarray:
+    """Per sample (row), how far the best score beats the runner-up (inf with one class)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.shape[1] < 2:
+        return np.full(scores.shape[0], np.inf)
+    top = np.partition(scores, -2, axis=1)
+    return top[:, -1] - top[:, -2]
+
+
+def assert_labels_agree(labels, other_labels, scores, dtype, terms: int, scale: float = 1.0,
+                        max_fraction: float = 0.01, what: str = "labels") -> int:
+    """Two computations' labels agree wherever the winner is clear; returns the number of near-ties.
+
+    ``scores`` is one side's (samples, classes) scores that the labels are the argmax of
+    (probabilities or outputs).  A sample is a near-tie where its best score beats the
+    runner-up by at most ``2 * tolerance(dtype, terms) * scale``.  Fails where a clear
+    winner differs, or where more than ``max_fraction`` of the samples are near-ties.
+    """
+    labels, other_labels = np.asarray(labels), np.asarray(other_labels)
+    scores = np.asarray(scores)
+    assert labels.shape == other_labels.shape == scores.shape[:1], (labels.shape, other_labels.shape, scores.shape)
+    margin = margins(scores)
+    near = margin <= 2 * tolerance(dtype, terms) * scale
+    differ = labels != other_labels
+    clear = np.flatnonzero(differ & ~near)
+    assert clear.size == 0, (
+        f"{what} differ at {clear.size} of {labels.size} samples where the winner is clear (margin above "
+        f"{2 * tolerance(dtype, terms) * scale:.3g}): samples {clear[:10].tolist()}, margins {margin[clear[:10]].tolist()}")
+    allowed = int(max_fraction * labels.size)
+    assert near.sum() <= allowed, (
+        f"{what}: {int(near.sum())} of {labels.size} samples are near-ties (at most {allowed} allowed): scores too "
+        f"close to tell the classes apart, samples {np.flatnonzero(near)[:10].tolist()}")
+    return int(near.sum())
