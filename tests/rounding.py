@@ -29,6 +29,8 @@ import numpy as np
 
 #: the own rounding of one activation (exp, tanh, division) in ulps, as libraries differ in it
 ACTIVATION_ULPS = 4
+#: at most this fraction of the samples may be near-ties (or, in a count of right answers, flipped)
+NEAR_TIE_FRACTION = 0.01
 
 
 def tolerance(dtype, terms: int) -> float:
@@ -42,6 +44,17 @@ def network_terms(sizes) -> int:
     Each layer adds ``n_in`` products and a bias, then rounds in its activation (a few ulps).
     """
     return sum(n_in + 1 + ACTIVATION_ULPS for n_in in list(sizes)[:-1])
+
+
+def training_terms(sizes, steps: int, batch_size: int) -> int:
+    """The size of a training run of ``steps`` minibatch steps, for :func:`tolerance` of its losses and weights.
+
+    Each step rounds again on the way to every parameter: its forward pass, its backward
+    pass (the same products, transposed) and the gradient's sum over the batch.  The
+    steps' differences are taken to add up (linearly: the worst case without chaos; a
+    run that amplifies them needs a shorter run in the test, not a larger tolerance).
+    """
+    return steps * (2 * network_terms(sizes) + batch_size)
 
 
 def assert_values_agree(actual, desired, dtype, terms: int, scale: float = 1.0, what: str = "values") -> None:
@@ -61,7 +74,7 @@ def margins(scores) -> np.ndarray:
 
 
 def assert_labels_agree(labels, other_labels, scores, dtype, terms: int, scale: float = 1.0,
-                        max_fraction: float = 0.01, what: str = "labels") -> int:
+                        max_fraction: float = NEAR_TIE_FRACTION, what: str = "labels") -> int:
     """Two computations' labels agree wherever the winner is clear; returns the number of near-ties.
 
     ``scores`` is one side's (samples, classes) scores that the labels are the argmax of
