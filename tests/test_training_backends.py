@@ -19,8 +19,7 @@ import pytest
 
 import gpunn
 from gpunn.backend import BackendError, get_backend
-from rounding import (NEAR_TIE_FRACTION, assert_labels_agree, assert_values_agree, network_terms,
-                      training_terms)
+from rounding import NEAR_TIE_FRACTION, assert_trainings_agree
 
 
 def _digits(n_train=400):
@@ -43,15 +42,8 @@ def _compare(reference, other, dtype):
     """Two trainings of the same network by computations that round differently, by the rounding rule."""
     (ref_net, ref_history), (net, history) = reference, other
     X, _, X_test, _ = _digits()
-    run = training_terms(SIZES, EPOCHS * -(-len(X) // BATCH), BATCH)
-    assert_values_agree(history["loss"], ref_history["loss"], dtype, run, what="per-epoch losses")
-    for a, b in zip(net.get_weights(), ref_net.get_weights()):
-        assert_values_agree(a, b, dtype, run, what="trained parameters")
-    # the trained networks answer alike within the rounding of one forward pass
-    forward = network_terms(SIZES)
-    probabilities = ref_net.predict_proba(X_test)
-    assert_values_agree(net.predict_proba(X_test), probabilities, dtype, forward, what="trained outputs")
-    assert_labels_agree(net.predict(X_test), ref_net.predict(X_test), probabilities, dtype, forward)
+    assert_trainings_agree(net, history["loss"], ref_net, ref_history["loss"], X_test,
+                           steps=EPOCHS * -(-len(X) // BATCH), batch_size=BATCH)
     # training accuracy counts answers on batches: at most the near-ties' share of them may flip
     assert history["accuracy"] == pytest.approx(ref_history["accuracy"], abs=NEAR_TIE_FRACTION)
 
