@@ -57,7 +57,7 @@ import pytest
 from gpunn import kernel_source
 from gpunn.backend import to_numpy
 from gpunn.ops import ACTIVATIONS, OBJECTIVES, REFERENCE_ACTIVATIONS, NumpyKernels
-from rounding import assert_labels_agree, margins
+from rounding import assert_labels_agree
 
 SHAPES = [(1, 1), (3, 257), (10, 1000), (1, 4096), (4096, 1)]
 SHAPE_IDS = [f"{r}x{c}" for r, c in SHAPES]
@@ -294,11 +294,9 @@ class KernelParity:
             assert np.isfinite(actual[1]), "the log-sum-exp loss must stay finite"
             # The kernel counts the argmax of its own probabilities (its exp rounds unlike NumPy's): the
             # labels it counts are compared by the rounding rule (tests/rounding.py), at the same tolerance.
-            # Tied logits (made on purpose) stay exactly tied on both sides: the first class, exactly.
+            # Tied logits (made on purpose) stay exactly tied on both sides: the first class, compared exactly.
             got, want = actual[3].argmax(axis=0), expected[3].argmax(axis=0)
-            tied = margins(a.T) == 0
-            assert_exact(got[tied], want[tied], "argmax of tied logits")
-            assert_labels_agree(got[~tied], want[~tied], expected[3].T[~tied], dtype, 8 + shape[0])
+            assert_labels_agree(got, want, expected[3].T, dtype, 8 + shape[0], other_scores=actual[3].T)
             assert int(actual[2]) == 7 + int(np.sum(got == labels)), "correct: the argmax of its probabilities"
         else:
             assert_exact(actual[0], expected[0], "delta")

@@ -78,21 +78,31 @@ def margins(scores) -> np.ndarray:
 
 
 def assert_labels_agree(labels, other_labels, scores, dtype, terms: int, scale: float = 1.0,
-                        max_fraction: float = NEAR_TIE_FRACTION, what: str = "labels") -> int:
+                        max_fraction: float = NEAR_TIE_FRACTION, what: str = "labels", other_scores=None) -> int:
     """Two computations' labels agree wherever the winner is clear; returns the number of near-ties.
 
     ``scores`` is one side's (samples, classes) scores that the labels are the argmax of
     (probabilities or outputs).  A sample is a near-tie where its best score beats the
     runner-up by at most ``2 * tolerance(dtype, terms) * scale``.  Fails where a clear
     winner differs, or where more than ``max_fraction`` of the samples are near-ties.
+
+    With ``other_scores`` (the other side's), a sample whose best scores are exactly tied
+    on *both* sides (e.g. a dead ReLU layer: the same bias on every output) is no
+    rounding question: both break the tie alike (the first class, np.argmax's rule), so
+    it is compared exactly and not counted as a near-tie.
     """
     labels, other_labels = np.asarray(labels), np.asarray(other_labels)
     scores = np.asarray(scores)
     assert labels.shape == other_labels.shape == scores.shape[:1], (labels.shape, other_labels.shape, scores.shape)
     margin = margins(scores)
-    near = margin <= 2 * tolerance(dtype, terms) * scale
     differ = labels != other_labels
-    clear = np.flatnonzero(differ & ~near)
+    exact_tie = np.zeros(labels.shape, bool)
+    if other_scores is not None:
+        exact_tie = (margin == 0) & (margins(other_scores) == 0)
+        tied_differ = np.flatnonzero(exact_tie & differ)
+        assert tied_differ.size == 0, f"{what}: exact ties broken differently at samples {tied_differ[:10].tolist()}"
+    near = (margin <= 2 * tolerance(dtype, terms) * scale) & ~exact_tie
+    clear = np.flatnonzero(differ & ~near & ~exact_tie)
     assert clear.size == 0, (
         f"{what} differ at {clear.size} of {labels.size} samples where the winner is clear (margin above "
         f"{2 * tolerance(dtype, terms) * scale:.3g}): samples {clear[:10].tolist()}, margins {margin[clear[:10]].tolist()}")
@@ -101,22 +111,3 @@ def assert_labels_agree(labels, other_labels, scores, dtype, terms: int, scale: 
         f"{what}: {int(near.sum())} of {labels.size} samples are near-ties (at most {allowed} allowed): scores too "
         f"close to tell the classes apart, samples {np.flatnonzero(near)[:10].tolist()}")
     return int(near.sum())
-
-
-def assert_trainings_agree(net, losses, reference, ref_losses, X_test, steps: int, batch_size: int) -> None:
-    """Two trainings of one network (same start, same batches) by computations that round differently.
-
-    Per-epoch ``losses`` and the trained parameters within the tolerance of the whole run
-    (:func:`training_terms`); the trained networks' outputs on ``X_test`` within one
-    forward pass's (:func:`network_terms`: the runs must end at the same network to within
-    rounding), and their labels wherever the winner is clear.
-    """
-    dtype, sizes = reference.dtype, reference.sizes
-    run = training_terms(sizes, steps, batch_size)
-    assert_values_agree(losses, ref_losses, dtype, run, what="per-epoch losses")
-    for a, b in zip(net.get_weights(), reference.get_weights()):
-        assert_values_agree(a, b, dtype, run, what="trained parameters")
-    forward = network_terms(sizes)
-    probabilities = reference.predict_proba(X_test)
-    assert_values_agree(net.predict_proba(X_test), probabilities, dtype, forward, what="trained outputs")
-    assert_labels_agree(net.predict(X_test), reference.predict(X_test), probabilities, dtype, forward)

@@ -76,3 +76,16 @@ def test_too_many_near_ties_fail_even_when_the_labels_agree():
     assert assert_labels_agree(labels, labels, scores, "float32", 100, max_fraction=0.02) == 3
     with pytest.raises(AssertionError, match="near-ties"):  # an untrained network: all tied
         assert_labels_agree(np.zeros(50), np.zeros(50), np.full((50, 3), 1 / 3), "float64", 10)
+
+
+def test_exact_ties_on_both_sides_are_compared_exactly_not_counted():
+    scores = scores_with_ties(ties=[1, 2, 3])  # e.g. dead ReLUs: the same outputs, exactly, on both sides
+    labels = scores.argmax(axis=1)
+    assert assert_labels_agree(labels, labels, scores, "float32", 100, other_scores=scores.copy()) == 0
+    flipped = labels.copy()
+    flipped[2] = 1
+    with pytest.raises(AssertionError, match=r"exact ties broken differently at samples \[2\]"):
+        assert_labels_agree(labels, flipped, scores, "float32", 100, other_scores=scores.copy())
+    other = scores.copy()
+    other[2, 0] += 1e-7  # tied on one side only: a near-tie, counted
+    assert assert_labels_agree(labels, labels, scores, "float32", 100, other_scores=other) == 1
