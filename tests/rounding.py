@@ -111,3 +111,21 @@ def assert_labels_agree(labels, other_labels, scores, dtype, terms: int, scale: 
         f"{what}: {int(near.sum())} of {labels.size} samples are near-ties (at most {allowed} allowed): scores too "
         f"close to tell the classes apart, samples {np.flatnonzero(near)[:10].tolist()}")
     return int(near.sum())
+
+
+def assert_accuracies_agree(accuracy: float, other: float, scores, dtype, terms: int, scale: float = 1.0,
+                            max_fraction: float = NEAR_TIE_FRACTION, what: str = "accuracy") -> int:
+    """Two computations' accuracies on the same samples, where only the counts (not the labels) are known.
+
+    The counts of right answers may differ by at most the number of near-ties in
+    ``scores`` (one side's, as in :func:`assert_labels_agree`), and there may be at most
+    ``max_fraction`` of them; returns their number.
+    """
+    near = int((margins(scores) <= 2 * tolerance(dtype, terms) * scale).sum())
+    n = len(scores)
+    assert near <= int(max_fraction * n), f"{what}: {near} of {n} samples are near-ties (at most " \
+                                          f"{int(max_fraction * n)} allowed)"
+    assert abs(accuracy - other) * n <= near + 1e-6, (
+        f"{what}: {accuracy} and {other} differ by {round(abs(accuracy - other) * n)} answers of {n}, more than "
+        f"the {near} near-ties")
+    return near

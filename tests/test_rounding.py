@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from rounding import assert_labels_agree, assert_values_agree, margins, network_terms, tolerance
+from rounding import assert_accuracies_agree, assert_labels_agree, assert_values_agree, margins, network_terms, tolerance
 
 
 def scores_with_ties(n=200, ties=(), seed=0):
@@ -89,3 +89,12 @@ def test_exact_ties_on_both_sides_are_compared_exactly_not_counted():
     other = scores.copy()
     other[2, 0] += 1e-7  # tied on one side only: a near-tie, counted
     assert assert_labels_agree(labels, labels, scores, "float32", 100, other_scores=other) == 1
+
+
+def test_accuracies_may_differ_by_the_near_ties_only():
+    scores = scores_with_ties(ties=[5])
+    assert assert_accuracies_agree(0.5, 0.5 + 1 / 200, scores, "float32", 100) == 1  # one flipped near-tie
+    with pytest.raises(AssertionError, match="differ by 2 answers of 200, more than the 1 near-ties"):
+        assert_accuracies_agree(0.5, 0.5 + 2 / 200, scores, "float32", 100)
+    with pytest.raises(AssertionError, match="3 of 200 samples are near-ties"):
+        assert_accuracies_agree(0.5, 0.5, scores_with_ties(ties=[1, 2, 3]), "float32", 100)
