@@ -105,7 +105,8 @@ def assert_labels_agree(labels, other_labels, scores, dtype, terms: int, scale: 
     clear = np.flatnonzero(differ & ~near & ~exact_tie)
     assert clear.size == 0, (
         f"{what} differ at {clear.size} of {labels.size} samples where the winner is clear (margin above "
-        f"{2 * tolerance(dtype, terms) * scale:.3g}): samples {clear[:10].tolist()}, margins {margin[clear[:10]].tolist()}")
+        f"{2 * tolerance(dtype, terms) * scale:.3g}): samples {clear[:10].tolist()}, "
+        f"margins {margin[clear[:10]].tolist()}")
     allowed = int(max_fraction * labels.size)
     assert near.sum() <= allowed, (
         f"{what}: {int(near.sum())} of {labels.size} samples are near-ties (at most {allowed} allowed): scores too "
@@ -129,3 +130,22 @@ def assert_accuracies_agree(accuracy: float, other: float, scores, dtype, terms:
         f"{what}: {accuracy} and {other} differ by {round(abs(accuracy - other) * n)} answers of {n}, more than "
         f"the {near} near-ties")
     return near
+
+
+def assert_trainings_agree(net, losses, reference, ref_losses, X_test, steps: int, batch_size: int) -> None:
+    """Two trainings of one network (same start, same batches) by computations that round differently.
+
+    Per-epoch ``losses`` and the trained parameters within the tolerance of the whole run
+    (:func:`training_terms`); the trained networks' outputs on ``X_test`` within one
+    forward pass's (:func:`network_terms`: the runs must end at the same network to within
+    rounding), and their labels wherever the winner is clear.
+    """
+    dtype, sizes = reference.dtype, reference.sizes
+    run = training_terms(sizes, steps, batch_size)
+    assert_values_agree(losses, ref_losses, dtype, run, what="per-epoch losses")
+    for a, b in zip(net.get_weights(), reference.get_weights()):
+        assert_values_agree(a, b, dtype, run, what="trained parameters")
+    forward = network_terms(sizes)
+    probabilities = reference.predict_proba(X_test)
+    assert_values_agree(net.predict_proba(X_test), probabilities, dtype, forward, what="trained outputs")
+    assert_labels_agree(net.predict(X_test), reference.predict(X_test), probabilities, dtype, forward)

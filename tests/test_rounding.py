@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from rounding import assert_accuracies_agree, assert_labels_agree, assert_values_agree, margins, network_terms, tolerance
+from rounding import (assert_accuracies_agree, assert_labels_agree, assert_values_agree, margins, network_terms,
+                      tolerance)
 
 
 def scores_with_ties(n=200, ties=(), seed=0):
