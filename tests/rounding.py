@@ -16,6 +16,13 @@ within those bits of each other.  The rule:
   every disagreement must be one of them, and there may be at most ``max_fraction`` of
   the samples (1%) of them, so a network whose scores are all tied cannot pass as
   agreeing.  Nothing is skipped silently: a failure names the samples and margins.
+  A sample exactly tied on *both* sides is no rounding question (both take the first
+  class, np.argmax's rule): given both sides' scores, it is compared exactly.
+
+The helpers: :func:`tolerance`, :func:`network_terms` (a forward pass),
+:func:`training_terms` (a training run), :func:`assert_values_agree`, :func:`margins`,
+:func:`assert_labels_agree`, :func:`assert_accuracies_agree` (only the counts of right
+answers known) and :func:`assert_trainings_agree` (two trainings of one network).
 
 Limits: the bound assumes that the values' magnitudes (and the sums feeding them) are of
 order ``scale``; a computation with large cancellations needs a larger ``scale``.
