@@ -39,7 +39,7 @@ def export(model, out):
     (rows sum to 1) and `scores` for a sigmoid model (each output on its own).
     Needs `pip install "gpunn[onnx]"`.
     """
-    from gpunn.saving.model_file import load_with_metadata
+    from gpunn.network import load_with_metadata
     from gpunn.saving.onnx_export import OPSET, export as write_onnx, require_onnx
 
     check_onnx_path(out)

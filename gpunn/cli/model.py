@@ -1,7 +1,7 @@
 """The commands that use a saved model: ``gpunn evaluate``, ``gpunn predict`` and ``gpunn plot``.
 
 Each takes a model file written by ``gpunn train --output`` (or ``Network.save``)
-and reads it with :func:`gpunn.saving.model_file.load_with_metadata`, which refuses anything that is
+and reads it with :func:`gpunn.network.load_with_metadata`, which refuses anything that is
 not a sound gpunn model with a one-line error.  The data set a model was trained on
 is recorded in the file, so ``gpunn evaluate model.npz`` needs nothing else.
 """
@@ -176,7 +176,7 @@ def evaluate(model, dataset, label, data_dir, test_split, backend, as_json):
     A data file needs its labels (that is what the model is scored against); to label
     samples that have none, use gpunn predict.
     """
-    from gpunn.saving.model_file import load_with_metadata
+    from gpunn.network import load_with_metadata
 
     net, metadata = load_with_metadata(model, backend=backend)
     named = dataset if dataset is not None else recorded_extra(model, metadata).get("dataset")
@@ -246,7 +246,7 @@ def predict(model, input_path, label, backend, as_json):
     output: probabilities (rows sum to 1) for a softmax model, scores (each output's
     sigmoid on its own, rows need not sum to 1) for a sigmoid model.
     """
-    from gpunn.saving.model_file import load
+    from gpunn.network import load
 
     net = load(model, backend=backend)
     X = read_samples(input_path, net.sizes[0], _predict_label(net, label))
@@ -402,7 +402,7 @@ def _decode_grey(file, path) -> np.ndarray:
               help="Points drawn on the surface; the data the landscape is measured on [default: the model's].")
 def plot(model, out, curves, weights, surface, landscape, dataset):
     """Draw MODEL's learning curves, first-layer weights, decision surface and/or loss landscape."""
-    from gpunn.saving.model_file import load_with_metadata
+    from gpunn.network import load_with_metadata
     from gpunn.explain.plotting import check_output_path, plot_model, require_matplotlib
 
     check_output_path(out)
