@@ -340,3 +340,12 @@ def test_decimal_commas_are_named_as_such(tmp_path):
     path.write_text("a;b;species\n5,1;3,5;setosa\n4,9;3,0;virginica\n")
     result = train("--dataset", path)
     assert result.exit_code == 1 and "'5,1' is not a number (a decimal comma? write 5.1)" in result.output
+
+
+def test_label_on_data_without_columns_is_refused_in_one_line(tmp_path):
+    X, y, _ = iris_like()
+    np.savez(tmp_path / "iris.npz", X=X, y=y)
+    npz = train("--dataset", tmp_path / "iris.npz", "--label", "2")
+    assert npz.exit_code == 1 and "keeps its labels in y, so --label applies only to .csv" in npz.output
+    digits = train("--label", "2")
+    assert digits.exit_code == 1 and "a built-in data set, so --label applies only to" in digits.output
