@@ -34,6 +34,14 @@ __host__ __device__ __forceinline__ double exp_(double x) { return exp(x); }
 __host__ __device__ __forceinline__ float sqrt_(float x) { return sqrtf(x); }
 __host__ __device__ __forceinline__ double sqrt_(double x) { return sqrt(x); }
 
+// Explicitly rounded arithmetic, never contracted into an FMA (see the top of this file).
+__host__ __device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__host__ __device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+__host__ __device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
+__host__ __device__ __forceinline__ double add_rn(double a, double b) { return __dadd_rn(a, b); }
+__host__ __device__ __forceinline__ float sub_rn(float a, float b) { return __fsub_rn(a, b); }
+__host__ __device__ __forceinline__ double sub_rn(double a, double b) { return __dsub_rn(a, b); }
+
 // Floor for 1 - |a - t| inside the cross-entropy's log (ops.CROSS_ENTROPY_FLOOR).
 #define GPUNN_CROSS_ENTROPY_FLOOR 1e-12
 
