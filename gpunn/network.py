@@ -40,11 +40,12 @@ from gpunn.compute.backend import Backend, get_backend, to_numpy
 from gpunn.errors import DataError, option_name
 from gpunn.nn.labels import class_indices, classes_from_json, infer_classes
 from gpunn.memory import check_network_fits
-from gpunn.compute.ops import ACTIVATIONS, default_loss, objective
+from gpunn.compute.ops import ACTIVATIONS, default_loss, objective, task
 from gpunn.nn.preprocessing import SCALINGS, Scaler
+from gpunn.nn.targets import TargetScaling, normalised_weights, regression_metrics, regression_targets
 from gpunn.training.loop import fit as _fit
 
-INITS = ("normal", "scaled", "xavier", "he")
+INITS = ("normal", "scaled", "xavier", "he", "glorot_uniform")
 #: The initialisation each hidden activation gets when none is given (see :class:`Network`).
 DEFAULT_INIT = {"sigmoid": "scaled", "tanh": "xavier", "relu": "he"}
 DTYPES = ("float32", "float64")
@@ -119,7 +120,9 @@ class Workspace:
     ``acts[l]`` is an ``(sizes[l] + 1, m)`` matrix: the layer's activations with a row
     of ones beneath them; ``acts[l][:-1]`` is the activation proper.  ``deltas[l]``
     holds dE/dz for layer ``l`` (``deltas[0]`` is unused).  ``labels`` (kernel backends)
-    or ``targets`` (one-hot, NumPy) hold the batch's answers.
+    or ``targets`` (one-hot on NumPy; a regression network's float targets on every
+    backend) hold the batch's answers, and ``weights`` the samples' weights when
+    training is weighted (None otherwise).
 
     On NumPy the training data is kept one sample per row, ``[x, 1, t]`` (features, the
     ones column of the folded bias, the one-hot target; see :meth:`Network.device_samples`),
@@ -129,7 +132,8 @@ class Workspace:
     BLAS and the ufuncs take as they are.
     """
 
-    def __init__(self, backend: Backend, sizes, m: int, dtype, numpy_layout: bool):
+    def __init__(self, backend: Backend, sizes, m: int, dtype, numpy_layout: bool, regression: bool = False,
+                 weighted: bool = False):
         xp = backend.xp
         n_in, classes = sizes[0], sizes[-1]
         with backend.device():
@@ -138,12 +142,19 @@ class Workspace:
                 a = xp.empty((n + 1, m), dtype=dtype)
                 a[-1] = 1
                 self.acts.append(a)
-            self.rows = self.targets = None
-            if numpy_layout:
-                self.rows = xp.empty((m, n_in + 1 + classes), dtype=dtype)
+            self.rows = self.targets = self.weights = None
+            if numpy_layout:  # [x, 1, t] rows, and each sample's weight last when weighted
+                self.rows = xp.empty((m, n_in + 1 + classes + int(weighted)), dtype=dtype)
                 self.rows[:, n_in] = 1
                 self.acts[0] = self.rows[:, : n_in + 1].T
-                self.targets = self.rows[:, n_in + 1 :].T
+                self.targets = self.rows[:, n_in + 1 : n_in + 1 + classes].T
+                if weighted:
+                    self.weights = self.rows[:, -1]
+            else:  # float targets (regression) and weights beside the int32 labels
+                if regression:
+                    self.targets = xp.empty((classes, m), dtype=dtype)
+                if weighted:
+                    self.weights = xp.empty(m, dtype=dtype)
             self.deltas = [None] + [xp.empty((n, m), dtype=dtype) for n in sizes[1:]]
             self.labels = xp.empty(m, dtype=np.int32)
         self.m = m
@@ -165,10 +176,18 @@ class Workspace:
         else:
             self.inputs[...] = samples[:, start:stop]
 
-    def gather(self, backend: Backend, samples, labels, index) -> None:
-        """Gather the samples (columns) and labels at ``index`` (kernel backends' layout)."""
+    def gather(self, backend: Backend, samples, answers, index, weights=None) -> None:
+        """Gather the samples (columns), answers and weights at ``index`` (kernel backends' layout).
+
+        ``answers``: int32 labels, or a regression network's (outputs, samples) float targets.
+        """
         backend.take(samples, index, self.inputs, axis=1)
-        backend.take(labels, index, self.labels)
+        if self.targets is not None:
+            backend.take(answers, index, self.targets, axis=1)
+        else:
+            backend.take(answers, index, self.labels)
+        if weights is not None:
+            backend.take(weights, index, self.weights)
 
 
 class _StepViews:
@@ -249,6 +268,12 @@ class Network:
             raise ValueError(f"unknown activation {activation!r}: use one of {', '.join(ACTIVATIONS)}")
         loss = default_loss(output_activation) if loss is None else loss
         self.objective = objective(output_activation, loss)  # ValueError for nonsense pairs
+        #: ``"regression"`` (identity outputs, float targets) or ``"classification"``
+        self.task = task(output_activation)
+        if self.task == "regression" and classes is not None:
+            raise ValueError("a regression network (output_activation='identity') has no classes; leave classes out")
+        #: regression: the targets' standardisation, fitted by the first fit (:mod:`gpunn.nn.targets`)
+        self.target_scaling = None
         init = DEFAULT_INIT[activation] if init is None else init
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}: use one of {', '.join(INITS)}")
@@ -285,7 +310,7 @@ class Network:
         self.optimizer = None
         self.epochs_done = 0
         self.stop_training = False
-        self._workspaces: dict[int, Workspace] = {}
+        self._workspaces: dict[tuple, Workspace] = {}
         xp = self.backend.xp
         with self.backend.device():
             self.params = xp.asarray(self._initial_parameters(), dtype=self.dtype)
@@ -298,6 +323,10 @@ class Network:
         flat = np.empty(self.layout.size)
         for layer, block in enumerate(self.layout.blocks(flat)):
             n_in, n_out = self.sizes[layer], self.sizes[layer + 1]
+            if self.init == "glorot_uniform":  # scikit-learn's: U(-r, r) for W and b, r = sqrt(f / (n_in + n_out))
+                bound = np.sqrt((2.0 if self.activation == "sigmoid" else 6.0) / (n_in + n_out))
+                block[...] = rng.uniform(-bound, bound, block.shape)
+                continue
             std = {"normal": 1.0, "scaled": 1 / np.sqrt(n_in), "xavier": np.sqrt(2 / (n_in + n_out)),
                    "he": np.sqrt(2 / n_in)}[self.init]
             block[:-1] = rng.standard_normal(block[:-1].shape) * std
@@ -360,11 +389,12 @@ class Network:
         self._products = dense.products(name, self.backend)
 
     # -- buffers --------------------------------------------------------------
-    def workspace(self, m: int) -> Workspace:
-        """The buffers for batches of ``m`` samples (made on first use, then reused)."""
-        ws = self._workspaces.get(m)
+    def workspace(self, m: int, weighted: bool = False) -> Workspace:
+        """The buffers for batches of ``m`` samples, with a weight per sample when ``weighted`` (made once)."""
+        ws = self._workspaces.get((m, weighted))
         if ws is None:
-            ws = self._workspaces[m] = Workspace(self.backend, self.sizes, m, self.dtype, self.fold_bias)
+            ws = self._workspaces[(m, weighted)] = Workspace(self.backend, self.sizes, m, self.dtype, self.fold_bias,
+                                                             self.task == "regression", weighted)
         return ws
 
     # -- forward and backward -------------------------------------------------
@@ -396,7 +426,8 @@ class Network:
         last = self.layout.n_layers
         views = ws.views(self)
         if not self.fold_bias:
-            kernels.output_delta(ws.outputs, ws.labels, ws.deltas[last], loss_sum, correct, self.objective)
+            kernels.output_delta(ws.outputs, ws.labels, ws.deltas[last], loss_sum, correct, self.objective,
+                                 ws.targets, ws.weights)
             products = self._products
             for a_in, delta, grad, weights, delta_below, a_below, below in views.kernel_backward:
                 products.weight_grad(a_in, delta, grad)
@@ -406,10 +437,10 @@ class Network:
         if loss_sum is None:
             rate = 1.0 if layer_rates is None else layer_rates[-1]
             kernels.output_error(ws.outputs, ws.targets, ws.deltas[last], self.objective, scale * rate,
-                                 views.scratch[-1])
+                                 views.scratch[-1], ws.weights)
         else:
             kernels.output_delta(ws.outputs, ws.labels, ws.deltas[last], loss_sum, correct, self.objective,
-                                 ws.targets)
+                                 ws.targets, ws.weights)
         act_backward = kernels.act_backward
         for layer, a_prev, delta_t, grad, weights, delta, back, a_back, tmp, below in views.backward:
             # [A_prev; 1] delta^T: the weight gradient, and in its last row (the ones
@@ -429,23 +460,50 @@ class Network:
         bias and the one-hot target (zeros without ``y``), ``(samples, inputs + 1 + classes)``.
         Kernel backends: samples as columns, ``(inputs, samples)``, the layout the GPU
         gather kernel reads.  Labels become int32 class indices (see :mod:`gpunn.nn.labels`).
-        ``where`` names ``X`` in error messages.
+        A regression network's targets are standardised (:attr:`target_scaling`): on NumPy
+        they are the ``t`` of each row; on the kernel backends the second array returned
+        is the ``(outputs, samples)`` float targets.  ``where`` names ``X`` in error messages.
+        """
+        samples, answers, _ = self.device_data(X, y, where)
+        return samples, answers
+
+    def device_data(self, X, y=None, where: str = "X", sample_weight=None):
+        """:meth:`device_samples`, plus the samples' weights: ``(samples, answers, weights)``.
+
+        ``sample_weight`` (n,) non-negative numbers, rescaled to mean 1
+        (:func:`gpunn.nn.targets.normalised_weights`): on NumPy each row gets its weight as a
+        last column and ``weights`` is None; on the kernel backends ``weights`` is an
+        (n,) device array.  Without ``sample_weight``, ``weights`` is None.
         """
         X_host = self._as_samples(X, where)
         n, n_in = X_host.shape
         xp = self.backend.xp
+        regression = self.task == "regression"
+        weights = None if sample_weight is None else normalised_weights(sample_weight, n)
         with self.backend.device():
-            labels = None if y is None else self.backend.asarray(self.label_indices(y, n), np.int32)
+            labels = targets = None
+            if y is not None and regression:
+                targets = self._standardised_targets(y, n)
+            elif y is not None:
+                labels = self.backend.asarray(self.label_indices(y, n), np.int32)
             if self.fold_bias:
-                samples = xp.zeros((n, n_in + 1 + self.sizes[-1]), dtype=self.dtype)
+                samples = xp.zeros((n, n_in + 1 + self.sizes[-1] + int(weights is not None)), dtype=self.dtype)
                 samples[:, :n_in] = X_host
                 samples[:, n_in] = 1
                 if labels is not None:
                     samples[np.arange(n), n_in + 1 + labels] = 1
+                if targets is not None:
+                    samples[:, n_in + 1 : n_in + 1 + self.sizes[-1]] = targets
+                if weights is not None:
+                    samples[:, -1] = weights
                 features, feature_axis = samples[:, :n_in], 1
             else:
                 samples = features = xp.ascontiguousarray(xp.asarray(X_host, dtype=self.dtype).T)
                 feature_axis = 0
+                if targets is not None:
+                    labels = xp.ascontiguousarray(xp.asarray(targets.T, dtype=self.dtype))
+                if weights is not None:
+                    weights = xp.asarray(weights, dtype=self.dtype)
             if not _all_finite(xp, features):
                 raise DataError(f"{where} contains NaN or infinite values; clean the data first")
             if self.scaler is not None and not self.scaler.identity:
@@ -454,7 +512,19 @@ class Network:
                 if not _all_finite(xp, features):
                     raise DataError(f"{where}: scaled as the network's {self.scaler.method} scaling asks, some "
                                     f"features overflow {self.dtype.name}; use float64 (dtype / --dtype)")
-        return samples, labels
+        return samples, labels, (None if self.fold_bias else weights)
+
+    def _standardised_targets(self, y, n: int, where: str = "y") -> np.ndarray:
+        """A regression network's targets, (n, outputs) float64, standardised by :attr:`target_scaling`."""
+        targets = regression_targets(y, n, self.sizes[-1], where)
+        if self.target_scaling is None:
+            raise ValueError("the network's target scaling is not fitted yet; fit the network first")
+        with np.errstate(over="ignore", invalid="ignore"):
+            scaled = self.target_scaling.apply(targets)
+        if not np.isfinite(scaled.astype(self.dtype)).all():
+            raise DataError(f"{where}: standardised as the network's targets were, some targets overflow "
+                            f"{self.dtype.name}; use float64 (dtype / --dtype)")
+        return scaled
 
     def _as_samples(self, X, where: str):
         """``X`` as a 2-D (samples, features) array of numbers (host, or device on CuPy); one 1-D sample allowed."""
@@ -493,7 +563,10 @@ class Network:
             yield start, min(start + EVAL_CHUNK, n)
 
     def predict_proba(self, X) -> np.ndarray:
-        """Output activations, one row per sample (on the host); softmax probabilities for softmax nets."""
+        """Output activations, one row per sample (on the host); softmax probabilities for softmax nets.
+
+        A regression network's outputs here are standardised (:meth:`predict` undoes that).
+        """
         samples, _ = self.device_samples(X)
         n = self.sample_count(samples)
         out = np.empty((n, self.sizes[-1]), dtype=self.dtype)
@@ -508,13 +581,30 @@ class Network:
         return out
 
     def predict(self, X) -> np.ndarray:
-        """The answer for each sample: the class of the most active output node (see :attr:`classes`)."""
+        """The answer for each sample: the class of the most active output node (see :attr:`classes`).
+
+        A regression network answers with values in the targets' units (float64), shaped
+        (samples,) when it has one output and was fitted on 1-D targets, else (samples, outputs).
+        """
+        if self.task == "regression":
+            if self.target_scaling is None:
+                raise ValueError("this regression network has not been fitted yet; call fit first")
+            return self.target_scaling.undo(self.predict_proba(X))
         index = self.predict_proba(X).argmax(axis=1)
         return index if self.classes is None else self.classes[index]
 
     def evaluate(self, X, y) -> dict:
-        """Mean loss per sample and accuracy on ``(X, y)``."""
-        return self.evaluate_device(*self.device_samples(X, y))
+        """Mean loss per sample and accuracy on ``(X, y)``.
+
+        A regression network returns ``loss`` (the squared error per sample, on the
+        standardised targets training minimises) and, in the targets' units, ``mse``,
+        ``mae`` and ``r2`` (as scikit-learn's metrics compute them).
+        """
+        result = self.evaluate_device(*self.device_samples(X, y))
+        if self.task == "regression":
+            n = self._as_samples(X, "X").shape[0]
+            result.update(regression_metrics(self.predict(X), regression_targets(y, n, self.sizes[-1])))
+        return result
 
     def evaluate_device(self, samples, labels) -> dict:
         """:meth:`evaluate` on data already made by :meth:`device_samples`."""
@@ -523,26 +613,32 @@ class Network:
         with self.backend.device():
             loss_sum = xp.zeros((), dtype=np.float64)
             correct = xp.zeros((), dtype=np.int64)
+            regression = self.task == "regression"
             for start, stop in self._chunks(n):
                 ws = self.workspace(stop - start)
                 ws.set_inputs(samples, start, stop)
-                ws.labels[...] = labels[start:stop]
+                if regression and not self.fold_bias:
+                    ws.targets[...] = labels[:, start:stop]
+                elif not regression:
+                    ws.labels[...] = labels[start:stop]
                 self.forward(ws)
                 self.backend.kernels.output_delta(
                     ws.outputs, ws.labels, ws.deltas[-1], loss_sum, correct, self.objective, ws.targets
                 )
+            if regression:
+                return {"loss": float(loss_sum) / n}
             return {"loss": float(loss_sum) / n, "accuracy": int(correct) / n}
 
     def fit(self, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momentum=0.0, nesterov=False,
             betas=(0.9, 0.999), eps=1e-8, weight_decay=None, lr_scaling=None, validation_data=None,
             validation_split=0.0, callbacks=None, verbose=0, shuffle=True, progress=None, communicator=None,
-            cuda_graph=True, dense=None):
+            cuda_graph=True, dense=None, sample_weight=None):
         """Train ``epochs`` more epochs by minibatch gradient descent; see :func:`gpunn.training.loop.fit`."""
         return _fit(self, X, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                     momentum=momentum, nesterov=nesterov, betas=betas, eps=eps, weight_decay=weight_decay,
                     lr_scaling=lr_scaling, validation_data=validation_data, validation_split=validation_split,
                     callbacks=callbacks, verbose=verbose, shuffle=shuffle, progress=progress,
-                    communicator=communicator, cuda_graph=cuda_graph, dense=dense)
+                    communicator=communicator, cuda_graph=cuda_graph, dense=dense, sample_weight=sample_weight)
 
     def save(self, path, extra=None) -> None:
         """Save to one ``.npz`` file, atomically; see :func:`gpunn.saving.model_file.save` (``gpunn.load`` reads it back)."""

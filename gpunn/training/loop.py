@@ -30,6 +30,7 @@ from gpunn.errors import DataError, TrainingDiverged
 from gpunn.nn.labels import infer_classes
 from gpunn.training.optim import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, OPTIMIZERS, make_optimizer, lr_scaling_rates
 from gpunn.nn.preprocessing import Scaler
+from gpunn.nn.targets import TargetScaling, regression_metrics, regression_targets
 
 #: Samples scored at a time at the end of a NumPy epoch (keeps the scratch memory small).
 SCORING_CHUNK = 1024
@@ -89,19 +90,26 @@ class OutputRecord:
             self.views.append(self.outputs[:, offset : offset + index.shape[0]])
             offset += index.shape[0]
 
-    def totals(self, labels, objective: str, loss_sum, correct) -> None:
-        """Set ``loss_sum`` and ``correct`` for the recorded outputs; ``labels`` in the same order."""
+    def totals(self, labels, objective: str, loss_sum, correct, targets=None, weights=None) -> None:
+        """Set ``loss_sum`` and ``correct`` for the recorded outputs; ``labels`` in the same order.
+
+        A regression network passes its (outputs, samples) float ``targets`` instead of
+        ``labels`` (None); ``weights``: the samples' weights in the same order, if any.
+        """
         from gpunn.compute.ops import NumpyKernels  # a fresh one: its scratch buffers go when it goes
 
         loss_sum.fill(0)
         correct.fill(0)
-        kernels, labels = NumpyKernels(), labels.astype(np.int32)
+        kernels = NumpyKernels()
+        labels = None if labels is None else labels.astype(np.int32)
         n = self.outputs.shape[1]
         for start in range(0, n, SCORING_CHUNK):
             stop = min(start + SCORING_CHUNK, n)
             outputs = np.array(self.outputs[:, start:stop])  # a copy: a softmax's logits become probabilities
-            kernels.output_delta(outputs, labels[start:stop], np.empty_like(outputs), loss_sum, correct,
-                                 objective)
+            kernels.output_delta(outputs, None if labels is None else labels[start:stop], np.empty_like(outputs),
+                                 loss_sum, correct, objective,
+                                 None if targets is None else np.ascontiguousarray(targets[:, start:stop]),
+                                 None if weights is None else np.ascontiguousarray(weights[start:stop]))
 
 
 class _Batches:
@@ -153,7 +161,7 @@ class _Batches:
 def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momentum=0.0, nesterov=False,
         betas=(0.9, 0.999), eps=1e-8, weight_decay=None, lr_scaling=None, validation_data=None,
         validation_split=0.0, callbacks=None, verbose=0, shuffle=True, progress=None, communicator=None,
-        cuda_graph=True, dense=None) -> History:
+        cuda_graph=True, dense=None, sample_weight=None) -> History:
     """Train ``network`` on ``(X, y)`` for ``epochs`` more epochs of minibatch gradient descent.
 
     Calling ``fit`` again trains further: epoch numbers count on in the History, and the
@@ -162,7 +170,9 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
 
     Args:
         X: (samples, features) array, NumPy or CuPy.
-        y: integer labels (samples,) or one-hot rows (samples, classes).
+        y: integer labels (samples,) or one-hot rows (samples, classes); for a regression
+            network (``output_activation="identity"``) float targets (samples,) or
+            (samples, outputs), standardised internally (:mod:`gpunn.nn.targets`).
         epochs: how many epochs to train in this call.
         batch_size: samples per minibatch (m); gradients are averaged over the batch.
         optimizer: ``"sgd"`` (the tutorial's), ``"adam"`` or ``"adamw"`` (see :mod:`gpunn.training.optim`).
@@ -198,13 +208,22 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
         dense: kernel backends: ``"fused"``, ``"cublas"`` or ``"auto"`` (default:
             ``$GPUNN_DENSE``, else ``auto``: measured on the GPU and cached, see
             :mod:`gpunn.training.autotune`); the NumPy backend ignores it.
+        sample_weight: optional (samples,) non-negative weights: each sample's loss and
+            gradient count that many times (rescaled to mean 1, see
+            :func:`gpunn.nn.targets.normalised_weights`); the reported loss is the
+            weighted mean.  Not with ``validation_split`` or a communicator.
 
     ``history.params`` records ``dense`` (the path, None on NumPy), ``dense_source`` (why)
     and ``step``: ``graph`` (one CUDA graph launch per full batch), ``launches`` (kernel
     by kernel) or ``numpy``.
 
     The first ``fit`` of a network also fits its feature scaling (``Network(scale=...)``)
-    on ``X`` and decides its classes from ``y`` (:mod:`gpunn.nn.labels`).
+    on ``X`` and decides its classes from ``y`` (:mod:`gpunn.nn.labels`), or for a
+    regression network the targets' standardisation.
+
+    A regression network's History has ``loss`` (the squared error per sample on the
+    standardised targets) and with validation data ``val_loss``, ``val_mse``, ``val_mae``
+    and ``val_r2`` (in the targets' units); no accuracy.
 
     Returns:
         The network's :class:`History` (continued across calls and resumed runs).
@@ -216,15 +235,20 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
     if verbose not in (0, 1, 2):
         raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
     settings = optimizer_settings(network, optimizer, lr, momentum, nesterov, betas, eps, weight_decay, lr_scaling)
+    if sample_weight is not None and (validation_split or communicator is not None):
+        raise ValueError("sample_weight cannot be combined with validation_split or distributed training")
     X, y, validation_data = _split_validation(X, y, validation_data, validation_split)
     backend, xp = network.backend, network.backend.xp
-    samples, labels = _first_samples(network, X, y)
+    regression = network.task == "regression"
+    samples, labels, weights = _first_samples(network, X, y, sample_weight)
+    weighted = sample_weight is not None
     n = network.sample_count(samples)
     if n == 0:
         raise DataError("the training set is empty; give fit at least one sample")
     val = None
     if validation_data is not None:
         val = network.device_samples(*validation_data, where="the validation X")
+        val_n = network.sample_count(val[0])
     if network.history is None:
         network.history = History()
     history = network.history
@@ -254,7 +278,7 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
     first_epoch = network.epochs_done
     with backend.device(), _work_stream(backend) as stream:
         batches = _Batches(network, n, min(batch_size, n), shuffle, rank, ranks)
-        data = (samples, labels)
+        data = (samples, labels, weights) if weighted else (samples, labels)
         record = OutputRecord(network.sizes[-1], batches.steps, network.dtype) if network.fold_bias else None
         loss_sum = xp.zeros((), dtype=np.float64)
         correct = xp.zeros((), dtype=np.int64)
@@ -290,7 +314,8 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
                     if progress is not None and step % report_every == 0:
                         progress(step, steps)
                 if record is not None:
-                    record.totals(to_numpy(labels)[batches.local_order()], network.objective, loss_sum, correct)
+                    _record_totals(network, record, samples, labels, batches.local_order(), loss_sum, correct,
+                                   weighted)
             if communicator is not None:
                 communicator.allreduce_sum(loss_sum)
                 communicator.allreduce_sum(correct)
@@ -302,11 +327,18 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
                     f"the training loss became {train_loss} in epoch {epoch + 1}; "
                     f"{watch.advice()}"
                 )
-            logs = {"loss": train_loss, "accuracy": train_accuracy}
+            logs = {"loss": train_loss} if regression else {"loss": train_loss, "accuracy": train_accuracy}
             if val is not None:
                 with np.errstate(all="ignore"):  # a diverged network's validation is reported as such
                     result = network.evaluate_device(*val)
-                logs.update(val_loss=result["loss"], val_accuracy=result["accuracy"])
+                    if regression:
+                        result.update(regression_metrics(network.predict(validation_data[0]),
+                                                         regression_targets(validation_data[1], val_n, network.sizes[-1])))
+                if regression:
+                    logs.update(val_loss=result["loss"], val_mse=result["mse"], val_mae=result["mae"],
+                                val_r2=result["r2"])
+                else:
+                    logs.update(val_loss=result["loss"], val_accuracy=result["accuracy"])
             logs["seconds"] = seconds
             network.epochs_done = epoch + 1
             history.append(epoch, logs)
@@ -339,21 +371,45 @@ def _split_validation(X, y, validation_data, fraction):
     return X[:cut], y[:cut], (X[cut:], y[cut:])
 
 
-def _first_samples(network, X, y):
-    """:meth:`Network.device_samples` of the training data, fitting the scaling and the classes on first use."""
-    fresh_scaler, fresh_classes = network.scaler is None, network.classes is None
-    if fresh_scaler:
-        network.scaler = Scaler.fit(network._as_samples(X, "X"), network.scale)
-    if fresh_classes:
-        network.classes = infer_classes(y, network.sizes[-1])
+def _first_samples(network, X, y, sample_weight=None):
+    """:meth:`Network.device_data` of the training data, fitting the scaling and the classes on first use.
+
+    A regression network fits its targets' standardisation instead of the classes.
+    """
+    regression = network.task == "regression"
+    fresh_scaler = network.scaler is None
+    fresh_classes = not regression and network.classes is None
+    fresh_targets = regression and network.target_scaling is None
     try:
-        return network.device_samples(X, y)
+        if fresh_scaler:
+            network.scaler = Scaler.fit(network._as_samples(X, "X"), network.scale)
+        if fresh_classes:
+            network.classes = infer_classes(y, network.sizes[-1])
+        if fresh_targets:
+            n = network._as_samples(X, "X").shape[0]
+            network.target_scaling = TargetScaling.fit(regression_targets(y, n, network.sizes[-1]),
+                                                       ndim=np.ndim(y))
+        return network.device_data(X, y, sample_weight=sample_weight)
     except Exception:
         if fresh_scaler:
             network.scaler = None
         if fresh_classes:
             network.classes = None
+        if fresh_targets:
+            network.target_scaling = None
         raise
+
+
+def _record_totals(network, record, samples, labels, order, loss_sum, correct, weighted: bool) -> None:
+    """The NumPy epoch's loss and hits from its :class:`OutputRecord`, the answers taken in ``order``."""
+    n_in, outputs = network.sizes[0], network.sizes[-1]
+    order = to_numpy(order)
+    weights = samples[order, -1] if weighted else None
+    if network.task == "regression":  # the targets are the rows' t columns
+        targets = samples[order, n_in + 1 : n_in + 1 + outputs].T
+        record.totals(None, network.objective, loss_sum, correct, targets=targets, weights=weights)
+    else:
+        record.totals(to_numpy(labels)[order], network.objective, loss_sum, correct, weights=weights)
 
 
 class TrainingWarning(UserWarning):
@@ -392,8 +448,10 @@ def train_step(network, data, index, m, loss_sum, correct, communicator=None) ->
         loss_sum, correct: device scalars the batch's loss and hits are added to.
     """
     if index.shape[0]:
-        ws = network.workspace(index.shape[0])
-        ws.gather(network.backend, *data, index)
+        samples, answers, *rest = data
+        weights = rest[0] if rest else None
+        ws = network.workspace(index.shape[0], weights is not None)
+        ws.gather(network.backend, samples, answers, index, weights)
         network.forward(ws)
         network.backward(ws, loss_sum, correct)
     else:  # this rank's share of a short last batch is empty
@@ -414,8 +472,10 @@ def numpy_train_step(network, data, index, m, record, communicator=None) -> None
     plain = getattr(optimizer, "plain", False)
     scale = optimizer.lr / m if plain else 1.0
     if index.shape[0]:
-        ws = network.workspace(index.shape[0])
-        data[0].take(index, 0, ws.rows, "clip")  # whole [x, 1, t] rows (see Workspace)
+        samples = data[0]
+        weighted = samples.shape[1] > network.sizes[0] + 1 + network.sizes[-1]  # a weight column last
+        ws = network.workspace(index.shape[0], weighted)
+        samples.take(index, 0, ws.rows, "clip")  # whole [x, 1, t(, w)] rows (see Workspace)
         network.forward(ws)
         np.copyto(record, ws.outputs)
         network.backward(ws, scale=scale, layer_rates=optimizer.layer_rates if plain else None)
