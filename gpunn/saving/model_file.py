@@ -14,7 +14,8 @@ the feature scaling (see :mod:`gpunn.nn.preprocessing`), when there is one
     a ``uint8`` array holding UTF-8 JSON: the format name ``"gpunn-model"`` and
     version, the gpunn version that wrote it, the architecture (sizes, activation,
     output_activation, loss, init, dtype, seed), the classes (what each output unit
-    stands for) and the scaling method, ``epochs_done``, the training options, the
+    stands for) or, for a regression network, ``targets`` (each target's mean and
+    standard deviation, and whether they were 1-D) and the scaling method, ``epochs_done``, the training options, the
     optimizer's name and settings, the per-epoch history, and ``extra`` (whatever the
     caller passed, e.g. the CLI's dataset name and data folder);
 ``trajectory`` and ``trajectory_epochs`` (optional)
@@ -22,9 +23,9 @@ the feature scaling (see :mod:`gpunn.nn.preprocessing`), when there is one
     (snapshots, parameters) array in the model's dtype and the epochs done at each
     snapshot (int64, increasing, at most ``epochs_done``).
 
-Format 2 added the activations, the optimizers, the classes and the scaling; files of
-format 1 (sigmoid networks trained by SGD on class indices, unscaled) still load and
-resume.
+Format 2 added the activations, the optimizers, the classes and the scaling; format 3
+regression networks (identity outputs, ``targets``).  Files of format 1 (sigmoid
+networks trained by SGD on class indices, unscaled) and 2 still load and resume.
 
 Nothing in the file is ever unpickled: :func:`load` refuses pickles by their first
 bytes and reads the archive through :mod:`gpunn.safe_npz` (never ``np.load``), which
@@ -64,6 +65,7 @@ from gpunn.compute.backend import to_numpy
 from gpunn.errors import ModelFileError
 from gpunn.files import open_input
 from gpunn.nn.labels import classes_from_json, classes_to_json
+from gpunn.nn.targets import TargetScaling
 from gpunn.saving.metadata import FORMAT_NAME, FORMAT_VERSION, Invalid, check, decode, is_int, show
 from gpunn.network import Network, ParameterLayout
 from gpunn.training.optim import make_optimizer
@@ -169,6 +171,7 @@ def _model_arrays(net: Network, extra) -> dict:
         "dtype": net.dtype.name,
         "seed": net.seed,
         "classes": None if net.classes is None else classes_to_json(net.classes),
+        "targets": None if net.target_scaling is None else net.target_scaling.to_json(),
         "scale": {"requested": net.scale, "method": None if net.scaler is None else net.scaler.method},
         "epochs_done": net.epochs_done,
         "training": training,
@@ -448,6 +451,8 @@ def _build(metadata: dict, arrays: dict, backend, path: str) -> Network:
                   output_activation=metadata["output_activation"], loss=metadata["loss"], init=metadata["init"],
                   backend=backend, dtype=metadata["dtype"], seed=metadata["seed"])
     _restore_classes_and_scaler(net, metadata, arrays.get("scaler", {}), path)
+    if metadata.get("targets") is not None:
+        net.target_scaling = TargetScaling.from_json(metadata["targets"])
     xp = net.backend.xp
     with net.backend.device():
         net.params[...] = xp.asarray(arrays["params"])
