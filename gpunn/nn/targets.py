@@ -61,16 +61,22 @@ class TargetScaling:
     ndim: int = 2
 
     @classmethod
-    def fit(cls, y: np.ndarray, ndim: int = 2) -> "TargetScaling":
-        """Fitted on (n, k) float64 targets (the statistics of a column are computed after dividing by its
-        largest magnitude, so that huge finite targets cannot overflow); ``ndim`` as given by the caller."""
-        top = np.abs(y).max(axis=0) if len(y) else np.ones(y.shape[1])
+    def fit(cls, y: np.ndarray, ndim: int = 2, weights=None) -> "TargetScaling":
+        """Fitted on (n, k) float64 targets, weighted by the samples' ``weights`` when given.
+
+        A column's statistics are computed after dividing it by its largest magnitude, so
+        that huge finite targets cannot overflow; ``ndim`` as given by the caller.
+        """
+        if not len(y):
+            return cls(np.zeros(y.shape[1]), np.ones(y.shape[1]), 1 if ndim == 1 else 2)
+        w = np.ones(len(y)) if weights is None else np.asarray(weights, np.float64)
+        top = np.abs(y).max(axis=0)
         top = np.where(top > 0, top, 1.0)
         scaled = y / top
-        mean = scaled.mean(axis=0) * top if len(y) else np.zeros(y.shape[1])
-        std = scaled.std(axis=0) * top if len(y) else np.ones(y.shape[1])
+        mean = np.average(scaled, axis=0, weights=w)
+        std = np.sqrt(np.average((scaled - mean) ** 2, axis=0, weights=w)) * top
         std = np.where((std > 0) & np.isfinite(std), std, 1.0)
-        return cls(np.asarray(mean, np.float64), np.asarray(std, np.float64), 1 if ndim == 1 else 2)
+        return cls(np.asarray(mean * top, np.float64), np.asarray(std, np.float64), 1 if ndim == 1 else 2)
 
     def apply(self, y: np.ndarray) -> np.ndarray:
         """(y - mean) / std: what the network trains on."""

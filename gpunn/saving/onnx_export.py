@@ -88,9 +88,8 @@ def to_onnx_model(net, classes=None):
     weights = [to_numpy(part) for part in net.get_weights()]
     last = net.layout.n_layers - 1
     if net.task == "regression":
-        return _finish(onnx, helper, net, _regression_nodes(helper, net, weights, current, constant, initializers),
-                       initializers,
-                       [_regression_output(helper, net, elem)])
+        nodes += _regression_nodes(helper, net, weights, current, constant, initializers)
+        return _finish(onnx, helper, net, nodes, initializers, [_regression_output(helper, net, elem)])
     for layer in range(net.layout.n_layers):
         W, b = weights[2 * layer], weights[2 * layer + 1]
         z = f"z{layer + 1}"

@@ -30,7 +30,7 @@ from gpunn.errors import DataError, TrainingDiverged
 from gpunn.nn.labels import infer_classes
 from gpunn.training.optim import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, OPTIMIZERS, make_optimizer, lr_scaling_rates
 from gpunn.nn.preprocessing import Scaler
-from gpunn.nn.targets import TargetScaling, regression_metrics, regression_targets
+from gpunn.nn.targets import TargetScaling, normalised_weights, regression_metrics, regression_targets
 
 #: Samples scored at a time at the end of a NumPy epoch (keeps the scratch memory small).
 SCORING_CHUNK = 1024
@@ -332,8 +332,8 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
                 with np.errstate(all="ignore"):  # a diverged network's validation is reported as such
                     result = network.evaluate_device(*val)
                     if regression:
-                        result.update(regression_metrics(network.predict(validation_data[0]),
-                                                         regression_targets(validation_data[1], val_n, network.sizes[-1])))
+                        val_y = regression_targets(validation_data[1], val_n, network.sizes[-1])
+                        result.update(regression_metrics(network.predict(validation_data[0]), val_y))
                 if regression:
                     logs.update(val_loss=result["loss"], val_mse=result["mse"], val_mae=result["mae"],
                                 val_r2=result["r2"])
@@ -387,8 +387,9 @@ def _first_samples(network, X, y, sample_weight=None):
             network.classes = infer_classes(y, network.sizes[-1])
         if fresh_targets:
             n = network._as_samples(X, "X").shape[0]
-            network.target_scaling = TargetScaling.fit(regression_targets(y, n, network.sizes[-1]),
-                                                       ndim=np.ndim(y))
+            weights = None if sample_weight is None else normalised_weights(sample_weight, n)
+            network.target_scaling = TargetScaling.fit(regression_targets(y, n, network.sizes[-1]), np.ndim(y),
+                                                       weights)
         return network.device_data(X, y, sample_weight=sample_weight)
     except Exception:
         if fresh_scaler:
