@@ -47,7 +47,7 @@ from gpunn.training.loop import fit as _fit
 
 INITS = ("normal", "scaled", "xavier", "he", "glorot_uniform")
 #: The initialisation each hidden activation gets when none is given (see :class:`Network`).
-DEFAULT_INIT = {"sigmoid": "scaled", "tanh": "xavier", "relu": "he"}
+DEFAULT_INIT = {"sigmoid": "scaled", "tanh": "xavier", "relu": "he", "identity": "xavier"}
 DTYPES = ("float32", "float64")
 #: Samples per forward pass in predict / evaluate.
 EVAL_CHUNK = 1024

@@ -347,7 +347,7 @@ extern "C" __global__ void advance_step(int* step) {
     GPUNN_EXPORT_ACTIVATION(T, SUFFIX, sigmoid, Sigmoid)                                      \
     GPUNN_EXPORT_ACTIVATION(T, SUFFIX, tanh, Tanh)                                            \
     GPUNN_EXPORT_ACTIVATION(T, SUFFIX, relu, Relu)                                            \
-    GPUNN_EXPORT_FORWARD(T, SUFFIX, identity, Identity)                                       \
+    GPUNN_EXPORT_ACTIVATION(T, SUFFIX, identity, Identity)                                    \
     extern "C" __global__ void dense_weight_grad##SUFFIX(                                      \
         const T* a_in, const T* delta, T* grad, int n_in_plus_1, int n_out, int m) {          \
         gpunn::dense_weight_grad<T>(a_in, delta, grad, n_in_plus_1, n_out, m);                \

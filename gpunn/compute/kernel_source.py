@@ -43,9 +43,9 @@ HOST_SHIM_FILE = "host_shim.cuh"
 
 #: The kernels in ``gpunn_kernels.cu``, each exported as ``<op>_f32`` and ``<op>_f64``.
 OPS = (
-    *(f"bias_{name}" for name in (*ACTIVATIONS, "identity")),
+    *(f"bias_{name}" for name in ACTIVATIONS),
     *(f"{name}_backward" for name in ACTIVATIONS),
-    *(f"dense_forward_{name}" for name in (*ACTIVATIONS, "identity")),
+    *(f"dense_forward_{name}" for name in ACTIVATIONS),
     *(f"dense_backward_{name}" for name in ACTIVATIONS),
     "dense_weight_grad",
     *(f"output_delta_{name}" for name in OBJECTIVES),
@@ -315,7 +315,7 @@ def _check_activation(activation: str, allowed) -> None:
 
 def plan_bias_act(z, b, activation: str) -> Launch:
     """z <- act(z + b[:, None]) in place; z (units, samples), b (units,); act may be ``identity``."""
-    _check_activation(activation, (*ACTIVATIONS, "identity"))
+    _check_activation(activation, ACTIVATIONS)
     suffix = _suffix(z, b)
     rows, cols = _matrix_shape(z, "z")
     _check(z, "z")
@@ -432,7 +432,7 @@ def plan_dense_forward(wb, a_in, z, activation: str) -> Launch:
     layer's activations with their row of ones, (inputs + 1, samples); ``z``: the
     output, (units, samples).  ``activation`` may be ``identity`` (a softmax layer's logits).
     """
-    _check_activation(activation, (*ACTIVATIONS, "identity"))
+    _check_activation(activation, ACTIVATIONS)
     suffix = _suffix(wb, a_in, z)
     depth, units = _matrix_shape(wb, "wb")
     _check(wb, "wb")

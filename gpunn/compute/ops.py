@@ -23,7 +23,9 @@ from __future__ import annotations
 import numpy as np
 
 #: Hidden-layer activations; each has a fused kernel pair bias_<name> / <name>_backward.
-ACTIVATIONS = ("sigmoid", "tanh", "relu")
+#: ``identity`` (no squashing: a linear layer, scikit-learn's ``activation="identity"``) is
+#: also what a softmax or regression output layer computes before its output delta.
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "identity")
 #: Output-layer activations.  A softmax layer's kernels keep its logits until the output
 #: delta (or :meth:`NumpyKernels.softmax_`) turns them into probabilities; ``identity``
 #: is a regression network's output: the weighted sums themselves.
@@ -102,6 +104,7 @@ REFERENCE_ACTIVATIONS = {
     "sigmoid": (sigmoid, lambda a: a * (1 - a)),
     "tanh": (np.tanh, lambda a: 1 - a * a),
     "relu": (lambda z: np.maximum(z, 0), lambda a: (a > 0).astype(a.dtype)),
+    "identity": (lambda z: z, np.ones_like),
 }
 
 
@@ -214,6 +217,8 @@ class NumpyKernels:
             np.subtract(_ONE[a.dtype], tmp, tmp)
         elif activation == "relu":
             np.greater(a, _ZERO[a.dtype], out=tmp)  # 1.0 where a > 0, else 0.0
+        elif activation == "identity":  # identity' = 1: g is already the answer
+            return
         else:
             raise ValueError(f"unknown activation {activation!r}: use one of {', '.join(ACTIVATIONS)}")
         np.multiply(g, tmp, g)

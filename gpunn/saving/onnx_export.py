@@ -49,7 +49,7 @@ OPSET = 17
 #: The IR version of opset 17 (ONNX 1.12), which every ONNX Runtime since 1.12 reads.
 IR_VERSION = 8
 #: Hidden-layer activations -> ONNX operators.
-ACTIVATION_OPS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu"}
+ACTIVATION_OPS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "identity": "Identity"}
 
 
 def require_onnx():
