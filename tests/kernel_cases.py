@@ -257,7 +257,7 @@ class KernelParity:
             kernels.dense_forward(xp.zeros((3, 2), f32), xp.zeros((3, 5), f32), xp.zeros((2, 4), f32), "relu")
         with pytest.raises(ValueError, match="unknown activation"):
             kernels.dense_backward(xp.zeros((3, 2), f32), xp.zeros((2, 5), f32), xp.zeros((3, 5), f32),
-                                   xp.zeros((3, 5), f32), "identity")
+                                   xp.zeros((3, 5), f32), "swish")
         with pytest.raises(ValueError, match="grad has shape"):
             kernels.dense_weight_grad(xp.zeros((3, 5), f32), xp.zeros((2, 5), f32), xp.zeros((2, 3), f32))
         with pytest.raises(TypeError, match="mixed dtypes"):
