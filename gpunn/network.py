@@ -42,7 +42,7 @@ from gpunn.nn.labels import class_indices, classes_from_json, infer_classes
 from gpunn.memory import check_network_fits
 from gpunn.compute.ops import ACTIVATIONS, default_loss, objective, task
 from gpunn.nn.preprocessing import SCALINGS, Scaler
-from gpunn.nn.targets import TargetScaling, normalised_weights, regression_metrics, regression_targets
+from gpunn.nn.targets import multilabel_targets, normalised_weights, regression_metrics, regression_targets
 from gpunn.training.loop import fit as _fit
 
 INITS = ("normal", "scaled", "xavier", "he", "glorot_uniform")
@@ -262,16 +262,25 @@ class Network:
     """
 
     def __init__(self, sizes, activation="sigmoid", output_activation="sigmoid", loss=None, init=None,
-                 backend=None, dtype="float32", seed=0, scale="none", classes=None):
+                 backend=None, dtype="float32", seed=0, scale="none", classes=None, multilabel=False):
         self.sizes = check_sizes(sizes)
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}: use one of {', '.join(ACTIVATIONS)}")
         loss = default_loss(output_activation) if loss is None else loss
         self.objective = objective(output_activation, loss)  # ValueError for nonsense pairs
+        #: several labels per sample (0/1 target rows; sigmoid outputs with the cross-entropy only)
+        self.multilabel = bool(multilabel)
+        if self.multilabel:
+            if (output_activation, loss) != ("sigmoid", "cross_entropy"):
+                raise ValueError("a multilabel network has sigmoid outputs and the cross_entropy loss; use "
+                                 "output_activation='sigmoid', loss='cross_entropy'")
+            self.objective = "multilabel_cross_entropy"
         #: ``"regression"`` (identity outputs, float targets) or ``"classification"``
         self.task = task(output_activation)
         if self.task == "regression" and classes is not None:
             raise ValueError("a regression network (output_activation='identity') has no classes; leave classes out")
+        #: whether the answers are float rows (regression targets, multilabel 0/1 rows) rather than class labels
+        self.float_targets = self.task == "regression" or self.multilabel
         #: regression: the targets' standardisation, fitted by the first fit (:mod:`gpunn.nn.targets`)
         self.target_scaling = None
         init = DEFAULT_INIT[activation] if init is None else init
@@ -394,7 +403,7 @@ class Network:
         ws = self._workspaces.get((m, weighted))
         if ws is None:
             ws = self._workspaces[(m, weighted)] = Workspace(self.backend, self.sizes, m, self.dtype, self.fold_bias,
-                                                             self.task == "regression", weighted)
+                                                             self.float_targets, weighted)
         return ws
 
     # -- forward and backward -------------------------------------------------
@@ -478,11 +487,12 @@ class Network:
         X_host = self._as_samples(X, where)
         n, n_in = X_host.shape
         xp = self.backend.xp
-        regression = self.task == "regression"
         weights = None if sample_weight is None else normalised_weights(sample_weight, n)
         with self.backend.device():
             labels = targets = None
-            if y is not None and regression:
+            if y is not None and self.multilabel:
+                targets = multilabel_targets(y, n, self.sizes[-1])
+            elif y is not None and self.task == "regression":
                 targets = self._standardised_targets(y, n)
             elif y is not None:
                 labels = self.backend.asarray(self.label_indices(y, n), np.int32)
@@ -590,6 +600,8 @@ class Network:
             if self.target_scaling is None:
                 raise ValueError("this regression network has not been fitted yet; call fit first")
             return self.target_scaling.undo(self.predict_proba(X))
+        if self.multilabel:  # each label on its own: an indicator row per sample
+            return (self.predict_proba(X) > 0.5).astype(np.int64)
         index = self.predict_proba(X).argmax(axis=1)
         return index if self.classes is None else self.classes[index]
 
@@ -613,19 +625,18 @@ class Network:
         with self.backend.device():
             loss_sum = xp.zeros((), dtype=np.float64)
             correct = xp.zeros((), dtype=np.int64)
-            regression = self.task == "regression"
             for start, stop in self._chunks(n):
                 ws = self.workspace(stop - start)
                 ws.set_inputs(samples, start, stop)
-                if regression and not self.fold_bias:
+                if self.float_targets and not self.fold_bias:
                     ws.targets[...] = labels[:, start:stop]
-                elif not regression:
+                elif not self.float_targets:
                     ws.labels[...] = labels[start:stop]
                 self.forward(ws)
                 self.backend.kernels.output_delta(
                     ws.outputs, ws.labels, ws.deltas[-1], loss_sum, correct, self.objective, ws.targets
                 )
-            if regression:
+            if self.task == "regression":
                 return {"loss": float(loss_sum) / n}
             return {"loss": float(loss_sum) / n, "accuracy": int(correct) / n}
 

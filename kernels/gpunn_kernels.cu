@@ -109,19 +109,34 @@ __device__ void output_delta(T* a, const int* labels, const T* weights, T* delta
 // has no correct answers).  Every operation is explicitly rounded, so the delta
 // is the twin's (ops.NumpyKernels.output_delta, objective squared_error) bit for
 // bit; the loss agrees to the rounding of a sum.
-template <typename T>
-__device__ void regression_delta(const T* a, const T* targets, const T* weights, T* delta, double* loss_sum,
-                                 unsigned long long* correct, double* block_loss,
-                                 unsigned long long* block_hits, unsigned int* arrivals, int rows, int cols) {
+//
+// Objective 1 (multilabel_cross_entropy) is the same walk for sigmoid outputs and
+// 0/1 targets of several labels at once: delta = a - t, the loss the binary
+// cross-entropy of every output (cross_entropy_loss), and a sample counts as
+// correct when every output is on the right side of 0.5 (subset accuracy).
+template <typename T, int Objective>
+__device__ void float_target_delta(const T* a, const T* targets, const T* weights, T* delta, double* loss_sum,
+                                   unsigned long long* correct, double* block_loss,
+                                   unsigned long long* block_hits, unsigned int* arrivals, int rows, int cols) {
     const int stride = gridDim.x * blockDim.x;
     double loss = 0.0;
+    unsigned long long hits = 0;
     for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += stride) {
         double column = 0.0;
+        bool all_right = true;
         for (int j = 0; j < rows; ++j) {
             const int i = j * cols + c;
             const T d = sub_rn(a[i], targets[i]);
             delta[i] = d;
-            column = add_rn(column, mul_rn(0.5, mul_rn(double(d), double(d))));
+            if constexpr (Objective == 0) {
+                column = add_rn(column, mul_rn(0.5, mul_rn(double(d), double(d))));
+            } else {
+                column += double(cross_entropy_loss(a[i], targets[i]));
+                all_right = all_right && ((a[i] > T(0.5)) == (targets[i] > T(0.5)));
+            }
+        }
+        if constexpr (Objective == 1) {
+            hits += all_right ? 1ULL : 0ULL;
         }
         if (weights != nullptr) {
             const T w = weights[c];
@@ -132,7 +147,7 @@ __device__ void regression_delta(const T* a, const T* targets, const T* weights,
         }
         loss += column;
     }
-    sum_over_blocks(loss, 0ULL, loss_sum, correct, block_loss, block_hits, arrivals);
+    sum_over_blocks(loss, hits, loss_sum, correct, block_loss, block_hits, arrivals);
 }
 
 // ---- dense layers: the three products of a training step, each fused with its epilogue ----
@@ -359,8 +374,15 @@ extern "C" __global__ void advance_step(int* step) {
         const T* a, const T* targets, const T* weights, T* delta, double* loss_sum,           \
         unsigned long long* correct, double* block_loss, unsigned long long* block_hits,      \
         unsigned int* arrivals, int rows, int cols) {                                         \
-        gpunn::regression_delta<T>(a, targets, weights, delta, loss_sum, correct, block_loss, \
-                                   block_hits, arrivals, rows, cols);                         \
+        gpunn::float_target_delta<T, 0>(a, targets, weights, delta, loss_sum, correct,        \
+                                        block_loss, block_hits, arrivals, rows, cols);        \
+    }                                                                                         \
+    extern "C" __global__ void output_delta_multilabel_cross_entropy##SUFFIX(                  \
+        const T* a, const T* targets, const T* weights, T* delta, double* loss_sum,           \
+        unsigned long long* correct, double* block_loss, unsigned long long* block_hits,      \
+        unsigned int* arrivals, int rows, int cols) {                                         \
+        gpunn::float_target_delta<T, 1>(a, targets, weights, delta, loss_sum, correct,        \
+                                        block_loss, block_hits, arrivals, rows, cols);        \
     }                                                                                         \
     extern "C" __global__ void softmax_columns##SUFFIX(T* z, int rows, int cols) {            \
         gpunn::softmax_columns<T>(z, rows, cols);                                             \

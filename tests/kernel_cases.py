@@ -286,6 +286,10 @@ class KernelParity:
         if regression:  # identity outputs and float targets of any size
             a = rng.normal(scale=3.0, size=shape).astype(dtype)
             targets = rng.normal(scale=2.0, size=shape).astype(dtype)
+        elif objective == "multilabel_cross_entropy":  # sigmoid outputs, 0/1 rows of several labels
+            a = activations(rng, shape, dtype)
+            targets = rng.integers(0, 2, size=shape).astype(dtype)
+            targets[:, ::5] = (a[:, ::5] > 0.5)  # some samples entirely right
         else:
             a = logits(rng, shape, dtype) if softmax else activations(rng, shape, dtype)
             targets = None

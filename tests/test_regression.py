@@ -139,7 +139,7 @@ def test_sample_weight_is_checked():
         regressor().fit(X, y, epochs=1, sample_weight=np.ones(479))
     with pytest.raises(DataError, match="non-negative"):
         regressor().fit(X, y, epochs=1, sample_weight=-np.ones(480))
-    with pytest.raises(DataError, match="adds up to 0"):
+    with pytest.raises(DataError, match="non-zero weight"):
         regressor().fit(X, y, epochs=1, sample_weight=np.zeros(480))
 
 

@@ -34,7 +34,7 @@ from typing import NamedTuple
 import numpy as np
 
 from gpunn.errors import GpunnError
-from gpunn.compute.ops import ACTIVATIONS, OBJECTIVES
+from gpunn.compute.ops import ACTIVATIONS, OBJECTIVES, TARGET_OBJECTIVES
 
 KERNEL_FILE = "gpunn_kernels.cu"
 #: The headers ``gpunn_kernels.cu`` includes, inlined by :func:`kernel_code`.
@@ -382,9 +382,9 @@ def plan_output_delta(a, labels, delta, loss_sum, correct, scratch: ReductionScr
     rows, cols = _matrix_shape(a, "a")
     _check(a, "a")
     _check(delta, "delta", (rows, cols))
-    if objective == "squared_error":
+    if objective in TARGET_OBJECTIVES:
         if targets is None:
-            raise ValueError("the squared_error objective needs float targets shaped like a")
+            raise ValueError(f"the {objective} objective needs float targets shaped like a")
         _suffix(a, targets)
         _check(targets, "targets", (rows, cols))
         answers = targets
@@ -657,10 +657,10 @@ class PlannedKernels:
                      weights=None):
         """The output layer's delta, added to the loss sum and correct count (see :func:`plan_output_delta`).
 
-        ``targets`` is read by ``squared_error`` only (the label objectives take ``labels``).
+        ``targets`` is read by the float-target objectives only (the label objectives take ``labels``).
         """
         self._run(plan_output_delta(a, labels, delta, loss_sum, correct, self._scratch, objective,
-                                    targets if objective == "squared_error" else None, weights))
+                                    targets if objective in TARGET_OBJECTIVES else None, weights))
 
     def dense_forward(self, wb, a_in, z, activation) -> None:
         """z <- act([W; b]^T [A_prev; 1]) in one kernel (see :func:`plan_dense_forward`)."""

@@ -32,9 +32,10 @@ ACTIVATIONS = ("sigmoid", "tanh", "relu", "identity")
 OUTPUT_ACTIVATIONS = ("sigmoid", "softmax", "identity")
 LOSSES = ("quadratic", "cross_entropy")
 #: What the output-delta kernels compute, one per sensible (output activation, loss) pair.
-OBJECTIVES = ("quadratic", "cross_entropy", "softmax_cross_entropy", "squared_error")
-#: The objectives that score class labels (the others, ``squared_error``, score float targets).
-LABEL_OBJECTIVES = ("quadratic", "cross_entropy", "softmax_cross_entropy")
+OBJECTIVES = ("quadratic", "cross_entropy", "softmax_cross_entropy", "squared_error", "multilabel_cross_entropy")
+#: The objectives that score float targets (a regression network's, or multilabel 0/1 rows)
+#: instead of class labels.
+TARGET_OBJECTIVES = ("squared_error", "multilabel_cross_entropy")
 
 #: Floor for ``1 - |a - t|`` inside the cross-entropy's logarithm, so that a
 #: saturated wrong answer costs ``-log(1e-12) ~ 27.6`` instead of infinity.
@@ -250,12 +251,8 @@ class NumpyKernels:
         """
         classes, samples = a.shape
         tmp = self._buffer(a.shape, a.dtype, "od")
-        if objective == "squared_error":
-            np.subtract(a, targets, out=delta)
-            np.multiply(delta, delta, out=tmp)
-            self._add_loss(loss_sum, tmp, weights, 0.5)
-            if weights is not None:
-                np.multiply(delta, weights, out=delta)
+        if objective in TARGET_OBJECTIVES:
+            self._float_target_delta(a, targets, delta, loss_sum, correct, objective, weights, tmp)
             return
         if objective == "softmax_cross_entropy":
             self._softmax_loss(a, labels, loss_sum, weights)
@@ -293,6 +290,31 @@ class NumpyKernels:
         hits = self._buffer((samples,), np.bool_, "hits")
         np.equal(predicted, labels, out=hits)
         np.add(correct, np.count_nonzero(hits), out=correct)
+
+    def _float_target_delta(self, a, targets, delta, loss_sum, correct, objective, weights, tmp) -> None:
+        """:meth:`output_delta` for float targets: ``delta = a - t`` (times the weights); the loss is
+        ``squared_error``'s 1/2 (a - t)^2 or ``multilabel_cross_entropy``'s per-output binary
+        cross-entropy, which also counts the samples whose every output is on the right side of 0.5."""
+        np.subtract(a, targets, out=delta)
+        if objective == "squared_error":
+            np.multiply(delta, delta, out=tmp)
+            self._add_loss(loss_sum, tmp, weights, 0.5)
+        else:
+            np.abs(delta, out=tmp)  # t a + (1 - t)(1 - a) == 1 - |a - t| for t of 0 or 1
+            np.subtract(1.0, tmp, out=tmp)
+            np.maximum(tmp, CROSS_ENTROPY_FLOOR, out=tmp)
+            np.log(tmp, out=tmp)
+            self._add_loss(loss_sum, tmp, weights, -1.0)
+            above = self._buffer(a.shape, np.bool_, "ml_a")
+            wanted = self._buffer(a.shape, np.bool_, "ml_t")
+            np.greater(a, a.dtype.type(0.5), out=above)
+            np.greater(targets, a.dtype.type(0.5), out=wanted)
+            np.equal(above, wanted, out=above)
+            hits = self._buffer((a.shape[1],), np.bool_, "ml_hits")
+            np.logical_and.reduce(above, axis=0, out=hits)
+            np.add(correct, np.count_nonzero(hits), out=correct)
+        if weights is not None:
+            np.multiply(delta, weights, out=delta)
 
     @staticmethod
     def _add_loss(loss_sum, terms, weights, factor: float) -> None:
@@ -348,7 +370,7 @@ class NumpyKernels:
             if scale != 1:
                 np.multiply(tmp, scale, tmp)
             np.multiply(delta, tmp, delta)
-        elif objective in ("cross_entropy", "softmax_cross_entropy", "squared_error"):
+        elif objective in ("cross_entropy", "softmax_cross_entropy", *TARGET_OBJECTIVES):
             if scale != 1:
                 np.multiply(delta, scale, delta)
         else:

@@ -51,6 +51,19 @@ def regression_targets(y, n: int, outputs: int, where: str = "y") -> np.ndarray:
     return y
 
 
+def multilabel_targets(y, n: int, outputs: int, where: str = "y") -> np.ndarray:
+    """A multilabel network's targets: an (n, outputs) indicator matrix of 0s and 1s, as float64."""
+    if not hasattr(y, "shape"):
+        y = np.asarray(y)
+    y = y.get() if hasattr(y, "get") else np.asarray(y)
+    if y.ndim != 2 or y.shape != (n, outputs):
+        raise DataError(f"{where} of a multilabel network must be an indicator matrix of {n} rows and {outputs} "
+                        f"columns (one per output unit), got shape {tuple(y.shape)}")
+    if y.dtype.kind not in "biuf" or not np.isin(y, (0, 1)).all():
+        raise DataError(f"{where} of a multilabel network must hold only 0s and 1s")
+    return y.astype(np.float64)
+
+
 @dataclass(frozen=True)
 class TargetScaling:
     """Each target column's mean and standard deviation (a column of equal targets keeps std 1), and
@@ -135,5 +148,5 @@ def normalised_weights(sample_weight, n: int, where: str = "sample_weight") -> n
         raise DataError(f"{where} must be finite and non-negative")
     total = w.sum()
     if not total > 0:
-        raise DataError(f"{where} adds up to 0: at least one sample needs a positive weight")
+        raise DataError(f"{where} must hold at least one non-zero weight: they add up to 0")
     return w * (n / total)

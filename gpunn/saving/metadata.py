@@ -28,7 +28,8 @@ from gpunn.nn.preprocessing import METHODS, SCALINGS
 
 FORMAT_NAME = "gpunn-model"
 #: Format 2 added the activations, the optimizers and their state, the classes and the scaling;
-#: format 3 regression networks (the identity output layer and ``targets``, the targets' standardisation).
+#: format 3 regression networks (the identity output layer and ``targets``, the targets' standardisation)
+#: and ``multilabel`` networks.
 FORMAT_VERSION = 3
 
 #: Deepest nesting of lists and dicts in the metadata (the format itself needs 4; the rest is ``extra``'s).
@@ -303,6 +304,7 @@ METADATA_RULES = {
     "epochs_done": _integer(0, 2**63 - 1),
     "classes": _optional(_classes),
     "targets": _optional(_targets),
+    "multilabel": _boolean,
     "scale": _mapping({"requested": _one_of(SCALINGS), "method": _optional(_one_of(METHODS))},
                       required=("requested", "method")),
     "training": _mapping(TRAINING_RULES),
@@ -329,6 +331,10 @@ def check(metadata) -> None:
     if classes is not None and len(classes) != metadata["sizes"][-1]:
         raise Invalid(f"lists {len(classes)} classes for {metadata['sizes'][-1]} output units", ("classes",))
     regression = metadata.get("output_activation") == "identity"
+    if metadata.get("multilabel") and (metadata.get("output_activation", "sigmoid"), metadata["loss"]) != (
+            "sigmoid", "cross_entropy"):
+        raise Invalid("is set, but a multilabel network has sigmoid outputs and the cross_entropy loss",
+                      ("multilabel",))
     targets = metadata.get("targets")
     if regression and classes is not None:
         raise Invalid("are listed for a regression network (identity outputs), which has none", ("classes",))

@@ -172,6 +172,7 @@ def _model_arrays(net: Network, extra) -> dict:
         "seed": net.seed,
         "classes": None if net.classes is None else classes_to_json(net.classes),
         "targets": None if net.target_scaling is None else net.target_scaling.to_json(),
+        "multilabel": net.multilabel,
         "scale": {"requested": net.scale, "method": None if net.scaler is None else net.scaler.method},
         "epochs_done": net.epochs_done,
         "training": training,
@@ -449,7 +450,8 @@ def _build(metadata: dict, arrays: dict, backend, path: str) -> Network:
     """A Network with the saved architecture, parameters, optimizer state and history."""
     net = Network(metadata["sizes"], activation=metadata["activation"],
                   output_activation=metadata["output_activation"], loss=metadata["loss"], init=metadata["init"],
-                  backend=backend, dtype=metadata["dtype"], seed=metadata["seed"])
+                  backend=backend, dtype=metadata["dtype"], seed=metadata["seed"],
+                  multilabel=metadata.get("multilabel", False))
     _restore_classes_and_scaler(net, metadata, arrays.get("scaler", {}), path)
     if metadata.get("targets") is not None:
         net.target_scaling = TargetScaling.from_json(metadata["targets"])

@@ -103,6 +103,12 @@ def to_onnx_model(net, classes=None):
             nodes.append(helper.make_node(ACTIVATION_OPS[kind], [z], [out]))
         current = out
 
+    if net.multilabel:  # an indicator row: each label on its own side of 0.5
+        nodes.append(helper.make_node("Greater", ["probabilities", constant("half", 0.5)], ["above"]))
+        nodes.append(helper.make_node("Cast", ["above"], ["label"], to=onnx.TensorProto.INT64))
+        return _finish(onnx, helper, net, nodes, initializers,
+                       [helper.make_tensor_value_info("probabilities", elem, ["batch", net.sizes[-1]]),
+                        helper.make_tensor_value_info("label", onnx.TensorProto.INT64, ["batch", net.sizes[-1]])])
     label_type, label_values = _label_constant(net, classes)
     if label_values is None:
         nodes.append(helper.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0))

@@ -53,6 +53,8 @@ class CollapseWatch:
         if self.regression:
             self.majority_share = 0.0  # unused: regression is judged by its loss
             constant = len(y) < 2 or bool(np.all(np.ptp(np.asarray(to_numpy(y), np.float64), axis=0) == 0))
+        elif network.multilabel:  # not watched: a constant answer can be right for many labels at once
+            self.majority_share, constant = 1.0, True
         else:
             labels = network.label_indices(y, len(y))
             self.majority_share = np.bincount(labels).max() / len(labels) if len(labels) else 1.0

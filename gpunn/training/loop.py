@@ -378,7 +378,7 @@ def _first_samples(network, X, y, sample_weight=None):
     """
     regression = network.task == "regression"
     fresh_scaler = network.scaler is None
-    fresh_classes = not regression and network.classes is None
+    fresh_classes = not network.float_targets and network.classes is None
     fresh_targets = regression and network.target_scaling is None
     try:
         if fresh_scaler:
@@ -406,7 +406,7 @@ def _record_totals(network, record, samples, labels, order, loss_sum, correct, w
     n_in, outputs = network.sizes[0], network.sizes[-1]
     order = to_numpy(order)
     weights = samples[order, -1] if weighted else None
-    if network.task == "regression":  # the targets are the rows' t columns
+    if network.float_targets:  # the targets are the rows' t columns
         targets = samples[order, n_in + 1 : n_in + 1 + outputs].T
         record.totals(None, network.objective, loss_sum, correct, targets=targets, weights=weights)
     else:
