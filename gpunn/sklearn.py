@@ -85,6 +85,7 @@ try:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import train_test_split
     from sklearn.utils import check_random_state, column_or_1d
+    from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
     from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 except ImportError as exc:  # scikit-learn is an optional extra
@@ -94,6 +95,7 @@ except ImportError as exc:  # scikit-learn is an optional extra
 from gpunn.compute.backend import to_numpy
 from gpunn.network import Network
 from gpunn.nn.preprocessing import SCALINGS
+from gpunn.nn.targets import TargetScaling, normalised_weights
 from gpunn.training.callbacks import Callback
 from gpunn.training.lbfgs import FullBatchObjective
 from gpunn.training.optim import OPTIMIZERS
@@ -139,6 +141,14 @@ def _dense(X):
     for start in range(0, X.shape[0], SPARSE_CHUNK):
         dense[start : start + SPARSE_CHUNK] = X[start : start + SPARSE_CHUNK].toarray()
     return dense
+
+
+def _stochastic(estimator) -> bool:
+    """``partial_fit`` exists for the stochastic solvers only (scikit-learn's ``_check_solver``)."""
+    if estimator.solver not in OPTIMIZERS:
+        raise AttributeError(f"partial_fit is only available for stochastic optimizers. {estimator.solver} is "
+                             f"not stochastic.")
+    return True
 
 
 class _BaseMLP(BaseEstimator):
@@ -208,8 +218,6 @@ class _BaseMLP(BaseEstimator):
     # -- training ----------------------------------------------------------------------------------------
     def _fit(self, X, y, sample_weight, incremental: bool, classes=None):
         settings = self._checked_settings()
-        if incremental and settings["solver"] == "lbfgs":
-            raise ValueError("partial_fit is only available for stochastic optimizers; solver='lbfgs' is not one")
         if incremental and self.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True")
         fresh = not hasattr(self, "network_") or (not self.warm_start and not incremental)
@@ -222,6 +230,7 @@ class _BaseMLP(BaseEstimator):
         self._rng = check_random_state(self.random_state)
         if fresh:
             self._start(X.shape[1], settings)
+            self._fit_statistics(targets, sample_weight)
         if settings["solver"] == "lbfgs":
             self._fit_lbfgs(X, targets, sample_weight)
             return self
@@ -252,11 +261,10 @@ class _BaseMLP(BaseEstimator):
         """scikit-learn's ``_fit_lbfgs``: SciPy's L-BFGS-B over the flat parameter buffer."""
         network = self.network_
         network.fit(X, targets, epochs=0, sample_weight=sample_weight)  # fits the scaling / targets' statistics
-        objective = FullBatchObjective(network, X, targets, sample_weight, alpha=self.alpha,
+        objective = FullBatchObjective(network, X, targets, sample_weight, alpha=self._layer_alphas(),
                                        loss_scale=1.0 / network.sizes[-1] if self._task == "regression" else 1.0)
         result = scipy.optimize.minimize(objective, objective.initial(), method="L-BFGS-B", jac=True,
-                                         options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
-                                                  "iprint": 1 if self.verbose else -1})
+                                         options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol})
         if result.status != 0:
             warnings.warn(f"lbfgs failed to converge after {result.nit} iteration(s) (status={result.status}): "
                           f"{result.message}. Increase the number of iterations (max_iter) or scale the data.",
@@ -265,6 +273,17 @@ class _BaseMLP(BaseEstimator):
         self.loss_ = float(result.fun)
         with network.backend.device():
             network.params[...] = network.backend.xp.asarray(result.x, dtype=network.dtype)
+
+    def _fit_statistics(self, targets, sample_weight) -> None:
+        """Anything fitted on the first fit's targets before training (the regressor's standardisation)."""
+
+    def _alpha(self) -> float:
+        """The L2 strength on the scale the network's loss is on (the regressor's is standardised)."""
+        return float(self.alpha)
+
+    def _layer_alphas(self) -> list[float]:
+        """Each layer's L2 strength for ``lbfgs`` (whose penalty can differ by layer)."""
+        return [float(self.alpha)] * (self.n_layers_ - 1)
 
     def _common_settings(self) -> dict:
         """The shared parameters checked; ValueError naming the fix."""
@@ -344,7 +363,7 @@ class _BaseMLP(BaseEstimator):
         """gpunn's ``fit`` options for the solver (see the module docstring for ``alpha``)."""
         solver = settings["solver"]
         options = {"optimizer": solver, "lr": self.learning_rate_init,
-                   "weight_decay": self.alpha if solver == "adamw" else self.alpha / batch_size}
+                   "weight_decay": self._alpha() if solver == "adamw" else self._alpha() / batch_size}
         if solver == "sgd":
             momentum = float(self.momentum)
             return {**options, "momentum": momentum, "nesterov": bool(self.nesterovs_momentum) and momentum > 0,
@@ -381,6 +400,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                           n_iter_no_change, max_fun, scale, backend, dtype)
         self.loss = loss
 
+    @available_if(_stochastic)
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch over ``(X, y)``; the first call needs ``classes``, every label there will ever be."""
         first_call = not hasattr(self, "network_")
@@ -394,7 +414,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities, (samples, classes) in the order of ``classes_``; rows sum to 1
         (multilabel: each label's own probability)."""
-        outputs = self.network_.predict_proba(self._inputs(X)).astype(np.float64)
+        X = self._inputs(X)
+        outputs = self.network_.predict_proba(X).astype(np.float64)
         if self.network_.output_activation == "sigmoid" and not self._multilabel:  # loss="quadratic"
             sums = outputs.sum(axis=1, keepdims=True)
             outputs = np.divide(outputs, sums, out=np.full_like(outputs, 1 / outputs.shape[1]), where=sums > 0)
@@ -495,13 +516,15 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                           momentum, nesterovs_momentum, early_stopping, validation_fraction, beta_1, beta_2, epsilon,
                           n_iter_no_change, max_fun, scale, backend, dtype)
 
+    @available_if(_stochastic)
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over ``(X, y)``, continuing from the last fit (or starting one)."""
         return self._fit(X, y, sample_weight, incremental=True)
 
     def predict(self, X) -> np.ndarray:
         """The predicted targets, in their own units: (samples,) for 1-D ``y``, else (samples, outputs)."""
-        return self.network_.predict(self._inputs(X))
+        X = self._inputs(X)
+        return self.network_.predict(X)
 
     def to_onnx(self, path) -> None:
         """Write the fitted network as an ONNX model whose ``prediction`` output is :meth:`predict`."""
@@ -512,13 +535,29 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         _one_of(self._owner, "loss", self.loss, ["squared_error"])
         return self._common_settings()
 
+    def _fit_statistics(self, targets, sample_weight) -> None:
+        weights = None if sample_weight is None else normalised_weights(sample_weight, len(targets))
+        self.network_.target_scaling = TargetScaling.fit(targets.reshape(len(targets), -1), targets.ndim, weights)
+
+    def _alpha(self) -> float:
+        """``alpha`` divided by the targets' mean variance: the network's loss is on standardised targets,
+        ``1 / std^2`` times scikit-learn's, so the penalty keeps its weight against the loss.  (Exact for
+        the hidden layers; the output layer's weights are ``1 / std`` times a raw-scale network's, so
+        its exact strength is ``alpha`` itself, which ``lbfgs`` uses: :meth:`_layer_alphas`.)"""
+        return float(self.alpha) / float(np.mean(self.network_.target_scaling.std ** 2))
+
+    def _layer_alphas(self) -> list[float]:
+        return [self._alpha()] * (self.n_layers_ - 2) + [float(self.alpha)]
+
     def _targets(self, y, fresh: bool, incremental: bool, classes):
         y = np.asarray(y, dtype=np.float64)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
-        if not fresh and (1 if y.ndim == 1 else y.shape[1]) != self.n_outputs_:
-            raise ValueError(f"y has {1 if y.ndim == 1 else y.shape[1]} targets per sample but the model was "
-                             f"fitted on {self.n_outputs_}")
+        outputs = 1 if y.ndim == 1 else y.shape[1]
+        if fresh:
+            self._outputs = outputs
+        elif outputs != self.n_outputs_:
+            raise ValueError(f"y has {outputs} targets per sample but the model was fitted on {self.n_outputs_}")
         return y
 
     def _start(self, n_features: int, settings: dict) -> None:
@@ -526,11 +565,6 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.network_ = self._new_network([n_features, *settings["hidden"], self._outputs], settings,
                                           output_activation="identity")
         self.out_activation_ = "identity"
-
-    def _fit(self, X, y, sample_weight, incremental: bool, classes=None):
-        y_shape = np.shape(y)
-        self._outputs = 1 if len(y_shape) < 2 else int(y_shape[1])
-        return super()._fit(X, y, sample_weight, incremental, classes)
 
 
 class _StoppingRule(Callback):
@@ -550,7 +584,7 @@ class _StoppingRule(Callback):
         self.estimator, self.n_samples = estimator, n_samples
         #: the L2 penalty per sample of an epoch, as scikit-learn adds it: alpha/2 ||W||^2 per batch
         #: (none for AdamW, whose decay is no term of the loss)
-        self.penalty = 0.5 * estimator.alpha * (-(-n_samples // batch_size)) / n_samples if l2 else 0.0
+        self.penalty = 0.5 * estimator._alpha() * (-(-n_samples // batch_size)) / n_samples if l2 else 0.0
         #: a regressor's loss is averaged over its outputs, as scikit-learn's squared_loss is
         self.loss_scale = 1.0 / estimator._outputs if estimator._task == "regression" else 1.0
         self.converged = False

@@ -9,7 +9,8 @@ loss on the way), and hands the flat gradient buffer back: one array in, one out
 
 The objective is scikit-learn's for its ``lbfgs`` solver: the mean loss per sample
 (weighted by the samples' weights when given), plus ``alpha / (2 n) ||W||^2`` over the
-weights only (biases are not penalised), and its gradient.  This is the one place in
+weights only (biases are not penalised), with ``n`` the number of samples or the sum of
+their weights, and its gradient.  This is the one place in
 gpunn where the L2 penalty spares the biases: the optimizers' weight decay covers
 the whole buffer.
 
@@ -32,7 +33,7 @@ class FullBatchObjective:
             standardisation are already fitted (they are applied to ``X`` and ``y``).
         X, y: the training data.
         sample_weight: optional per-sample weights.
-        alpha: the L2 penalty's strength (scikit-learn's ``alpha``).
+        alpha: the L2 penalty's strength (scikit-learn's ``alpha``): one number, or one per layer.
         loss_scale: multiplies the loss and its gradient (e.g. 1/outputs, to average a
             regression loss over the outputs as scikit-learn does).
     """
@@ -41,7 +42,9 @@ class FullBatchObjective:
         self.network = network
         samples, answers, weights = network.device_data(X, y, sample_weight=sample_weight)
         self.n = network.sample_count(samples)
-        self.alpha, self.loss_scale = float(alpha), float(loss_scale)
+        self.loss_scale = float(loss_scale)
+        #: what the penalty is divided by: the samples, or the sum of their weights (scikit-learn's sw_sum)
+        self.penalty_n = self.n if sample_weight is None else float(np.sum(sample_weight))
         xp = network.backend.xp
         with network.backend.device():
             self.ws = ws = network.workspace(self.n, sample_weight is not None)
@@ -57,11 +60,13 @@ class FullBatchObjective:
                 ws.labels[...] = answers
             self.loss_sum = xp.zeros((), dtype=np.float64)
             self.correct = xp.zeros((), dtype=np.int64)
-        #: 1 for each weight of the flat buffer, 0 for each bias (the penalty spares the biases)
-        mask = np.ones(network.layout.size)
-        for block in network.layout.blocks(mask):
+        #: each parameter's penalty strength: its layer's alpha for a weight, 0 for a bias
+        strength = np.empty(network.layout.size)
+        alphas = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (network.layout.n_layers,))
+        for layer, block in enumerate(network.layout.blocks(strength)):
+            block[:-1] = alphas[layer]
             block[-1] = 0.0
-        self.weight_mask = mask
+        self.strength = strength
 
     def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         network = self.network
@@ -74,9 +79,9 @@ class FullBatchObjective:
             grad = to_numpy(network.grads).astype(np.float64)
             loss = float(self.loss_sum)
         theta = np.asarray(theta, dtype=np.float64)
-        penalised = theta * self.weight_mask
-        loss = loss * self.loss_scale / self.n + 0.5 * self.alpha * float(penalised @ penalised) / self.n
-        grad = grad * (self.loss_scale / self.n) + (self.alpha / self.n) * penalised
+        penalised = theta * self.strength
+        loss = loss * self.loss_scale / self.n + 0.5 * float(penalised @ theta) / self.penalty_n
+        grad = grad * (self.loss_scale / self.n) + penalised / self.penalty_n
         return loss, grad
 
     def initial(self) -> np.ndarray:
