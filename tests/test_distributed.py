@@ -228,7 +228,7 @@ def test_two_ranks_reproduce_the_single_process_run(two_rank_runs, run):
 
 
 def test_checkpoints_resume_under_a_different_rank_count(two_rank_runs):
-    from gpunn.saving.model_file import load
+    from gpunn.network import load
 
     straight = reference("float64", 10, 3).params
     # written by 1 rank, resumed on 2
@@ -239,7 +239,7 @@ def test_checkpoints_resume_under_a_different_rank_count(two_rank_runs):
 
 
 def test_cli_rank_0_alone_reports_and_saves_and_its_files_resume_on_any_rank_count(mpiexec, tmp_path):
-    from gpunn.saving.model_file import load
+    from gpunn.network import load
 
     options = ["--epochs", 2, "--dtype", "float64", "--layers", "64,30,10", "--json", "--quiet"]
     job, _ = run_job(gpunn_train(mpiexec, 2, *options, "--output", tmp_path / "two.npz"))

@@ -11,7 +11,9 @@ import pytest
 
 import gpunn
 from gpunn import ModelFileError, Network
-from gpunn.saving.model_file import FORMAT_VERSION, load_with_metadata, save
+from gpunn.network import load_with_metadata
+from gpunn.saving.metadata import FORMAT_VERSION
+from gpunn.saving.model_file import save
 
 
 @pytest.fixture(scope="module")

@@ -29,9 +29,9 @@ class DeviceStep:
 
     Args:
         network: a network on a kernel backend, with its optimizer set.
-        data: ``(samples, labels)`` from :meth:`gpunn.network.Network.device_samples`, or
-            ``(samples, answers, weights)`` from :meth:`~gpunn.network.Network.device_data`
-            (a regression network's answers are its float targets).
+        data: ``(samples, labels)`` from :meth:`gpunn.nn.mlp.MLP.device_samples`, or
+            ``(samples, answers, weights)`` from :meth:`~gpunn.nn.mlp.MLP.device_data`
+            (a regression or multilabel network's answers are its float targets).
         order: the epoch's sample order, an int64 device array, reshuffled in place.
         batch: samples per step.
         loss_sum, correct: device scalars the steps add their loss and hits to.
@@ -54,19 +54,20 @@ class DeviceStep:
     @property
     def capturable(self) -> bool:
         """Whether every call of the step is a gpunn kernel (the ``fused`` dense path)."""
-        return self.network._products.capturable
+        return self.network.sample_layout.products.capturable
 
     def __call__(self) -> None:
         """Take one step: the batch at ``order[step * batch:]``, then ``step += 1``, all on the device."""
         network, ws = self.network, self.ws
         kernels = network.backend.kernels
-        if ws.targets is not None:  # regression: the float targets are gathered like the samples
+        if ws.targets is not None:  # float targets (regression, multilabel) are gathered like the samples
             kernels.gather_columns(self.samples, self.order, self.step, ws.inputs, self.batch)
             kernels.gather_columns(self.labels, self.order, self.step, ws.targets, self.batch)
         else:
             kernels.gather_batch(self.samples, self.labels, self.order, self.step, ws.inputs, ws.labels, self.batch)
         if self.weight_rows is not None:
-            kernels.gather_columns(*self.weight_rows[:1], self.order, self.step, self.weight_rows[1], self.batch)
+            source, buffer = self.weight_rows
+            kernels.gather_columns(source, self.order, self.step, buffer, self.batch)
         network.forward(ws)
         network.backward(ws, self.loss_sum, self.correct)
         network.optimizer.step(network.params, network.grads, self.batch)
