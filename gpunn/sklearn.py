@@ -63,6 +63,13 @@ Where the two differ, by design or by what gpunn's network offers:
   sigmoid outputs and the error 1/2 (t - y)^2; ``predict_proba`` then divides each row
   of outputs by its sum, which ranks the classes but is no calibrated probability.
 * The regressor's ``loss="poisson"`` is not offered.
+* ``predict_proba`` and ``predict`` compute in float64 whatever ``dtype`` trained
+  (:meth:`gpunn.Network.inference_copy`; scikit-learn computes in the dtype of X, float64
+  by default).  In float32 a sample's answer could differ in its last bit with the other
+  samples of the call: a BLAS adds a GEMM's edge columns in another order than the rest
+  (OpenBLAS's Prescott kernel does), and scikit-learn asks answers that do not depend on
+  the samples' order to 1e-7, below float32's resolution.  The validation score of
+  ``early_stopping`` is this ``predict``'s ``score`` (accuracy, or R^2), as scikit-learn's is.
 
 ``fit`` trains one gpunn network (``network_``) on the class indices of ``classes_``
 (or the targets), so any labels scikit-learn accepts work.  The estimators pickle and
@@ -95,7 +102,7 @@ except ImportError as exc:  # scikit-learn is an optional extra
 from gpunn.compute.backend import to_numpy
 from gpunn.network import Network
 from gpunn.nn.preprocessing import SCALINGS
-from gpunn.nn.targets import TargetScaling, normalised_weights
+from gpunn.nn.targets import TargetScaling, normalised_weights, regression_metrics
 from gpunn.training.callbacks import Callback
 from gpunn.training.lbfgs import FullBatchObjective
 from gpunn.training.optim import OPTIMIZERS
@@ -246,9 +253,10 @@ class _BaseMLP(BaseEstimator):
             network.optimizer.weight_decay = options["weight_decay"]  # a new batch size keeps the moments
             options["lr"] = network.optimizer.lr  # and a rate the schedule has moved keeps moving from there
         self.n_iter_ = 0
+        stopping.validation = validation
         network.fit(X_train, y_train, epochs=1 if incremental else self.max_iter, batch_size=batch_size,
-                    validation_data=validation, callbacks=[stopping], shuffle=bool(self.shuffle),
-                    sample_weight=w_train, cuda_graph=self.learning_rate == "constant", **options)
+                    callbacks=[stopping], shuffle=bool(self.shuffle), sample_weight=w_train,
+                    cuda_graph=self.learning_rate == "constant", **options)
         if self.early_stopping:
             with network.backend.device():
                 network.params[...] = network.backend.xp.asarray(self._best_params)
@@ -414,8 +422,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities, (samples, classes) in the order of ``classes_``; rows sum to 1
         (multilabel: each label's own probability)."""
-        X = self._inputs(X)
-        outputs = self.network_.predict_proba(X).astype(np.float64)
+        outputs = self._probabilities(self._inputs(X))
+        return outputs
+
+    def _probabilities(self, X) -> np.ndarray:
+        """:meth:`predict_proba` of checked ``X``: the forward pass in float64 (see the module docstring)."""
+        outputs = self.network_.inference_copy(np.float64).predict_proba(X)
         if self.network_.output_activation == "sigmoid" and not self._multilabel:  # loss="quadratic"
             sums = outputs.sum(axis=1, keepdims=True)
             outputs = np.divide(outputs, sums, out=np.full_like(outputs, 1 / outputs.shape[1]), where=sums > 0)
@@ -428,10 +440,19 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of each sample, as a label of ``classes_`` (multilabel: the indicator matrix)."""
-        probabilities = self.predict_proba(X)
+        return self._answers(self.predict_proba(X))
+
+    def _answers(self, probabilities) -> np.ndarray:
         if self._multilabel:
             return (probabilities > 0.5).astype(np.int64)
         return self.classes_[probabilities.argmax(axis=1)]
+
+    def _validation_score(self, X_val, y_val) -> float:
+        """``early_stopping``'s score of the held-out class indices (or indicator rows): the accuracy."""
+        probabilities = self._probabilities(X_val)
+        if self._multilabel:
+            return float(np.mean(np.all((probabilities > 0.5) == (y_val > 0.5), axis=1)))
+        return float(np.mean(probabilities.argmax(axis=1) == y_val))
 
     def to_onnx(self, path) -> None:
         """Write the fitted network as an ONNX model whose ``label`` output answers with ``classes_``.
@@ -524,7 +545,11 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def predict(self, X) -> np.ndarray:
         """The predicted targets, in their own units: (samples,) for 1-D ``y``, else (samples, outputs)."""
         X = self._inputs(X)
-        return self.network_.predict(X)
+        return self.network_.inference_copy(np.float64).predict(X)
+
+    def _validation_score(self, X_val, y_val) -> float:
+        """``early_stopping``'s score of the held-out targets: R^2, as scikit-learn's ``score``."""
+        return regression_metrics(self.network_.inference_copy(np.float64).predict(X_val), y_val)["r2"]
 
     def to_onnx(self, path) -> None:
         """Write the fitted network as an ONNX model whose ``prediction`` output is :meth:`predict`."""
@@ -588,6 +613,8 @@ class _StoppingRule(Callback):
         #: a regressor's loss is averaged over its outputs, as scikit-learn's squared_loss is
         self.loss_scale = 1.0 / estimator._outputs if estimator._task == "regression" else 1.0
         self.converged = False
+        #: with ``early_stopping``: (X_val, class indices), scored by the estimator's own predict
+        self.validation = None
 
     def on_epoch_end(self, epoch, logs=None):
         est, network = self.estimator, self.network
@@ -601,7 +628,7 @@ class _StoppingRule(Callback):
         if est.verbose:
             print(f"Iteration {est.n_iter_}, loss = {est.loss_:.8f}")
         if est.early_stopping:
-            score = logs["val_r2" if est._task == "regression" else "val_accuracy"]
+            score = est._validation_score(*self.validation)
             est.validation_scores_.append(score)
             if est.verbose:
                 print(f"Validation score: {score:f}")

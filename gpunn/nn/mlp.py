@@ -339,7 +339,15 @@ class MLP:
             yield start, min(start + EVAL_CHUNK, n)
 
     def predict_proba(self, X) -> np.ndarray:
-        """Output activations, one row per sample (on the host); softmax probabilities for softmax nets."""
+        """Output activations, one row per sample (on the host); softmax probabilities for softmax nets.
+
+        Computed in the network's dtype, a batch (up to 1024 samples) per product.  A BLAS
+        may add the products of a batch's edge columns in another order than the others'
+        (OpenBLAS's Prescott kernel does), so in float32 a sample's outputs can differ in
+        the last bit with its position among the samples of the call; for answers that do
+        not depend on the other samples (as scikit-learn asks), predict with
+        :meth:`inference_copy` in float64.
+        """
         samples, _ = self.device_samples(X)
         n = self.sample_count(samples)
         out = np.empty((n, self.sizes[-1]), dtype=self.dtype)
@@ -352,6 +360,28 @@ class MLP:
                     self.backend.kernels.softmax_(ws.outputs)
                 out[start:stop] = to_numpy(ws.outputs).T
         return out
+
+    def inference_copy(self, dtype) -> "MLP":
+        """This network for predicting in ``dtype``: the same parameters (converted), scaling and classes.
+
+        No optimizer, no history, no training records: it is for :meth:`predict_proba` and
+        :meth:`predict` only, and does not follow later training of this network (make a
+        new one).  float32 parameters convert to float64 exactly, so a float64 copy
+        computes the same function as this network with float64 rounding: each sample's
+        answer then differs with the order of the samples or the BLAS kernel by about
+        1e-16, not float32's 1e-7.  Returns this network itself when ``dtype`` is its own.
+        """
+        dtype = np.dtype(dtype)
+        if dtype == self.dtype:
+            return self
+        copy = MLP(self.sizes, activation=self.activation, output_activation=self.output_activation,
+                   loss=self.loss, init=self.init, backend=self.backend, dtype=dtype.name, seed=self.seed,
+                   scale=self.scale, classes=self.classes, multilabel=self.multilabel)
+        copy.scaler = self.scaler
+        copy.target_scaling = self.target_scaling
+        with self.backend.device():
+            copy.params[...] = self.params.astype(copy.dtype)
+        return copy
 
     def predict(self, X) -> np.ndarray:
         """The answer for each sample: the class of the most active output node (see :attr:`classes`).

@@ -48,15 +48,13 @@ class FullBatchObjective:
         xp = network.backend.xp
         with network.backend.device():
             self.ws = ws = network.workspace(self.n, sample_weight is not None)
-            if network.fold_bias:  # [x, 1, t(, w)] rows: features, targets and weights in one copy
-                ws.set_inputs(samples, 0, self.n)
-            else:
-                ws.inputs[...] = samples
+            ws.set_inputs(samples, 0, self.n)  # NumPy's rows bring their targets and weights along
+            if ws.rows is None:  # the column layout: float targets and weights travel beside the samples
                 if ws.targets is not None:
                     ws.targets[...] = answers
                 if weights is not None:
                     ws.weights[...] = weights
-            if answers is not None and answers.dtype == np.int32:  # class labels (float targets: regression)
+            if not network.float_targets:
                 ws.labels[...] = answers
             self.loss_sum = xp.zeros((), dtype=np.float64)
             self.correct = xp.zeros((), dtype=np.int64)
