@@ -31,7 +31,8 @@ from gpunn.training.callbacks import Callback, EpochLogger  # noqa: F401 - Callb
 from gpunn.training.cuda_graph import GraphedStep
 from gpunn.training.device_step import DeviceStep
 from gpunn.training.diagnosis import CollapseWatch
-from gpunn.training.optim import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, OPTIMIZERS, make_optimizer, lr_scaling_rates
+from gpunn.training.optim import (DEFAULT_LR, DEFAULT_WEIGHT_DECAY, OPTIMIZERS, REGRESSION_SGD_LR, make_optimizer,
+                                  lr_scaling_rates)
 
 
 class History:
@@ -134,7 +135,8 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
         epochs: how many epochs to train in this call.
         batch_size: samples per minibatch (m); gradients are averaged over the batch.
         optimizer: ``"sgd"`` (the tutorial's), ``"adam"`` or ``"adamw"`` (see :mod:`gpunn.training.optim`).
-        lr: learning rate; default 3.0 for SGD (the tutorial's eta), 0.001 for Adam/AdamW.
+        lr: learning rate; default 3.0 for SGD (the tutorial's eta; 0.1 for a regression network),
+            0.001 for Adam/AdamW.
         momentum, nesterov: SGD's (Nesterov) momentum.
         betas, eps: Adam's and AdamW's moment decay rates and denominator term.
         weight_decay: L2 for SGD and Adam, decoupled for AdamW; default 0 (AdamW: 0.01).
@@ -365,7 +367,8 @@ def optimizer_settings(network, optimizer, lr, momentum, nesterov, betas, eps, w
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
     lr_given = lr is not None
-    lr = DEFAULT_LR[optimizer] if lr is None else lr
+    if lr is None:
+        lr = REGRESSION_SGD_LR if optimizer == "sgd" and network.task == "regression" else DEFAULT_LR[optimizer]
     weight_decay = DEFAULT_WEIGHT_DECAY[optimizer] if weight_decay is None else weight_decay
     if optimizer != "sgd":
         if momentum or nesterov:
