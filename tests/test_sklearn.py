@@ -56,8 +56,8 @@ CHECKED = [
                  backend="numpy", dtype="float64"),
     MLPRegressor(activation="logistic", solver="lbfgs", max_iter=100, backend="numpy", scale="standard",
                  dtype="float64"),
-    MLPRegressor(activation="identity", solver="sgd", learning_rate="invscaling", learning_rate_init=0.5,
-                 power_t=0.25, scale="standard", max_iter=100, backend="numpy", dtype="float64"),
+    MLPRegressor(activation="identity", solver="sgd", learning_rate="invscaling", learning_rate_init=0.05,
+                 power_t=0.1, scale="standard", max_iter=100, backend="numpy", dtype="float64"),
 ]
 #: The checks scikit-learn runs on its own MLPs with a full-batch solver, and the instances gpunn runs them on.
 EQUIVALENCE_CHECKS = ("check_sample_weight_equivalence_on_dense_data", "check_sample_weight_equivalence_on_sparse_data")
