@@ -228,3 +228,55 @@ def test_gpu_trains_regression_like_numpy(dtype, dense, cuda_graph):
     weights = np.random.default_rng(1).uniform(0, 3, 480)
     gpu = _train("cupy", dtype, cuda_graph=cuda_graph, dense=dense, weights=weights, outputs=2)
     _compare(_train("numpy", dtype, weights=weights, outputs=2), gpu, dtype)
+
+
+def _rewritten(good, path, **fields):
+    """``good`` copied to ``path`` with metadata fields replaced (the arrays kept)."""
+    import json
+
+    with np.load(good, allow_pickle=False) as archive:
+        contents = {name: archive[name] for name in archive.files}
+    meta = json.loads(contents["metadata"].tobytes())
+    meta.update(fields)
+    contents["metadata"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(path, **contents)
+    return path
+
+
+@pytest.mark.parametrize("fields, fragment", [
+    ({"classes": [0]}, "regression network"),
+    ({"targets": {"mean": [0.0, 1.0], "std": [1.0, 1.0], "ndim": 2}}, "2 means"),
+    ({"targets": {"mean": [0.0], "std": [0.0], "ndim": 1}}, r"targets.std.0 must be a finite number in \(0, inf\)"),
+    ({"targets": None}, "keeps its targets' standardisation"),
+    ({"history": {"epoch": [0], "history": {"loss": [0.1]}, "params": {}}}, "seconds"),
+    ({"output_activation": "sigmoid"}, "standardise a regression network's targets"),
+    ({"multilabel": True}, "multilabel"),
+])
+def test_inconsistent_regression_files_are_refused(tmp_path, fields, fragment):
+    X, y, _, _ = smooth()
+    net = regressor()
+    net.fit(X, y, epochs=1, batch_size=32)
+    net.save(tmp_path / "good.npz")
+    bad = _rewritten(tmp_path / "good.npz", tmp_path / "bad.npz", **fields)
+    with pytest.raises(gpunn.errors.ModelFileError, match=fragment):
+        gpunn.load(bad)
+
+
+def test_multilabel_networks_train_alike_on_numpy_and_emulated_and_round_trip(tmp_path):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(200, 4))
+    Y = (X[:, :3] > 0).astype(int)
+    runs = []
+    for backend in ("numpy", "emulated"):
+        net = gpunn.Network([4, 12, 3], activation="relu", loss="cross_entropy", multilabel=True,
+                            backend=backend, dtype="float64", seed=1)
+        runs.append((net, net.fit(X, Y, epochs=5, batch_size=20, optimizer="adam", lr=1e-2, shuffle="host").history))
+    np.testing.assert_allclose(runs[1][1]["loss"], runs[0][1]["loss"], rtol=1e-9)
+    assert runs[0][1]["accuracy"] == runs[1][1]["accuracy"]  # subset accuracy: the same outputs, well apart
+    net = runs[0][0]
+    assert net.predict(X).shape == (200, 3) and set(np.unique(net.predict(X))) <= {0, 1}
+    net.save(tmp_path / "m.npz")
+    back = gpunn.load(tmp_path / "m.npz")
+    assert back.multilabel and np.array_equal(back.predict(X), net.predict(X))
+    with pytest.raises(ValueError, match="multilabel network has sigmoid outputs"):
+        gpunn.Network([4, 3], output_activation="softmax", multilabel=True)
