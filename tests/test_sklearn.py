@@ -345,3 +345,73 @@ def test_regressor_scores_like_scikit_learn_on_diabetes():
     ours, theirs = np.mean(scores["ours"]), np.mean(scores["theirs"])
     assert ours >= theirs - 0.03, (ours, theirs)
     assert theirs > 0.3  # a setting where scikit-learn's regressor learns something
+
+
+# -- scikit-learn's MLP features gpunn added ----------------------------------------------------------------------
+@pytest.mark.parametrize("task", ["classification", "regression", "multilabel"])
+def test_lbfgs_objective_gradient_matches_finite_differences(task):
+    """The loss and gradient L-BFGS gets (gpunn's forward pass and backprop, the L2 term on weights only)."""
+    from gpunn.training.lbfgs import FullBatchObjective
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 4))
+    options = {"regression": dict(output_activation="identity"),
+               "multilabel": dict(loss="cross_entropy", multilabel=True)}.get(task, dict(output_activation="softmax"))
+    net = gpunn.Network([4, 5, 3], activation="tanh", dtype="float64", backend="numpy", seed=1, **options)
+    y = {"classification": rng.integers(0, 3, 30), "regression": rng.normal(size=(30, 3)) * 50 + 7,
+         "multilabel": rng.integers(0, 2, (30, 3))}[task]
+    net.fit(X, y, epochs=0)  # fits the target statistics (and classes) only
+    weights = rng.uniform(0.5, 2.0, 30)
+    objective = FullBatchObjective(net, X, y, sample_weight=weights, alpha=[0.3, 0.7])
+    theta = objective.initial()
+    loss, grad = objective(theta)
+    numeric = np.empty_like(theta)
+    for i in range(theta.size):
+        step = np.zeros_like(theta)
+        step[i] = 1e-6
+        numeric[i] = (objective(theta + step)[0] - objective(theta - step)[0]) / 2e-6
+    np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-8)
+    assert objective(theta)[0] == loss  # the same theta, the same loss: nothing carried between calls
+
+
+def test_invscaling_and_adaptive_follow_scikit_learns_rules():
+    X, y = load_iris(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        inv = MLPClassifier(solver="sgd", learning_rate="invscaling", learning_rate_init=0.5, power_t=0.3,
+                            max_iter=7, backend="numpy", random_state=0).fit(X, y)
+        assert inv.t_ == 7 * 150
+        assert inv.network_.optimizer.lr == pytest.approx(0.5 / (inv.t_ + 1) ** 0.3, rel=1e-12)
+        # adaptive: where the stopping rule would stop, the rate is divided by 5 and counting starts again
+        ada = MLPClassifier(solver="sgd", learning_rate="adaptive", learning_rate_init=0.1, tol=100.0,
+                            n_iter_no_change=2, max_iter=9, backend="numpy", random_state=0).fit(X, y)
+        assert ada.n_iter_ == 9 and ada.network_.optimizer.lr == pytest.approx(0.1 / 5 ** 2)  # after epochs 4 and 7
+        small_rate = MLPClassifier(solver="sgd", learning_rate="adaptive", learning_rate_init=1e-6, tol=100.0,
+                                   n_iter_no_change=2, max_iter=50, backend="numpy", random_state=0).fit(X, y)
+        assert small_rate.n_iter_ == 4  # at most 1e-6 already: it stops where the rule first says
+
+
+def test_sparse_input_equals_dense(digits):
+    import scipy.sparse
+
+    X, y = digits.X_train[:300], digits.y_train[:300]
+    dense = small(max_iter=3, dtype="float64").fit(X, y)
+    sparse = small(max_iter=3, dtype="float64").fit(scipy.sparse.csr_matrix(X), y)
+    for a, b in zip(dense.coefs_, sparse.coefs_):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(dense.predict_proba(X), sparse.predict_proba(scipy.sparse.csc_matrix(X)))
+
+
+def test_multilabel_classifier_answers_with_indicator_rows():
+    from sklearn.datasets import make_multilabel_classification
+
+    X, Y = make_multilabel_classification(n_samples=200, n_classes=4, random_state=0)
+    est = MLPClassifier(hidden_layer_sizes=(32,), max_iter=200, backend="numpy", random_state=0,
+                        learning_rate_init=0.01)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X, Y)
+    assert est.out_activation_ == "logistic" and list(est.classes_) == [0, 1, 2, 3]
+    assert est.predict(X).shape == (200, 4) and est.predict_proba(X).shape == (200, 4)
+    assert est.score(X, Y) > 0.6  # subset accuracy, as scikit-learn scores multilabel
