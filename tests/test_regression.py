@@ -197,7 +197,11 @@ def test_a_stuck_regression_is_diagnosed_and_a_learning_one_is_not():
 
 
 def test_onnx_prediction_agrees_with_predict(tmp_path):
+    """ONNX Runtime's prediction against gpunn's by the rounding rule (tests/rounding.py): the forward pass,
+    the feature scaling (two operations) and the standardisation undone (two more), times the targets' size."""
     onnxruntime = pytest.importorskip("onnxruntime", reason="onnxruntime is an optional extra")
+    from rounding import assert_values_agree, network_terms
+
     X, y, X_test, y_test = smooth(scale=100.0, offset=7.0)
     for dtype, outputs in (("float32", 1), ("float64", 2)):
         targets = y if outputs == 1 else np.stack([y, y ** 2], 1)
@@ -209,8 +213,28 @@ def test_onnx_prediction_agrees_with_predict(tmp_path):
         (got,) = session.run(None, {"input": X_test.astype(dtype)})
         want = net.predict(X_test)
         assert got.shape == want.shape
-        spread = np.abs(targets).max()
-        np.testing.assert_allclose(got, want, rtol=0, atol=(1e-5 if dtype == "float32" else 1e-12) * spread)
+        assert_values_agree(got, want, dtype, network_terms(net.sizes) + 4, scale=float(np.abs(targets).max()),
+                            what="ONNX Runtime's predictions")
+
+
+def test_onnx_multilabel_labels_are_the_indicator_rows(tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime", reason="onnxruntime is an optional extra")
+    from rounding import assert_values_agree, network_terms, tolerance
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(300, 4))
+    Y = (X[:, :3] > 0).astype(int)
+    net = gpunn.Network([4, 12, 3], activation="relu", loss="cross_entropy", multilabel=True, seed=1)
+    net.fit(X, Y, epochs=5, batch_size=20, optimizer="adam", lr=1e-2)
+    net.to_onnx(tmp_path / "m.onnx")
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"))
+    probabilities, labels = session.run(None, {"input": X.astype(np.float32)})
+    ours = net.predict_proba(X)
+    terms = network_terms(net.sizes)
+    assert_values_agree(probabilities, ours, net.dtype, terms, what="ONNX Runtime's probabilities")
+    clear = np.abs(ours - 0.5) > 2 * tolerance(net.dtype, terms)  # labels compared where 0.5 is not in doubt
+    assert labels.shape == (300, 3) and clear.mean() > 0.99
+    np.testing.assert_array_equal(labels[clear], net.predict(X)[clear])
 
 
 def _cupy_or_skip():
