@@ -740,7 +740,7 @@ class PlannedKernels:
         self._run(plan_gather_batch(src, labels_src, order, step, out, labels_out, batch, first))
 
     def gather_columns(self, src, order, step, out, batch, first=0):
-        """Gather the float rows of the batch the device counter ``step`` points at (see :func:`plan_gather_columns`)."""
+        """Gather the float rows of the batch the counter ``step`` points at (see :func:`plan_gather_columns`)."""
         self._run(plan_gather_columns(src, order, step, out, batch, first))
 
     def advance_step(self, step):

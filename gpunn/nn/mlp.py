@@ -161,7 +161,8 @@ class MLP:
         self._workspaces: dict[tuple, Workspace] = {}
         xp = self.backend.xp
         with self.backend.device():
-            self.params = xp.asarray(initial_parameters(self.layout, self.init, self.seed, self.activation), dtype=self.dtype)
+            self.params = xp.asarray(initial_parameters(self.layout, self.init, self.seed, self.activation),
+                                     dtype=self.dtype)
             self.grads = xp.zeros(self.layout.size, dtype=self.dtype)
         self._bind_views()
 

@@ -21,7 +21,8 @@ the feature scaling (see :mod:`gpunn.nn.preprocessing`), when there is one
     version, the gpunn version that wrote it, the architecture (sizes, activation,
     output_activation, loss, init, dtype, seed), the classes (what each output unit
     stands for) or, for a regression network, ``targets`` (each target's mean and
-    standard deviation, and whether they were 1-D), ``multilabel``, the scaling method, ``epochs_done``, the training options, the
+    standard deviation, and whether they were 1-D), ``multilabel``, the scaling method,
+    ``epochs_done``, the training options, the
     optimizer's name and settings, the per-epoch history, and ``extra`` (whatever the
     caller passed, e.g. the CLI's dataset name and data folder);
 ``trajectory`` and ``trajectory_epochs`` (optional)
