@@ -304,3 +304,18 @@ def test_multilabel_networks_train_alike_on_numpy_and_emulated_and_round_trip(tm
     assert back.multilabel and np.array_equal(back.predict(X), net.predict(X))
     with pytest.raises(ValueError, match="multilabel network has sigmoid outputs"):
         gpunn.Network([4, 3], output_activation="softmax", multilabel=True)
+
+
+def test_sparse_input_trains_and_predicts_as_dense():
+    scipy_sparse = pytest.importorskip("scipy.sparse", reason="SciPy is an optional extra (with scikit-learn)")
+    rng = np.random.default_rng(0)
+    X = rng.random((300, 5))
+    X[X < 0.6] = 0
+    y = X @ np.arange(1.0, 6.0)
+    nets = []
+    for features in (scipy_sparse.csr_matrix(X), X):
+        net = gpunn.Network([5, 8, 1], output_activation="identity", dtype="float64", seed=1)
+        net.fit(features, y, epochs=2, batch_size=16, validation_data=(features[:30], y[:30]))
+        nets.append(net)
+    np.testing.assert_array_equal(nets[0].params, nets[1].params)
+    np.testing.assert_array_equal(nets[0].predict(scipy_sparse.csc_matrix(X)), nets[1].predict(X))

@@ -38,7 +38,7 @@ import numpy as np
 from gpunn.compute.backend import get_backend, to_numpy
 from gpunn.compute.ops import ACTIVATIONS, default_loss, objective, task
 from gpunn.errors import DataError, option_name
-from gpunn.memory import check_network_fits
+from gpunn.memory import check_network_fits, require
 from gpunn.nn.labels import class_indices, classes_from_json, infer_classes
 from gpunn.nn.layout import Workspace, layout_for
 from gpunn.nn.parameters import DEFAULT_INIT, DTYPES, INITS, ParameterLayout, check_sizes, initial_parameters
@@ -47,6 +47,16 @@ from gpunn.nn.targets import multilabel_targets, normalised_weights, regression_
 
 #: Samples per forward pass in predict / evaluate.
 EVAL_CHUNK = 1024
+
+
+def _dense_rows(X) -> np.ndarray:
+    """A SciPy sparse matrix as a dense host array, converted in chunks of rows (no SciPy import here)."""
+    X = X.tocsr()
+    require(X.shape[0] * X.shape[1] * X.dtype.itemsize, "the sparse X made dense", "give fewer samples at a time")
+    dense = np.empty(X.shape, dtype=X.dtype)
+    for start in range(0, X.shape[0], EVAL_CHUNK):
+        dense[start : start + EVAL_CHUNK] = X[start : start + EVAL_CHUNK].toarray()
+    return dense
 
 
 def _checked_classes(classes, n_outputs: int) -> np.ndarray:
@@ -304,7 +314,12 @@ class MLP:
         return scaled
 
     def _as_samples(self, X, where: str):
-        """``X`` as a 2-D (samples, features) array of numbers (host, or device on CuPy); one 1-D sample allowed."""
+        """``X`` as a 2-D (samples, features) array of numbers (host, or device on CuPy); one 1-D sample allowed.
+
+        A SciPy sparse matrix (anything with ``tocsr``) is made dense, :data:`EVAL_CHUNK` rows at a time.
+        """
+        if hasattr(X, "tocsr") and hasattr(X, "toarray"):
+            X = _dense_rows(X)
         if not hasattr(X, "shape"):
             X = np.asarray(X)
         if not self.backend.is_gpu:

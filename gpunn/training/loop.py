@@ -127,7 +127,7 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
     ``fit(epochs=3)`` gives bit for bit the weights of ``fit(epochs=5)``.
 
     Args:
-        X: (samples, features) array, NumPy or CuPy.
+        X: (samples, features) array, NumPy or CuPy, or a SciPy sparse matrix (made dense).
         y: integer labels (samples,) or one-hot rows (samples, classes); for a regression
             network (``output_activation="identity"``) float targets (samples,) or
             (samples, outputs), standardised internally (:mod:`gpunn.nn.targets`); for a
@@ -197,6 +197,8 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
     settings = optimizer_settings(network, optimizer, lr, momentum, nesterov, betas, eps, weight_decay, lr_scaling)
     if sample_weight is not None and (validation_split or communicator is not None):
         raise ValueError("sample_weight cannot be combined with validation_split or distributed training")
+    if hasattr(X, "tocsr"):  # a SciPy sparse matrix: made dense once, in chunks (gpunn's layers are dense)
+        X = network._as_samples(X, "X")
     X, y, validation_data = _split_validation(X, y, validation_data, validation_split)
     backend, xp = network.backend, network.backend.xp
     regression = network.task == "regression"
