@@ -24,6 +24,7 @@ from gpunn.nn.labels import classes_to_json
 from gpunn.limits import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_LR, MAX_SEED, MAX_WEIGHT_DECAY
 from gpunn.nn.parameters import INITS
 from gpunn.compute.ops import ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS
+from gpunn.data.userdata import TASKS
 from gpunn.training.optim import LR_SCALINGS, OPTIMIZERS
 from gpunn.nn.preprocessing import SCALINGS, Scaler
 
@@ -89,18 +90,18 @@ def cli():
     """
 
 
-def resolve_sizes(sizes, n_features: int, n_classes: int) -> list[int]:
+def resolve_sizes(sizes, n_features: int, n_classes: int, regression: bool = False) -> list[int]:
     """Fill in inferred input/output sizes and check them against the data.
 
-    The output layer has one unit per class.  A mismatch is an error whose suggestion is
-    always a valid network.  With hidden layers typed, only the ends are wrong: the
-    suggestion keeps the hidden layers and puts the right sizes at the ends
-    (``4,10,2`` for 4 features and 3 classes: ``4,10,3``).  With two sizes only, there is no
-    hidden layer to keep, so the typed sizes that cannot be the input or the output
-    layer become hidden layers (``10,5``: ``4,10,5,3``).
+    The output layer has one unit per class (a regression network: per target column,
+    ``n_classes``).  A mismatch is an error whose suggestion is always a valid network.
+    With hidden layers typed, only the ends are wrong: the suggestion keeps the hidden
+    layers and puts the right sizes at the ends (``4,10,2`` for 4 features and 3 classes:
+    ``4,10,3``).  With two sizes only, there is no hidden layer to keep, so the typed sizes
+    that cannot be the input or the output layer become hidden layers (``10,5``: ``4,10,5,3``).
     """
     sizes = list(sizes) if sizes else [None, DEFAULT_HIDDEN, None]
-    n_outputs = max(n_classes, 2)  # one class only still needs two answers to choose from
+    n_outputs = n_classes if regression else max(n_classes, 2)  # one class only still needs two answers
     if sizes[0] is None:
         sizes[0] = n_features
     if sizes[-1] is None:
@@ -116,7 +117,8 @@ def resolve_sizes(sizes, n_features: int, n_classes: int) -> list[int]:
     fixed = ",".join(str(s) for s in [n_features, *hidden, n_outputs])
     raise click.UsageError(
         f"--layers {','.join(map(str, sizes))} does not fit the data, which has {n_features} features per sample "
-        f"and {n_classes} classes: the first size must be {n_features} and the last {n_outputs}; "
+        f"and {n_classes} {'targets' if regression else 'classes'}: the first size must be {n_features} and the "
+        f"last {n_outputs}; "
         f"e.g. --layers {fixed}"
     )
 
@@ -150,8 +152,12 @@ def _epoch_printer(progress, samples: int, epochs: int, quiet: bool):
 @click.option("--batch-size", type=click.IntRange(1, MAX_BATCH_SIZE), default=10, show_default=True)
 @click.option("--activation", type=choice(ACTIVATIONS), default="sigmoid", show_default=True,
               help="The hidden layers' activation.")
-@click.option("--output-activation", type=choice(OUTPUT_ACTIVATIONS), default="sigmoid", show_default=True,
-              help="sigmoid: every output squashed on its own (the tutorial's); softmax: class probabilities.")
+@click.option("--task", type=choice(TASKS), default="classification", show_default=True,
+              help="regression: the label column of a .csv (see --label; or y of a .npz) holds float targets, learned by "
+                   "identity outputs and the squared error (targets standardised inside the model).")
+@click.option("--output-activation", type=choice(OUTPUT_ACTIVATIONS), default=None,
+              help="sigmoid: every output squashed on its own (the tutorial's); softmax: class probabilities; "
+                   "identity: values (--task regression) [default: sigmoid; identity for --task regression].")
 @click.option("--loss", type=choice(LOSSES), default=None,
               help="quadratic (the tutorial's 1/2 (t - y)^2) or cross_entropy [default: quadratic for sigmoid "
                    "outputs, cross_entropy for softmax].")
@@ -163,8 +169,8 @@ def _epoch_printer(progress, samples: int, epochs: int, quiet: bool):
                    "he: N(0,2/n_in) [default: scaled for sigmoid, xavier for tanh, he for relu].")
 @click.option("--optimizer", type=choice(OPTIMIZERS), default="sgd", show_default=True)
 @click.option("--lr", type=FiniteRange(0, MAX_LR, min_open=True), default=None,
-              help="Learning rate eta [default: 3.0 for sgd, with per-layer step sizes (--lr-scaling); "
-                   "0.001 for adam and adamw].")
+              help="Learning rate eta [default: 3.0 for sgd, with per-layer step sizes (--lr-scaling), 0.1 for "
+                   "--task regression; 0.001 for adam and adamw].")
 @click.option("--lr-scaling", type=choice(["auto", *LR_SCALINGS]), default="auto", show_default=True,
               help="SGD only. fan_in: a hidden layer with n inputs steps by --lr times min(1, sqrt(64/n)), the "
                    "output layer by --lr times min(1, 64/n), so wide layers do not saturate; none: --lr "
@@ -220,8 +226,8 @@ def train(distributed, backend, **options):
         _train(backend=backend, communicator=communicator, **options)
 
 
-def _train(dataset, label, data_dir, test_split, layers, epochs, batch_size, activation, output_activation, loss, scale,
-           init, optimizer, lr, lr_scaling, momentum, nesterov, beta1, beta2, eps, weight_decay, seed, backend, dtype,
+def _train(dataset, label, data_dir, test_split, layers, epochs, batch_size, task, activation, output_activation,
+           loss, scale, init, optimizer, lr, lr_scaling, momentum, nesterov, beta1, beta2, eps, weight_decay, seed, backend, dtype,
            output, checkpoint_every, patience, min_delta, resume, plot_path, as_json, quiet, record_trajectory,
            communicator=None):
     """The train command; with a ``communicator`` (--distributed) only rank 0 prints and saves."""
@@ -239,6 +245,7 @@ def _train(dataset, label, data_dir, test_split, layers, epochs, batch_size, act
         raise click.UsageError("--checkpoint-every needs --output, the file the checkpoints go to")
     if record_trajectory and not output:
         raise click.UsageError("--record-trajectory keeps the path in the model file; give --output")
+    output_activation = _output_for_task(task, output_activation)
     _check_combinations(output_activation, loss, optimizer, momentum, nesterov, lr_scaling)
     if plot_path:
         from gpunn.explain.plotting import check_output_path, require_matplotlib
@@ -252,6 +259,7 @@ def _train(dataset, label, data_dir, test_split, layers, epochs, batch_size, act
     if resume:
         net, saved = _load_for_resume(resume, backend, activation=activation, output_activation=output_activation,
                                       loss=loss, init=init, dtype=dtype, seed=seed, scale=scale)
+        task = net.task
         from gpunn.cli.model import recorded_data, recorded_extra
 
         recorded = recorded_extra(resume, saved)
@@ -274,7 +282,8 @@ def _train(dataset, label, data_dir, test_split, layers, epochs, batch_size, act
         from gpunn.data.userdata import LabelColumn
 
         label = LabelColumn.from_json(net.label_column)
-    data = load_dataset(dataset, **_data_options(data_dir, test_split), label=label)
+    data = load_dataset(dataset, task=task, **_data_options(data_dir, test_split), label=label)
+    regression = task == "regression"
     _announce_columns(data, quiet)
     if patience and len(data.X_test) == 0:
         raise click.UsageError("--patience watches the test loss, and --test-split 0 leaves no test set; "
@@ -282,10 +291,10 @@ def _train(dataset, label, data_dir, test_split, layers, epochs, batch_size, act
     if resume:
         _check_resumed_history(resume, net, data)
     if net is None:
-        sizes = resolve_sizes(layers, data.n_features, len(data.classes))
+        sizes = resolve_sizes(layers, data.n_features, data.n_outputs, regression)
         net = Network(sizes, activation=activation, output_activation=output_activation, loss=loss, init=init,
                       backend=backend, dtype=dtype, seed=seed, scale=scale,
-                      classes=data.classes if len(data.classes) == sizes[-1] else None)
+                      classes=data.classes if not regression and len(data.classes) == sizes[-1] else None)
     else:
         sizes = _resumed_sizes(resume, net, layers, data)
     if data.label is not None:
@@ -345,11 +354,10 @@ def _train(dataset, label, data_dir, test_split, layers, epochs, batch_size, act
         "optimizer": history.params["optimizer"],
         "lr": history.params["lr"],
         "scaling": net.scaler.method,
-        "classes": classes_to_json(net.classes),
+        "task": net.task,
+        "classes": None if regression else classes_to_json(net.classes),
         "epochs": net.epochs_done,
-        "test_accuracy": logs["val_accuracy"][-1] if has_test else None,
         "test_loss": logs["val_loss"][-1] if has_test else None,
-        "train_accuracy": train_result["accuracy"],
         "train_loss": train_result["loss"],
         "seconds": round(seconds, 4),
         "samples_per_second": round(len(data.X_train) * len(logs["seconds"]) / train_seconds, 1),
@@ -360,6 +368,13 @@ def _train(dataset, label, data_dir, test_split, layers, epochs, batch_size, act
         "step": history.params.get("step"),
         "warnings": list(history.warnings),
     }
+    tested = {key: logs[f"val_{key}"][-1] if has_test else None
+              for key in (("r2", "mse", "mae") if regression else ("accuracy",))}
+    if regression:  # the test figures in the targets' units, as evaluate --json gives them
+        summary.update(test_r2=tested["r2"], test_mse=tested["mse"], test_mae=tested["mae"],
+                       train_r2=train_result["r2"])
+    else:
+        summary.update(test_accuracy=tested["accuracy"], train_accuracy=train_result["accuracy"])
     if communicator is not None:
         summary.update(ranks=communicator.size, communicator=communicator.name)
     if not root:
@@ -372,10 +387,18 @@ def _train(dataset, label, data_dir, test_split, layers, epochs, batch_size, act
     if plot_path:
         from gpunn.explain.plotting import plot_model
 
-        plot_model(net, plot_path, val_label="test")
+        predictions = (data.y_test, net.predict(data.X_test)) if regression and has_test else None
+        plot_model(net, plot_path, val_label="test", predictions=predictions)
         summary["plot"] = plot_path
     if as_json:
         click.echo(json.dumps(summary))
+    elif regression:
+        tested = (f"test R2 {summary['test_r2']:.4f}  test MAE {summary['test_mae']:.5g}  " if has_test
+                  else "no test set  ")
+        click.echo(
+            tested + f"train R2 {summary['train_r2']:.4f} "
+            f"(after training)  {summary['seconds']:.2f} s  [{summary['backend']}, {summary['dtype']}]"
+        )
     else:
         tested = f"test accuracy {summary['test_accuracy']:.4f}  " if has_test else "no test set  "
         click.echo(
@@ -445,6 +468,18 @@ def _resumed_epochs(path, net, recorded: dict, metadata: dict, epochs: int) -> i
             f"pass --epochs {net.epochs_done + 1} or more"
         )
     return epochs
+
+
+def _output_for_task(task: str, output_activation):
+    """The output layer a task trains (--output-activation, checked against --task)."""
+    if task == "regression":
+        if output_activation not in (None, "identity"):
+            raise click.UsageError(f"--task regression trains identity outputs, not --output-activation "
+                                   f"{output_activation}; leave --output-activation out")
+        return "identity"
+    if output_activation == "identity":
+        raise click.UsageError("--output-activation identity is a regression network's: add --task regression")
+    return output_activation or "sigmoid"
 
 
 def _check_combinations(output_activation, loss, optimizer, momentum, nesterov, lr_scaling) -> None:

@@ -75,12 +75,13 @@ def recorded_data(model, extra: dict, data_dir, test_split):
     return dataset, data_dir, test_split
 
 
-def _model_dataset(model: str, metadata: dict, dataset, data_dir, test_split, label=None, net=None):
-    """The data set named on the command line, else the one recorded in the model file.
+def _model_dataset(model: str, metadata: dict, dataset, data_dir, test_split, task: str = "classification",
+                   label=None, net=None):
+    """The data set named on the command line, else the one recorded in the model file (read for ``task``).
 
     A text file's label column: ``label`` (--label) when given, else the one the model
-    recorded (by its header name where the file has it, else by its number), else found
-    as train finds it.
+    (``net``) recorded (by its header name where the file has it, else by its number), else
+    found as train finds it.
     """
     from gpunn.data.datasets import load_dataset
     from gpunn.data.userdata import LabelColumn
@@ -89,10 +90,9 @@ def _model_dataset(model: str, metadata: dict, dataset, data_dir, test_split, la
         dataset, data_dir, test_split = recorded_data(model, recorded_extra(model, metadata), data_dir, test_split)
     options = {key: value for key, value in (("data_dir", data_dir), ("test_split", test_split))
                if value is not None}
-    if label is None and net is not None and net.label_column is not None \
-            and dataset.lower().endswith(USER_SUFFIXES) and not dataset.lower().endswith(".npz"):
-        label = LabelColumn.from_json(net.label_column)
-    return load_dataset(dataset, **options, label=label)
+    if label is None and net is not None and net.label_column is not None:
+        label = LabelColumn.from_json(net.label_column)  # load_dataset applies it to text files only
+    return load_dataset(dataset, task=task, **options, label=label)
 
 
 def _check_width(net, n_features: int, what: str) -> None:
@@ -184,7 +184,7 @@ def evaluate(model, dataset, label, data_dir, test_split, backend, as_json):
     whole_file = user_file and (test_split == 1.0 or (dataset is not None and test_split is None))
     try:
         data = _model_dataset(model, metadata, dataset, data_dir, None if test_split == 1.0 else test_split,
-                              label, net)
+                              net.task, label=label, net=net)
     except DataError as exc:
         raise _without_labels(exc, named, model) from None
     _check_width(net, data.n_features, f"data set {data.name}")
@@ -196,6 +196,9 @@ def evaluate(model, dataset, label, data_dir, test_split, backend, as_json):
     if whole_file:
         X, y, part = np.concatenate([data.X_train, data.X_test]), np.concatenate([data.y_train, data.y_test]), "all"
     check_representable(X, net.dtype, f"data set {data.name}")
+    if net.task == "regression":
+        _evaluate_regression(net, model, data, X, y, part, as_json)
+        return
     classes = net.classes if net.classes is not None else np.arange(net.sizes[-1])
     indices = _label_indices(net, y, data, classes)
     with finite_arithmetic(f"data set {data.name}"):
@@ -219,6 +222,19 @@ def evaluate(model, dataset, label, data_dir, test_split, backend, as_json):
         click.echo(f"{name:>{label_width}} " + "".join(f"{count:>{width}}" for count in row))
 
 
+def _evaluate_regression(net, model, data, X, y, part: str, as_json: bool) -> None:
+    """``evaluate`` for a regression model: loss, MSE, MAE and R^2 in the targets' units."""
+    with finite_arithmetic(f"data set {data.name}"):
+        result = net.evaluate(X, y)
+    if as_json:
+        click.echo(json.dumps({"model": model, "dataset": data.name, "samples": len(y), "task": "regression",
+                               **{key: result[key] for key in ("loss", "mse", "mae", "r2")}}))
+        return
+    click.echo(f"{model}: {list(net.sizes)} regression network, {net.epochs_done} epochs; "
+               f"{part} of {data.name}: {len(y)} samples")
+    click.echo(f"loss {result['loss']:.5f}  MSE {result['mse']:.6g}  MAE {result['mae']:.6g}  R2 {result['r2']:.4f}")
+
+
 @click.command(short_help="Classify the samples of a file (or an image) with a saved model.")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
@@ -231,7 +247,8 @@ def evaluate(model, dataset, label, data_dir, test_split, backend, as_json):
               help='Print one JSON object {"labels": [...], "classes": [...], "scores": [[...]]} as the last '
                    'line of stdout ("probabilities" instead of "scores" for a softmax model).')
 def predict(model, input_path, label, backend, as_json):
-    """Classify the samples in INPUT with MODEL: a .csv/.tsv/.txt, .npy or .npz file, or an image.
+    """Classify the samples in INPUT with MODEL (a regression model: predict their values): a .csv/.tsv/.txt,
+    .npy or .npz file, or an image.
 
     INPUT holds what gpunn train read, with or without the labels: a text file of rows
     of features (comma-, semicolon- or tab-separated, a header row allowed) that may also
@@ -252,6 +269,16 @@ def predict(model, input_path, label, backend, as_json):
     X = read_samples(input_path, net.sizes[0], _predict_label(net, label))
     _check_width(net, X.shape[1], str(input_path))
     check_representable(X, net.dtype, str(input_path))
+    if net.task == "regression":  # values in the targets' units, one line (of one value per target) per sample
+        with finite_arithmetic(str(input_path)):
+            values = np.asarray(net.predict(X), dtype=np.float64).reshape(len(X), -1)
+        if as_json:
+            click.echo(json.dumps({"predictions": values[:, 0].tolist() if net.target_scaling.ndim == 1
+                                   else values.tolist()}))
+            return
+        for row in values:
+            click.echo(" ".join(f"{value:.6g}" for value in row))
+        return
     with finite_arithmetic(str(input_path)):
         outputs = net.predict_proba(X).astype(np.float64)
     classes = net.classes if net.classes is not None else np.arange(net.sizes[-1])
@@ -401,7 +428,8 @@ def _decode_grey(file, path) -> np.ndarray:
 @click.option("--dataset", default=None,
               help="Points drawn on the surface; the data the landscape is measured on [default: the model's].")
 def plot(model, out, curves, weights, surface, landscape, dataset):
-    """Draw MODEL's learning curves, first-layer weights, decision surface and/or loss landscape."""
+    """Draw MODEL's learning curves, first-layer weights, decision surface and/or loss landscape
+    (a regression model: also its predictions against the true values of its test set)."""
     from gpunn.network import load_with_metadata
     from gpunn.explain.plotting import check_output_path, plot_model, require_matplotlib
 
@@ -416,7 +444,7 @@ def plot(model, out, curves, weights, surface, landscape, dataset):
     points = None
     recorded = recorded_extra(model, metadata)
     if surface and net.sizes[0] == 2 and (dataset or recorded.get("dataset")):
-        data = _model_dataset(model, metadata, dataset, None, None, net=net)
+        data = _model_dataset(model, metadata, dataset, None, None, net.task, net=net)
         _check_width(net, data.n_features, f"data set {data.name}")
         check_representable(data.X_train, net.dtype, f"data set {data.name}")
         points = (data.X_train, data.y_train)
@@ -424,13 +452,19 @@ def plot(model, out, curves, weights, surface, landscape, dataset):
     if landscape:
         from gpunn.explain.landscape import compute
 
-        data = _model_dataset(model, metadata, dataset, None, None, net=net)
+        data = _model_dataset(model, metadata, dataset, None, None, net.task, net=net)
         _check_width(net, data.n_features, f"data set {data.name}")
         check_representable(data.X_train, net.dtype, f"data set {data.name}")
         measured = compute(net, data.X_train, data.y_train, seed=net.seed)
+    predictions = None
+    if net.task == "regression" and (dataset or recorded.get("dataset")):  # predicted against true values
+        data = _model_dataset(model, metadata, dataset, None, None, "regression", net=net)
+        _check_width(net, data.n_features, f"data set {data.name}")
+        check_representable(data.X_test, net.dtype, f"data set {data.name}")
+        predictions = (data.y_test, net.predict(data.X_test))
     val_label = "test" if recorded.get("dataset") else "validation"  # the CLI validates on the test set
     plot_model(net, out, curves=curves, weights=weights, surface=surface, points=points, val_label=val_label,
-               landscape=measured)
+               landscape=measured, predictions=predictions)
     click.echo(f"wrote {out}", err=True)
 
 

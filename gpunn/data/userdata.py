@@ -19,6 +19,10 @@ a row counter (0, 1, 2, ...) or the label has about as many values as there are 
 No missing values.  :func:`read_csv` and :func:`csv_samples` are also what ``gpunn predict``
 reads with, so the file ``train`` read is one ``predict`` and ``evaluate`` read too.
 
+For a regression network (``task="regression"``, ``gpunn train --task regression``) the
+first column, or ``y``, holds the float targets instead (``y`` of a ``.npz`` may have
+several columns): finite numbers, checked by :func:`_targets`.
+
 Labels are kept as written: whole numbers of any values (floats such as ``3.0`` are
 accepted, checked before they are converted) or strings; the network maps them to its
 classes (:mod:`gpunn.nn.labels`).  Features are only cast to float64 here; the scaling
@@ -59,21 +63,27 @@ SNIFF_ROWS = 100
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
-def load_user_arrays(path: str | Path, test_split: float | None = None, label=None) -> "UserData":
+TASKS = ("classification", "regression")
+
+
+def load_user_arrays(path: str | Path, test_split: float | None = None, task: str = "classification",
+                     label=None) -> "UserData":
     """A ``.npz`` or delimited text file's arrays, split when it has no test set, with what its columns said.
 
-    ``label`` (text files only): where the label is, a header name or a 1-based column
+    ``task="regression"`` reads float targets where classification reads labels.  ``label``
+    (text files only): where the label (or target) is, a header name or a 1-based column
     number (or a :class:`LabelColumn` a model kept); see :func:`choose_label`.
     """
     path = Path(path)
+    answers = _targets if task == "regression" else _labels
     if path.suffix.lower() == ".npz":
         if label is not None and not isinstance(label, LabelColumn):
             raise DataError(f"{path}: an .npz file keeps its labels in y, so {option_name('label', '--label')} "
                             f"applies only to .csv, .tsv and .txt files; drop it")
-        X, y, tests = _read_npz(path)
+        X, y, tests = _read_npz(path, answers)
         names, column, warnings = None, None, []
     else:
-        X, y, names, column, warnings = _read_csv(path, label)
+        X, y, names, column, warnings = _read_csv(path, label, task)
         tests = None
     if len(X) != len(y):
         raise DataError(f"{path}: {len(X)} samples but {len(y)} labels; they must match")
@@ -106,7 +116,7 @@ def split(X: np.ndarray, y: np.ndarray, fraction: float, source: str | Path) -> 
     return X[train], y[train], X[test], y[test]
 
 
-def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+def _read_npz(path: Path, answers=None) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
     """Features, labels and (when present) the test pair from an archive."""
     with open_input(path, DataError) as file:
         start = file.read(6)
@@ -124,11 +134,12 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.
                 have, lack = ("X_test", "y_test") if "X_test" in names else ("y_test", "X_test")
                 raise DataError(f"{path}: has {have} but no {lack}; give both or neither")
             X = _features(archive.read("X", hints=_FEATURES), f"{path}: X")
-            y = _labels(archive.read("y", hints=_LABELS, text=True), f"{path}: y")
+            answers = answers or _labels
+            y = answers(archive.read("y", hints=_LABELS, text=True), f"{path}: y")
             if "X_test" not in names:
                 return X, y, None
             X_test = _features(archive.read("X_test", hints=_FEATURES), f"{path}: X_test")
-            y_test = _labels(archive.read("y_test", hints=_LABELS, text=True), f"{path}: y_test")
+            y_test = answers(archive.read("y_test", hints=_LABELS, text=True), f"{path}: y_test")
     if len(X_test) != len(y_test):
         raise DataError(f"{path}: X_test has {len(X_test)} samples but y_test {len(y_test)} labels; they must match")
     return X, y, (X_test, y_test)
@@ -362,8 +373,9 @@ def csv_samples(table: CsvTable, n_inputs: int, label=None) -> np.ndarray:
                     f"{n_inputs} features, or of a label and {n_inputs} features")
 
 
-def _read_csv(path: Path, label=None) -> tuple[np.ndarray, np.ndarray, list | None, LabelColumn, list]:
-    """Features, labels, feature names, the label column and warnings about the columns, from a delimited file."""
+def _read_csv(path: Path, label=None, task: str = "classification") -> tuple:
+    """Features, labels (a regression's float targets), feature names, the label column and warnings about the
+    columns, from a delimited file."""
     table = read_csv(path)
     if table.width < 2:
         raise DataError(f"{path}: one column only, so there is no label and feature to tell apart; separate the "
@@ -373,22 +385,28 @@ def _read_csv(path: Path, label=None) -> tuple[np.ndarray, np.ndarray, list | No
     labels = [fields[column.index] for _, fields in table.rows]
     hint = f"the label is {column.describe()} ({column.reason}); {option_name('label', '--label')} chooses another"
     y = np.array(labels, dtype=np.float64 if _all_numbers(labels) else str)
-    y = _labels(y, f"{path}, {column.describe()}", hint)
+    if task == "regression":
+        y = _targets(y, f"{path}, {column.describe()} ({column.reason}; {option_name('label', '--label')} chooses "
+                        f"another)")
+    else:
+        y = _labels(y, f"{path}, {column.describe()}", hint)
     X = csv_numbers(table, features)
     names = [table.header[i] for i in features] if table.header else None
-    return X, y, names, column, _column_warnings(path, X, y, names, features, column)
+    return X, y, names, column, _column_warnings(path, X, y, names, features, column, task)
 
 
-def _column_warnings(path, X: np.ndarray, y: np.ndarray, names, features: list, column: LabelColumn) -> list:
-    """Warnings about columns that look like no label or no feature: counters (ids) and one class per row."""
+def _column_warnings(path, X: np.ndarray, y: np.ndarray, names, features: list, column: LabelColumn,
+                     task: str = "classification") -> list:
+    """Warnings about columns that look like no label or no feature: counters (ids) and one class per row
+    (a regression's targets are all different by nature: only its features are looked at)."""
     found = []
     option = option_name("label", "--label")
     n = len(y)
-    if n >= 4 and len(np.unique(y)) * 2 > n:
+    if task == "classification" and n >= 4 and len(np.unique(y)) * 2 > n:
         found.append(f"{path}: the label, {column.describe()}, has {len(np.unique(y))} different values in {n} "
                      f"rows, so most classes have one sample and nothing to learn from; if the label is another "
                      f"column, give {option} NAME or NUMBER")
-    if n >= 4 and y.dtype.kind in "iu" and _counts_up(y):
+    if task == "classification" and n >= 4 and y.dtype.kind in "iu" and _counts_up(y):
         found.append(f"{path}: the label, {column.describe()}, counts {y[0]}, {y[1]}, {y[2]}, ... like a row number "
                      f"(an id); give {option} with the column that holds the classes")
     for j, index in enumerate(features):
@@ -422,6 +440,19 @@ def _features(X: np.ndarray, where: str) -> np.ndarray:
         raise DataError(f"{where} has no features (shape {X.shape}); give each sample at least one value")
     require(X.size * 8, f"{where} as float64", _SMALLER)
     return X.reshape(len(X), -1).astype(np.float64)
+
+
+def _targets(y: np.ndarray, where: str) -> np.ndarray:
+    """A regression network's targets: finite numbers, one per sample (or one row per sample), as float64."""
+    if y.dtype.kind not in "biuf":
+        raise DataError(f"{where} must hold numbers to regress on, not {y.dtype}; for class labels leave out "
+                        f"--task regression")
+    if y.ndim not in (1, 2):
+        raise DataError(f"{where} must be 1-D (one target per sample) or 2-D (samples, targets), got shape {y.shape}")
+    y = y.astype(np.float64)
+    if not np.isfinite(y).all():
+        raise DataError(f"{where} contains NaN or infinite targets; clean them first")
+    return y
 
 
 def _labels(y: np.ndarray, where: str, hint: str = "") -> np.ndarray:
