@@ -1,0 +1,14 @@
+"""``gpunn playground``: the tutorial's network live in the browser, trained by gpunn itself.
+
+A face, like the command line: nothing in gpunn imports it.  It needs the optional
+``playground`` extra (Starlette, uvicorn, websockets); only :mod:`gpunn.playground.app`
+and :mod:`gpunn.playground.server` import them, so the data sets, the settings and
+the sessions can be used (and tested) without it.
+
+Modules: :mod:`~gpunn.playground.datasets` (the 2-D data sets and the input features),
+:mod:`~gpunn.playground.settings` (what the page may ask for, checked),
+:mod:`~gpunn.playground.pictures` (heatmaps of every neuron),
+:mod:`~gpunn.playground.session` (one browser tab's data, network and training thread),
+:mod:`~gpunn.playground.app` (the HTTP and WebSocket routes),
+:mod:`~gpunn.playground.server` (starting it), and the page itself in ``static/``.
+"""

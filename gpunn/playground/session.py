@@ -1,0 +1,507 @@
+"""One browser tab's playground: its data, its network, and the thread that trains it.
+
+A :class:`Session` owns everything of one tab and shares nothing with the others.  Its
+training thread calls :meth:`gpunn.Network.fit` one epoch at a time (epochs count on, and
+``fit(epochs=1)`` k times gives bit for bit the weights of ``fit(epochs=k)``), so that
+play, pause, step and a changed setting take effect between epochs; within a long epoch
+the ``progress`` hook of ``fit`` lets a closed tab stop it at once.
+
+Frames (epoch, losses, weights, every drawn neuron's picture) are made by the training
+thread itself, at most :data:`FRAME_RATE` a second, and put in a one-frame slot: the
+sender takes the newest, and a frame the page was too slow for is replaced, never
+waited for.  Training never waits for the page.
+
+Everything that reads or changes the network (training, pictures, explain, save, a
+weight edited by hand) holds the session's lock, so each sees the network between two
+epochs.  Errors the page caused are :class:`gpunn.errors.GpunnError` with one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gpunn.data.datasets import check_representable, load_dataset, validate
+from gpunn.data.datasets import Dataset
+from gpunn.errors import GpunnError
+from gpunn.explain.step import explain_step, network_input, one_hot_target
+from gpunn.memory import check_training_fits
+from gpunn.network import DEFAULT_INIT, Network
+from gpunn.nn.preprocessing import Scaler
+from gpunn.playground import datasets as gen
+from gpunn.playground.pictures import Plane, drawn, generated_plane, layer_values, user_plane
+from gpunn.playground.settings import Settings, SettingsError, parse
+
+#: Most frames a second a session makes while it trains.
+FRAME_RATE = 30
+#: Largest CSV upload, in bytes.
+MAX_UPLOAD = 20 * 1024 * 1024
+#: Test points the page draws at most (all training points up to the same number).
+MAX_POINTS_DRAWN = 2000
+#: The embedded digits' pixels run 0..16; the loader divides by 16.
+DIGIT_LEVELS = 16
+
+
+class Stopped(Exception):
+    """Raised inside ``fit``'s progress hook to end an epoch early (the session is closing or changing)."""
+
+
+@dataclass
+class Data:
+    """A session's data set: the network's inputs and labels, and the 2-D points the page draws."""
+
+    name: str
+    kind: str  #: "generated", "user" or "digits"
+    problem: str  #: "classification" or "regression"
+    X_train: np.ndarray  #: the network's inputs (raw: the network scales them itself)
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    points_train: np.ndarray | None  #: (n, 2) coordinates in the picture's plane (None: no plane)
+    points_test: np.ndarray | None
+    classes: list  #: class names as the legend shows them (empty for regression)
+    columns: list  #: names of the input columns
+    plane: Plane | None
+    scale: str  #: the network's input scaling, as ``gpunn train --scale`` names it
+    test_split: float | None = None  #: user CSV: the fraction gpunn held out
+
+
+def class_names(classes) -> list:
+    return [str(c.item() if isinstance(c, np.generic) else c) for c in classes]
+
+
+def build_data(s: Settings, upload: tuple[str, bytes] | None) -> Data:
+    """The data set ``s`` asks for (``upload``: the tab's CSV as (file name, bytes), when it has one)."""
+    if s.dataset == "digits":
+        d = load_dataset("digits")
+        return Data("digits", "digits", "classification", d.X_train, d.y_train, d.X_test, d.y_test, None, None,
+                    class_names(d.classes), [f"pixel {i}" for i in range(64)], None, "auto")
+    if s.dataset == "csv":
+        if upload is None:
+            raise GpunnError("no CSV uploaded in this tab yet; choose a file with the upload button")
+        return _user_data(s, *upload)
+    points, labels = gen.generate(s.dataset, s.points, s.noise, s.seed)
+    p_train, y_train, p_test, y_test = gen.split(points, labels, s.train_fraction, s.seed)
+    problem = s.problem
+    return Data(s.dataset, "generated", problem, gen.features(p_train, s.features), y_train,
+                gen.features(p_test, s.features), y_test, p_train, p_test,
+                ["0", "1"] if problem == "classification" else [], list(s.features), generated_plane(s.features),
+                "none")
+
+
+def _user_data(s: Settings, name: str, content: bytes) -> Data:
+    """A CSV read by gpunn's own reader, exactly as ``gpunn train --dataset F.csv --test-split`` reads it."""
+    test_split = round(1 - s.train_fraction, 6)
+    with tempfile.TemporaryDirectory(prefix="gpunn-playground-") as folder:
+        path = Path(folder) / "upload.csv"
+        path.write_bytes(content)
+        try:
+            data = load_dataset(str(path), test_split=test_split)
+        except GpunnError as exc:
+            raise GpunnError(str(exc).replace(str(path), name)) from None
+    data = validate(Dataset(name, data.X_train, data.y_train, data.X_test, data.y_test, data.n_classes))
+    for split in ("train", "test"):
+        check_representable(getattr(data, f"X_{split}"), np.float32, f"{name} ({split} set)")
+    width = data.n_features
+    if width >= 2 and max(s.surface) >= width:
+        raise SettingsError(f"surface: {name} has {width} feature columns, numbered 0 to {width - 1}")
+    a, b = s.surface if width >= 2 else (0, 0)
+    plane = user_plane(data.X_train, (a, b)) if width >= 2 else None
+    pick = (lambda X: X[:, [a, b]]) if width >= 2 else (lambda X: None)
+    return Data(name, "user", "classification", data.X_train, data.y_train, data.X_test, data.y_test,
+                pick(data.X_train), pick(data.X_test), class_names(data.classes),
+                [f"column {i + 2}" for i in range(width)], plane, "auto", test_split)
+
+
+class Session:
+    """One tab's playground (see the module docstring).  ``notify`` is called (from the training
+    thread) whenever a new frame is ready; :meth:`take_frame` hands out the newest."""
+
+    def __init__(self, sid: str, notify=lambda: None):
+        self.id = sid
+        self.notify = notify
+        self.lock = threading.RLock()
+        self.wake = threading.Condition()
+        self.settings: Settings | None = None
+        self.data: Data | None = None
+        self.net: Network | None = None
+        self.upload: tuple[str, bytes] | None = None
+        self.playing = False
+        self.steps_wanted = 0
+        self.closed = False
+        self.generation = 0  #: counts rebuilds; a fit of an older generation stops early
+        self.curve: list = []  #: [epoch, train loss, test loss] per frame
+        self.last_used = time.monotonic()
+        self.message = ""  #: the newest diagnosis of the run, for the page
+        self.edited = False  #: a weight was set by hand (the command line cannot reproduce that)
+        self._frame: bytes | None = None
+        self._frame_lock = threading.Lock()
+        self._last_frame = 0.0
+        self._samples = None
+        self._plane_samples = None
+        self._interrupts = 0  #: rebuilds waiting for the lock: the epoch in progress stops for them
+        self.epochs_per_second = 0.0
+        self._thread = threading.Thread(target=self._run, name=f"playground-{sid[:8]}", daemon=True)
+        self._thread.start()
+
+    # -- settings and data ----------------------------------------------------------
+    def configure(self, raw: dict) -> None:
+        """Apply the page's settings: new data and a new network at epoch 0."""
+        settings = parse(raw)
+        data = build_data(settings, self.upload)
+        net = self._network(settings, data)
+        with self._interrupting():
+            self.settings, self.data = settings, data
+            self._install(net)
+
+    def set_upload(self, name: str, content: bytes) -> None:
+        """Keep the tab's CSV (read, and refused when bad, by the next :meth:`configure`)."""
+        if len(content) > MAX_UPLOAD:
+            raise GpunnError(f"{name}: {len(content):,} bytes; the playground takes CSV files up to "
+                             f"{MAX_UPLOAD // (1024 * 1024)} MB")
+        self.upload = (name, content)
+
+    def reset(self) -> None:
+        """The same settings, a fresh network (same seed, so the same start), epoch 0."""
+        with self._interrupting():
+            if self.settings is None:
+                raise GpunnError("nothing to reset yet: the page has sent no settings")
+            self._install(self._network(self.settings, self.data))
+
+    @contextlib.contextmanager
+    def _interrupting(self):
+        """Hold the lock, stopping the epoch in progress (its network is about to be replaced)."""
+        self._interrupts += 1
+        try:
+            with self.lock:
+                yield
+        finally:
+            self._interrupts -= 1
+
+    def _network(self, s: Settings, data: Data) -> Network:
+        if data.problem == "regression":
+            sizes, output = [data.X_train.shape[1], *s.hidden, 1], {"output_activation": "identity"}
+        else:
+            sizes = [data.X_train.shape[1], *s.hidden, len(data.classes)]
+            output = {"output_activation": "softmax", "loss": "cross_entropy"}
+        activation = "identity" if s.activation == "linear" else s.activation
+        init = DEFAULT_INIT.get(activation, "xavier") if s.init == "default" else s.init
+        net = Network(sizes, activation=activation, init=init, backend="numpy", dtype="float32", seed=s.seed,
+                      scale=data.scale, **output)
+        buffers = 2 if s.optimizer == "adam" else (1 if s.momentum else 0)
+        check_training_fits(net.sizes, net.dtype, len(data.X_train), len(data.X_test), s.batch, buffers)
+        if net.scaler is None:
+            net.scaler = Scaler.fit(data.X_train, data.scale)  # as gpunn train fits it, before training
+        return net
+
+    def _install(self, net: Network) -> None:
+        """Make ``net`` the session's network at epoch 0 (the lock is held)."""
+        self.net = net
+        self.generation += 1
+        self.curve = []
+        self.message = ""
+        self.edited = False
+        labels = self._labels
+        self._samples = (net.device_samples(self.data.X_train, labels(self.data.y_train)),
+                         net.device_samples(self.data.X_test, labels(self.data.y_test)))
+        self._plane_samples = (None if self.data.plane is None
+                               else net.device_samples(self.data.plane.inputs)[0])
+        self.publish(force=True)
+
+    def _labels(self, y):
+        return y
+
+    def _require_network(self) -> None:
+        if self.net is None:
+            raise GpunnError("this tab has no network yet: the page has sent no settings")
+
+    # -- controls ---------------------------------------------------------------------
+    def play(self, on: bool) -> None:
+        self.playing = bool(on)
+        self._poke()
+
+    def step(self) -> None:
+        """Train exactly one more epoch (and pause)."""
+        self.playing = False
+        self.steps_wanted += 1
+        self._poke()
+
+    def close(self) -> None:
+        """Stop training (within an epoch: see :class:`Stopped`) and end the thread."""
+        self.closed = True
+        self._poke()
+
+    def join(self, timeout: float) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _poke(self) -> None:
+        self.last_used = time.monotonic()
+        with self.wake:
+            self.wake.notify_all()
+
+    # -- the training thread ----------------------------------------------------------
+    def _run(self) -> None:
+        while not self.closed:
+            with self.wake:
+                if not (self.playing or self.steps_wanted) or self.net is None:
+                    self.wake.wait(0.5)
+                    continue
+            try:
+                self._train_epoch()
+            except Stopped:
+                continue
+            except GpunnError as exc:  # a diverged run: say so, stop playing
+                self.playing, self.steps_wanted = False, 0
+                self.message = str(exc)
+                self.publish(force=True)
+
+    def _train_epoch(self) -> None:
+        with self.lock:
+            if self.net is None or self.closed:
+                return
+            s, data, net, generation = self.settings, self.data, self.net, self.generation
+
+            def progress(step, steps):
+                if self.closed or self._interrupts or self.generation != generation:
+                    raise Stopped
+
+            started = time.perf_counter()
+            history = net.fit(data.X_train, data.y_train, epochs=1, batch_size=s.batch, optimizer=s.optimizer,
+                              lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay, lr_scaling="none"
+                              if s.optimizer == "sgd" else None, progress=progress)
+            seconds = time.perf_counter() - started
+            self.epochs_per_second = 0.9 * self.epochs_per_second + 0.1 / max(seconds, 1e-9)
+            if history.warnings:
+                self.message = history.warnings[-1]
+            net.history = None  # per-epoch records would grow without bound; the curve keeps what is drawn
+            if self.steps_wanted:
+                self.steps_wanted -= 1
+            self.publish(force=not self.playing)
+
+    # -- frames -------------------------------------------------------------------------
+    def publish(self, force: bool = False) -> None:
+        """Make a frame now when forced or when 1/FRAME_RATE s has passed since the last (lock held)."""
+        now = time.monotonic()
+        if not force and now - self._last_frame < 1.0 / FRAME_RATE:
+            return
+        self._last_frame = now
+        frame = self.frame()
+        with self._frame_lock:
+            self._frame = frame
+        self.notify()
+
+    def take_frame(self) -> bytes | None:
+        """The newest frame not yet taken (None when there is none)."""
+        with self._frame_lock:
+            frame, self._frame = self._frame, None
+        return frame
+
+    def losses(self) -> dict:
+        """Loss (and accuracy, or the regression measures) on the training and the test set."""
+        with self.lock, np.errstate(all="ignore"):
+            train = self.net.evaluate_device(*self._samples[0])
+            test = self.net.evaluate_device(*self._samples[1])
+        return {"train": train, "test": test}
+
+    def frame(self) -> bytes:
+        """One frame: a JSON header and the pictures as float32, see :func:`encode_frame`."""
+        net, data = self.net, self.data
+        losses = self.losses()
+        epoch = net.epochs_done
+        self.curve.append([epoch, losses["train"]["loss"], losses["test"]["loss"]])
+        if len(self.curve) > 2000:  # keep the curve's shape, halve its points
+            self.curve = self.curve[::2]
+        shown = [drawn(width) for width in net.sizes]
+        weights = net.get_weights()
+        header = {
+            "type": "frame", "epoch": epoch, "sizes": list(net.sizes), "drawn": shown,
+            "loss_train": _finite(losses["train"]["loss"]), "loss_test": _finite(losses["test"]["loss"]),
+            "train": {k: _finite(v) for k, v in losses["train"].items()},
+            "test": {k: _finite(v) for k, v in losses["test"].items()},
+            "curve_point": [_finite(v) for v in self.curve[-1]], "playing": self.playing, "message": self.message,
+            "epochs_per_second": round(self.epochs_per_second, 1),
+            "weights": [_finite_list(weights[2 * k][: shown[k], : shown[k + 1]]) for k in range(len(net.sizes) - 1)],
+            "biases": [_finite_list(weights[2 * k + 1][: shown[k + 1]]) for k in range(len(net.sizes) - 1)],
+            "activation": net.activation, "output": net.output_activation,
+        }
+        pictures = []
+        if data.plane is not None:
+            n = len(data.plane.points)
+            with np.errstate(all="ignore"):
+                values = layer_values(net, self._plane_samples, n)
+            header["grid"] = data.plane.grid
+            for layer, v in enumerate(values):
+                pictures.append(v[: shown[layer]])
+            header["maps"] = [int(p.shape[0]) for p in pictures]
+        return encode_frame(header, pictures)
+
+    def describe(self) -> dict:
+        """The session's data and network, for the page to draw (sent after each rebuild)."""
+        self._require_network()
+        with self.lock:
+            data, net, s = self.data, self.net, self.settings
+
+            def points(p, y, limit):
+                if p is None:
+                    return None
+                k = min(len(y), limit)
+                return {"xy": np.round(p[:k], 4).tolist(), "label": _plain(y[:k], net, data)}
+
+            return {
+                "type": "data", "dataset": data.name, "kind": data.kind, "problem": data.problem,
+                "classes": data.classes, "columns": data.columns, "sizes": list(net.sizes),
+                "drawn": [drawn(w) for w in net.sizes],
+                "extent": None if data.plane is None else [*data.plane.x_range, *data.plane.y_range],
+                "surface": list(s.surface) if data.kind == "user" else [0, 1],
+                "train": points(data.points_train, data.y_train, MAX_POINTS_DRAWN),
+                "test": points(data.points_test, data.y_test, MAX_POINTS_DRAWN),
+                "n_train": len(data.y_train), "n_test": len(data.y_test),
+                "command": self.command_line(),
+            }
+
+    # -- by hand: a weight, the arithmetic, a drawn digit --------------------------------
+    def set_weight(self, layer: int, source: int, target: int, value) -> None:
+        """Set weight ``layer`` (1: into the first hidden layer) from neuron ``source`` to ``target``;
+        ``source`` equal to the layer below's width means the bias."""
+        self._require_network()
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise GpunnError(f"a weight must be a finite number, got {value!r:.40}")
+        with self.lock:
+            sizes = self.net.sizes
+            if not (isinstance(layer, int) and 1 <= layer < len(sizes)):
+                raise GpunnError(f"layer {layer!r:.20} does not exist: weights go into layers 1 to {len(sizes) - 1}")
+            if not (isinstance(source, int) and 0 <= source <= sizes[layer - 1]
+                    and isinstance(target, int) and 0 <= target < sizes[layer]):
+                raise GpunnError(f"no weight from neuron {source!r:.20} to {target!r:.20} into layer {layer}")
+            weights = self.net.get_weights()
+            if source == sizes[layer - 1]:
+                weights[2 * layer - 1][target] = value
+            else:
+                weights[2 * layer - 2][source, target] = value
+            self.net.set_weights(weights)
+            self.edited = True
+            self.publish(force=True)
+
+    def explain(self, layer, neuron, split: str = "test", sample: int = 0) -> dict:
+        """One SGD step on one sample, as ``gpunn explain`` computes it, and neuron (layer, neuron)'s part."""
+        self._require_network()
+        if split not in ("train", "test"):
+            raise GpunnError(f"split must be train or test, got {split!r:.20}")
+        with self.lock:
+            net, data, s = self.net, self.data, self.settings
+            sizes = net.sizes
+            if not (isinstance(layer, int) and 0 <= layer < len(sizes)):
+                raise GpunnError(f"layer {layer!r:.20} does not exist: layers 0 (inputs) to {len(sizes) - 1}")
+            if not (isinstance(neuron, int) and 0 <= neuron < sizes[layer]):
+                raise GpunnError(f"layer {layer} has neurons 0 to {sizes[layer] - 1}, not {neuron!r:.20}")
+            X, y = (data.X_test, data.y_test) if split == "test" else (data.X_train, data.y_train)
+            if not (isinstance(sample, int) and 0 <= sample < len(y)):
+                raise GpunnError(f"sample {sample!r:.20} is not in the {split} set (0 to {len(y) - 1})")
+            x = network_input(net, X[sample])
+            if data.problem == "regression":
+                t = np.array([float(y[sample])])
+            else:
+                t = one_hot_target(int(net.label_indices(y[sample:sample + 1], 1)[0]), sizes[-1])
+            step = explain_step(net, x, t, lr=s.lr)
+        record = step.to_json()
+        record.update(type="explain", layer=layer, neuron=neuron, split=split, sample=sample,
+                      point=None if data.points_test is None else
+                      (data.points_test if split == "test" else data.points_train)[sample].tolist(),
+                      command=(f"gpunn explain --model playground-model.npz --dataset playground-data.npz "
+                               f"--sample {sample} --lr {s.lr:g}" if split == "test" else None),
+                      optimizer_note=None if (s.optimizer == "sgd" and not s.momentum and not s.weight_decay)
+                      else "the step shown is plain SGD with the same learning rate, as gpunn explain computes "
+                           "it; training itself uses your optimizer settings")
+        return record
+
+    def predict_digit(self, pixels) -> dict:
+        """Class probabilities for a drawn 8x8 digit, ``pixels`` 64 values 0..16 as the embedded digits."""
+        self._require_network()
+        with self.lock:
+            if self.data.kind != "digits":
+                raise GpunnError("drawing a digit needs the digits data set; choose it first")
+            try:
+                values = np.asarray(pixels, dtype=np.float64) if isinstance(pixels, list) else None
+            except (TypeError, ValueError):
+                values = None
+            if values is None or values.shape != (64,) or not np.isfinite(values).all() \
+                    or values.min() < 0 or values.max() > DIGIT_LEVELS:
+                raise GpunnError("a drawn digit is 64 numbers from 0 to 16 (8x8 pixels, as the embedded digits)")
+            probabilities = self.net.predict_proba(values[None, :] / DIGIT_LEVELS)[0].astype(np.float64)
+        return {"type": "digit", "probabilities": probabilities.tolist(), "classes": self.data.classes}
+
+    # -- take it with you ---------------------------------------------------------------
+    def model_bytes(self, kind: str) -> bytes:
+        """The network as a gpunn model file (``npz``) or an ONNX model (``onnx``)."""
+        self._require_network()
+        with self.lock, tempfile.TemporaryDirectory(prefix="gpunn-playground-") as folder:
+            path = Path(folder) / f"model.{kind}"
+            if kind == "npz":
+                self.net.save(path, extra={"playground": asdict(self.settings)})
+            else:
+                self.net.to_onnx(path)
+            return path.read_bytes()
+
+    def data_bytes(self) -> bytes:
+        """The data set as an .npz with its own test set (``gpunn train --dataset`` reads it)."""
+        self._require_network()
+        with self.lock:
+            data = self.data
+            buffer = io.BytesIO()
+            np.savez(buffer, X=data.X_train, y=data.y_train, X_test=data.X_test, y_test=data.y_test)
+        return buffer.getvalue()
+
+    def command_line(self) -> str:
+        """The ``gpunn train`` command that reproduces this run, epoch for epoch (with the data file the page
+        saves; weights set by hand are not part of it)."""
+        s, net = self.settings, self.net
+        sizes = ",".join(map(str, net.sizes))
+        parts = ["gpunn train --dataset playground-data.npz", f"--layers {sizes}", f"--activation {net.activation}",
+                 f"--output-activation {net.output_activation}", f"--loss {net.loss}", f"--init {net.init}",
+                 f"--optimizer {s.optimizer}", f"--lr {s.lr:g}", f"--batch-size {s.batch}",
+                 f"--epochs {max(net.epochs_done, 1)}", f"--seed {s.seed}", f"--scale {self.data.scale}",
+                 "--backend numpy --dtype float32"]
+        if s.optimizer == "sgd":
+            parts.append("--lr-scaling none")
+        if s.momentum:
+            parts.append(f"--momentum {s.momentum:g}")
+        if s.weight_decay:
+            parts.append(f"--weight-decay {s.weight_decay:g}")
+        return " ".join(parts)
+
+
+def _plain(y: np.ndarray, net: Network, data: Data) -> list:
+    """Labels for the page: class indices (classification) or values (regression)."""
+    if data.problem == "regression":
+        return np.round(np.asarray(y, dtype=np.float64), 4).tolist()
+    return net.label_indices(y, len(y)).tolist()
+
+
+def _finite(value):
+    """A number for JSON: None where it is NaN or infinite (JSON has no such numbers)."""
+    return value if isinstance(value, int) or math.isfinite(value) else None
+
+
+def _finite_list(array: np.ndarray) -> list:
+    """Nested lists of the values to 6 decimals, None where one is not finite."""
+    values = np.round(np.asarray(array, dtype=np.float64), 6).astype(object)
+    values[~np.isfinite(np.asarray(array, dtype=np.float64))] = None
+    return values.tolist()
+
+
+def encode_frame(header: dict, pictures: list) -> bytes:
+    """``[4-byte little-endian header length][JSON header, padded to 4 bytes][float32 pictures]``."""
+    text = json.dumps(header, allow_nan=False).encode()
+    text += b" " * (-len(text) % 4)
+    blobs = [np.ascontiguousarray(p, dtype="<f4").tobytes() for p in pictures]
+    return len(text).to_bytes(4, "little") + text + b"".join(blobs)
