@@ -167,6 +167,8 @@ def create_app(limit: int = MAX_SESSIONS, idle_seconds: float = IDLE_SECONDS) ->
                 reply = await _handle(session, text)
                 if reply is not None:
                     await ws.send_json(reply)
+                if reply is not None and reply.get("type") == "data":  # the new network's first frame, after it
+                    await run_in_threadpool(session.republish)
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:

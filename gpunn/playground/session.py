@@ -300,6 +300,12 @@ class Session:
             self._frame = frame
         self.notify()
 
+    def republish(self) -> None:
+        """Make a frame of the network as it is now (e.g. after the page has learnt its shape)."""
+        with self.lock:
+            if self.net is not None:
+                self.publish(force=True)
+
     def take_frame(self) -> bytes | None:
         """The newest frame not yet taken (None when there is none)."""
         with self._frame_lock:
@@ -332,7 +338,7 @@ class Session:
             "epochs_per_second": round(self.epochs_per_second, 1),
             "weights": [_finite_list(weights[2 * k][: shown[k], : shown[k + 1]]) for k in range(len(net.sizes) - 1)],
             "biases": [_finite_list(weights[2 * k + 1][: shown[k + 1]]) for k in range(len(net.sizes) - 1)],
-            "activation": net.activation, "output": net.output_activation,
+            "activation": net.activation, "output": net.output_activation, "edited": self.edited,
         }
         pictures = []
         if data.plane is not None:
