@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import math
 import tempfile
 import threading
@@ -34,12 +35,14 @@ from gpunn.data.datasets import check_representable, load_dataset, validate
 from gpunn.data.datasets import Dataset
 from gpunn.errors import GpunnError
 from gpunn.explain.step import explain_step, network_input, one_hot_target
-from gpunn.memory import check_training_fits
+from gpunn.memory import check_training_fits, require
 from gpunn.network import DEFAULT_INIT, Network
 from gpunn.nn.preprocessing import Scaler
 from gpunn.playground import datasets as gen
 from gpunn.playground.pictures import Plane, drawn, generated_plane, layer_values, user_plane
 from gpunn.playground.settings import Settings, SettingsError, parse
+
+log = logging.getLogger("gpunn.playground")
 
 #: Most frames a second a session makes while it trains.
 FRAME_RATE = 30
@@ -199,6 +202,9 @@ class Session:
                       scale=data.scale, **output)
         buffers = 2 if s.optimizer == "adam" else (1 if s.momentum else 0)
         check_training_fits(net.sizes, net.dtype, len(data.X_train), len(data.X_test), s.batch, buffers)
+        if data.plane is not None:  # every layer's values at every grid point, and their deltas
+            require(2 * sum(n + 1 for n in net.sizes) * len(data.plane.points) * net.dtype.itemsize,
+                    "the pictures of every neuron", "use fewer neurons")
         if net.scaler is None:
             net.scaler = Scaler.fit(data.X_train, data.scale)  # as gpunn train fits it, before training
         return net
@@ -261,8 +267,16 @@ class Session:
             except Stopped:
                 continue
             except GpunnError as exc:  # a diverged run: say so, stop playing
-                self.playing, self.steps_wanted = False, 0
-                self.message = str(exc)
+                self._stop_with(str(exc))
+            except Exception as exc:  # a bug of ours: one line in the log and the page, the thread lives on
+                log.error("playground: %s while training: %s", type(exc).__name__, exc)
+                self._stop_with(f"training stopped: {type(exc).__name__}: {exc}")
+
+    def _stop_with(self, message: str) -> None:
+        self.playing, self.steps_wanted = False, 0
+        self.message = message
+        with self.lock:
+            if self.net is not None and not self.closed:
                 self.publish(force=True)
 
     def _train_epoch(self) -> None:
@@ -298,7 +312,10 @@ class Session:
         frame = self.frame()
         with self._frame_lock:
             self._frame = frame
-        self.notify()
+        try:
+            self.notify()
+        except RuntimeError:  # the tab's event loop has ended: the session is closing
+            pass
 
     def republish(self) -> None:
         """Make a frame of the network as it is now (e.g. after the page has learnt its shape)."""
