@@ -19,7 +19,7 @@ def serve(host: str, port: int, open_browser: bool, echo) -> None:
              f"playground and its CPU; it has no login", err=True)
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}/"
-    config = uvicorn.Config(create_app(), host=host, port=port, log_level="warning", ws="websockets",
+    config = uvicorn.Config(create_app(), host=host, port=port, log_level="warning", ws="auto",
                             ws_max_size=1 << 20, timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
     echo(f"gpunn playground: {url}  (Ctrl-C stops it)")

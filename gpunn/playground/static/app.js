@@ -78,7 +78,7 @@ function connect() {
   socket.addEventListener("message", (event) => {
     if (typeof event.data !== "string") { receiveFrame(event.data); return; }
     const message = JSON.parse(event.data);
-    if (message.type === "hello") { state.session = message.session; setUp(message.capabilities); configure(); }
+    if (message.type === "hello") { state.session = document.body.dataset.session = message.session; setUp(message.capabilities); configure(); }
     else if (message.type === "data") receiveData(message);
     else if (message.type === "error") say(message.message);
     else if (message.type === "explain") $("explain").innerHTML = explainHtml(message, state.selected), $("explain").hidden = false;
