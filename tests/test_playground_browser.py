@@ -41,7 +41,7 @@ def server():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    config = uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning", ws="websockets")
+    config = uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning", ws="auto")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()

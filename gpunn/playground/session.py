@@ -37,6 +37,7 @@ from gpunn.errors import GpunnError
 from gpunn.explain.step import explain_step, network_input, one_hot_target
 from gpunn.memory import check_training_fits, require
 from gpunn.network import DEFAULT_INIT, Network
+from gpunn.training.callbacks import Callback
 from gpunn.nn.preprocessing import Scaler
 from gpunn.playground import datasets as gen
 from gpunn.playground.pictures import Plane, drawn, generated_plane, layer_values, user_plane
@@ -46,6 +47,8 @@ log = logging.getLogger("gpunn.playground")
 
 #: Most frames a second a session makes while it trains.
 FRAME_RATE = 30
+#: Most epochs one ``fit`` call trains while playing (its History is dropped after each call).
+EPOCHS_PER_CALL = 1000
 #: Largest CSV upload, in bytes.
 MAX_UPLOAD = 20 * 1024 * 1024
 #: Test points the page draws at most (all training points up to the same number).
@@ -148,10 +151,12 @@ class Session:
         self.edited = False  #: a weight was set by hand (the command line cannot reproduce that)
         self._frame: bytes | None = None
         self._frame_lock = threading.Lock()
+        self._counter_lock = threading.Lock()
         self._last_frame = 0.0
         self._samples = None
         self._plane_samples = None
-        self._interrupts = 0  #: rebuilds waiting for the lock: the epoch in progress stops for them
+        self._interrupts = 0  #: callers waiting for the lock: training pauses after the epoch in progress
+        self._discarding = 0  #: rebuilds waiting for the lock: the epoch in progress stops at once
         self.epochs_per_second = 0.0
         self._thread = threading.Thread(target=self._run, name=f"playground-{sid[:8]}", daemon=True)
         self._thread.start()
@@ -162,7 +167,7 @@ class Session:
         settings = parse(raw)
         data = build_data(settings, self.upload)
         net = self._network(settings, data)
-        with self._interrupting():
+        with self._interrupting(discard=True):
             self.settings, self.data = settings, data
             self._install(net)
 
@@ -175,20 +180,25 @@ class Session:
 
     def reset(self) -> None:
         """The same settings, a fresh network (same seed, so the same start), epoch 0."""
-        with self._interrupting():
+        with self._interrupting(discard=True):
             if self.settings is None:
                 raise GpunnError("nothing to reset yet: the page has sent no settings")
             self._install(self._network(self.settings, self.data))
 
     @contextlib.contextmanager
-    def _interrupting(self):
-        """Hold the lock, stopping the epoch in progress (its network is about to be replaced)."""
-        self._interrupts += 1
+    def _interrupting(self, discard: bool = False):
+        """Hold the lock: training pauses after its epoch in progress, or with ``discard`` (the network
+        is about to be replaced) stops within it."""
+        with self._counter_lock:
+            self._interrupts += 1
+            self._discarding += discard
         try:
             with self.lock:
                 yield
         finally:
-            self._interrupts -= 1
+            with self._counter_lock:
+                self._interrupts -= 1
+                self._discarding -= discard
 
     def _network(self, s: Settings, data: Data) -> Network:
         if data.problem == "regression":
@@ -280,27 +290,49 @@ class Session:
                 self.publish(force=True)
 
     def _train_epoch(self) -> None:
+        """One ``fit`` call: one epoch for a step, or up to :data:`EPOCHS_PER_CALL` while playing.
+
+        A callback after every epoch makes the frames (at most :data:`FRAME_RATE` a second) and ends
+        the call when the page pauses or anything else wants the network (:meth:`_interrupting`);
+        the ``progress`` hook ends it within the epoch when the network is being replaced or the
+        tab closed (that epoch's half-done work is thrown away with the network).
+        """
         with self.lock:
             if self.net is None or self.closed:
                 return
             s, data, net, generation = self.settings, self.data, self.net, self.generation
+            stepping = not self.playing
 
             def progress(step, steps):
-                if self.closed or self._interrupts or self.generation != generation:
+                if self.closed or self._discarding or self.generation != generation:
                     raise Stopped
 
-            started = time.perf_counter()
-            history = net.fit(data.X_train, data.y_train, epochs=1, batch_size=s.batch, optimizer=s.optimizer,
-                              lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay, lr_scaling="none"
-                              if s.optimizer == "sgd" else None, progress=progress)
-            seconds = time.perf_counter() - started
-            self.epochs_per_second = 0.9 * self.epochs_per_second + 0.1 / max(seconds, 1e-9)
+            session = self
+
+            class Frames(Callback):
+                def on_epoch_end(self, epoch, logs=None):
+                    session._count_epoch(logs)
+                    if stepping or not session.playing or session._interrupts or session.closed:
+                        self.network.stop_training = True
+                    else:
+                        session.publish()
+
+            history = net.fit(data.X_train, data.y_train, epochs=1 if stepping else EPOCHS_PER_CALL,
+                              batch_size=s.batch, optimizer=s.optimizer, lr=s.lr, momentum=s.momentum,
+                              weight_decay=s.weight_decay, lr_scaling="none" if s.optimizer == "sgd" else None,
+                              progress=progress, callbacks=[Frames()])
             if history.warnings:
                 self.message = history.warnings[-1]
-            net.history = None  # per-epoch records would grow without bound; the curve keeps what is drawn
-            if self.steps_wanted:
+            net.history = None  # per-epoch records would grow without bound; the page keeps its curve
+            if stepping and self.steps_wanted:
                 self.steps_wanted -= 1
-            self.publish(force=not self.playing)
+            self.publish(force=stepping or not self.playing)
+
+    def _count_epoch(self, logs) -> None:
+        """Keep a running rate of epochs per second, for the page."""
+        seconds = max(logs.get("seconds", 0.0), 1e-9)
+        self.epochs_per_second = 0.95 * self.epochs_per_second + 0.05 / seconds if self.epochs_per_second \
+            else 1.0 / seconds
 
     # -- frames -------------------------------------------------------------------------
     def publish(self, force: bool = False) -> None:
@@ -319,7 +351,7 @@ class Session:
 
     def republish(self) -> None:
         """Make a frame of the network as it is now (e.g. after the page has learnt its shape)."""
-        with self.lock:
+        with self._interrupting():
             if self.net is not None:
                 self.publish(force=True)
 
@@ -371,7 +403,7 @@ class Session:
     def describe(self) -> dict:
         """The session's data and network, for the page to draw (sent after each rebuild)."""
         self._require_network()
-        with self.lock:
+        with self._interrupting():
             data, net, s = self.data, self.net, self.settings
 
             def points(p, y, limit):
@@ -399,7 +431,7 @@ class Session:
         self._require_network()
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise GpunnError(f"a weight must be a finite number, got {value!r:.40}")
-        with self.lock:
+        with self._interrupting():
             sizes = self.net.sizes
             if not (isinstance(layer, int) and 1 <= layer < len(sizes)):
                 raise GpunnError(f"layer {layer!r:.20} does not exist: weights go into layers 1 to {len(sizes) - 1}")
@@ -420,7 +452,7 @@ class Session:
         self._require_network()
         if split not in ("train", "test"):
             raise GpunnError(f"split must be train or test, got {split!r:.20}")
-        with self.lock:
+        with self._interrupting():
             net, data, s = self.net, self.data, self.settings
             sizes = net.sizes
             if not (isinstance(layer, int) and 0 <= layer < len(sizes)):
@@ -450,7 +482,7 @@ class Session:
     def predict_digit(self, pixels) -> dict:
         """Class probabilities for a drawn 8x8 digit, ``pixels`` 64 values 0..16 as the embedded digits."""
         self._require_network()
-        with self.lock:
+        with self._interrupting():
             if self.data.kind != "digits":
                 raise GpunnError("drawing a digit needs the digits data set; choose it first")
             try:
@@ -467,7 +499,7 @@ class Session:
     def model_bytes(self, kind: str) -> bytes:
         """The network as a gpunn model file (``npz``) or an ONNX model (``onnx``)."""
         self._require_network()
-        with self.lock, tempfile.TemporaryDirectory(prefix="gpunn-playground-") as folder:
+        with self._interrupting(), tempfile.TemporaryDirectory(prefix="gpunn-playground-") as folder:
             path = Path(folder) / f"model.{kind}"
             if kind == "npz":
                 self.net.save(path, extra={"playground": asdict(self.settings)})
@@ -478,7 +510,7 @@ class Session:
     def data_bytes(self) -> bytes:
         """The data set as an .npz with its own test set (``gpunn train --dataset`` reads it)."""
         self._require_network()
-        with self.lock:
+        with self._interrupting():
             data = self.data
             buffer = io.BytesIO()
             np.savez(buffer, X=data.X_train, y=data.y_train, X_test=data.X_test, y_test=data.y_test)
