@@ -128,10 +128,14 @@ def test_a_session_over_the_limit_is_told_so():
             ws.__exit__(None, None, None)
 
 
-def test_idle_sessions_expire():
-    with TestClient(create_app(idle_seconds=0)) as c:
+def test_idle_sessions_expire_and_their_tab_is_told():
+    with TestClient(create_app(idle_seconds=0.5)) as c:
         ws, sid, _ = open_session(c)
-        assert c.app.state.sessions.expired() == [sid]
+        ws.send_json({"type": "ping"})  # not a use
+        time.sleep(0.6)
+        c.portal.call(c.app.state.expire)
+        assert "expired" in receive(ws, "error")["message"]
+        assert sid not in c.app.state.sessions.open
         ws.__exit__(None, None, None)
 
 

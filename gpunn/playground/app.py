@@ -65,6 +65,8 @@ class Sessions:
     def __init__(self, limit: int = MAX_SESSIONS, idle_seconds: float = IDLE_SECONDS):
         self.limit, self.idle_seconds = limit, idle_seconds
         self.open: dict[str, Session] = {}
+        #: each session's socket, to tell its tab when the session expires
+        self.sockets: dict[str, WebSocket] = {}
 
     def create(self, notify) -> Session:
         if len(self.open) >= self.limit:
@@ -81,6 +83,7 @@ class Sessions:
         return session
 
     def end(self, sid: str) -> None:
+        self.sockets.pop(sid, None)
         session = self.open.pop(sid, None)
         if session is not None:
             session.close()
@@ -159,6 +162,7 @@ def create_app(limit: int = MAX_SESSIONS, idle_seconds: float = IDLE_SECONDS) ->
             await ws.send_json({"type": "error", "message": str(exc), "fatal": True})
             await ws.close(code=1013)
             return
+        sessions.sockets[session.id] = ws
         await ws.send_json({"type": "hello", "session": session.id, "capabilities": capabilities()})
         sender = asyncio.create_task(_send_frames(ws, session, ready))
         try:
@@ -178,9 +182,18 @@ def create_app(limit: int = MAX_SESSIONS, idle_seconds: float = IDLE_SECONDS) ->
     async def sweep():
         while True:
             await asyncio.sleep(SWEEP_SECONDS)
-            for sid in sessions.expired():
-                log.warning("playground: session %s expired after %d idle minutes", sid[:8], idle_seconds // 60)
-                sessions.end(sid)
+            await expire()
+
+    async def expire():
+        """End the sessions idle too long, telling their tabs."""
+        for sid in sessions.expired():
+            ws = sessions.sockets.get(sid)
+            sessions.end(sid)
+            if ws is not None:
+                with contextlib.suppress(Exception):  # the tab may be gone already
+                    await ws.send_json({"type": "error", "fatal": True, "message": "this tab's session expired "
+                                        f"after {idle_seconds / 60:g} idle minutes; reload the page to start again"})
+                    await ws.close()
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -218,6 +231,7 @@ def create_app(limit: int = MAX_SESSIONS, idle_seconds: float = IDLE_SECONDS) ->
         lifespan=lifespan,
     )
     app.state.sessions = sessions
+    app.state.expire = expire
     return app
 
 
@@ -265,14 +279,14 @@ async def _handle(session: Session, text: str) -> dict | None:
         if kind == "reset":
             await run_in_threadpool(session.reset)
             return await run_in_threadpool(session.describe)
+        session.last_used = time.monotonic()
         if kind in ("play", "pause"):
             session.play(kind == "play")
             return None
         if kind == "step":
             session.step()
             return None
-        if kind == "ping":
-            session.last_used = time.monotonic()
+        if kind == "ping":  # keeps the connection alive; not a use (an idle tab still expires)
             return None
         if session.net is None and kind in ("set_weight", "explain", "digit", "describe"):
             raise GpunnError(f"{kind} needs a network: the page has sent no settings yet")

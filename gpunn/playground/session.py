@@ -261,7 +261,6 @@ class Session:
         return not self._thread.is_alive()
 
     def _poke(self) -> None:
-        self.last_used = time.monotonic()
         with self.wake:
             self.wake.notify_all()
 
