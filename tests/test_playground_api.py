@@ -18,7 +18,7 @@ from kernel_cases import missing_tool
 
 try:
     with warnings.catch_warnings():  # Starlette 1.x prefers httpx2 for its test client; httpx still works
-        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore")
         from starlette.testclient import TestClient
 except ImportError:
     missing_tool('Starlette is not installed (pip install ".[test]")')
