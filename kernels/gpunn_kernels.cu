@@ -34,12 +34,13 @@ __device__ void bias_act(T* z, const T* b, int rows, int cols) {
 }
 
 // g[i] <- g[i] * act'(z[i]), with act' taken from the saved output a[i], in place:
-// the chain rule through one layer.
+// the chain rule through one layer.  Exactly tested against the twin, so the
+// product is rounded explicitly (mul_rn: never contracted, see gpunn_math.cuh).
 template <typename T, typename Act>
 __device__ void act_backward(T* g, const T* a, int n) {
     const int stride = gridDim.x * blockDim.x;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-        g[i] = g[i] * Act::grad_from_output(a[i]);
+        g[i] = mul_rn(g[i], Act::grad_from_output(a[i]));
     }
 }
 

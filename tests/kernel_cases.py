@@ -20,7 +20,11 @@ Tolerances (one place, with their reasons):
   ``identity`` (one comparison, one addition) must agree to the last bit.
 * ``exact``: every ``<activation>_backward`` and the sigmoid outputs' deltas do the same
   IEEE multiplications and subtractions in the same order as the twin (no library
-  function, nothing to contract into an FMA), so they must agree to the last bit.
+  function), so they must agree to the last bit.  On the GPU that holds only because
+  these operations are written with explicitly rounded intrinsics (``__fmul_rn``,
+  ``__fsub_rn``, ...: gpunn_math.cuh), which no compiler contracts into an FMA: NVRTC's
+  default ``--fmad=true`` fused tanh's ``1 - a*a`` otherwise.  test_kernels_compile.py
+  checks the PTX of these kernels for anything an FMA could come from.
 * ``softmax``: ``exp`` (glibc against NumPy's SIMD exp, 1-2 ulp; CUDA's ``expf`` 2 ulp)
   feeds the sum and the quotients, and the kernel adds the K classes up one after the
   other where NumPy may sum a contiguous column pairwise (a relative error of up to

@@ -80,6 +80,34 @@ class CompilerUnavailable(GpunnError, RuntimeError):
     """The compiler that a kernel build needs (NVRTC or the host C++ compiler) is missing."""
 
 
+class CudaHeadersUnavailable(CompilerUnavailable):
+    """CuPy finds no CUDA runtime headers (``cuda_runtime.h``) to compile gpunn's kernels against."""
+
+
+#: What to install when CuPy finds no CUDA headers: the ``gpu`` extra brings them as wheels.
+CUDA_HEADERS_HINT = (
+    'install them with `pip install "gpunn[gpu]"` (it brings cuda-toolkit[cudart,nvrtc,cublas,curand], '
+    "the headers and libraries as wheels), or install a CUDA toolkit and set CUDA_PATH to it"
+)
+
+
+def is_missing_headers(exc: BaseException) -> bool:
+    """Whether ``exc`` is CuPy's error for missing CUDA headers (see :func:`missing_headers_error`)."""
+    return isinstance(exc, RuntimeError) and "Failed to find CUDA headers" in str(exc)
+
+
+def missing_headers_error(exc: BaseException) -> CudaHeadersUnavailable:
+    """gpunn's error for CuPy's ``RuntimeError: Failed to find CUDA headers ...``.
+
+    CuPy 14.2 raises that from ``assemble_cupy_compiler_options`` (cupy/_core/core.pyx), on
+    every RawModule compilation, when neither the header wheels (found by cuda-pathfinder's
+    ``find_nvidia_header_directory('cudart')``) nor a CUDA toolkit (or ``$CUDA_PATH``) give it
+    ``cuda_runtime.h``.  Its hint names ``cupy-cuda12x[ctk]``, the wrong CUDA major for gpunn.
+    """
+    return CudaHeadersUnavailable(f"CuPy cannot compile gpunn's CUDA kernels: no CUDA headers found; "
+                                  f"{CUDA_HEADERS_HINT} (CuPy said: {exc})")
+
+
 class KernelCompileError(RuntimeError):
     """The kernel sources failed to compile; the message holds the compiler's log."""
 
@@ -148,7 +176,7 @@ def _nvrtc():
     except Exception as exc:  # ImportError, or the library failing to load
         raise CompilerUnavailable(
             f"NVRTC is not available ({type(exc).__name__}: {exc}); install it with "
-            '`pip install "gpunn[kernels]"` (cupy-cuda13x and nvidia-cuda-nvrtc 13)'
+            '`pip install "gpunn[kernels]"` (cupy-cuda13x and cuda-toolkit[cudart,nvrtc] 13)'
         ) from None
     return nvrtc
 
@@ -171,19 +199,21 @@ def nvrtc_options(arch: str) -> tuple[str, ...]:
     number = re.fullmatch(r"(?:sm_)?(\d+)", arch)
     if number is None:
         raise ValueError(f"bad GPU architecture {arch!r}: use sm_XX, e.g. sm_80")
-    return core.assemble_cupy_compiler_options(RAWMODULE_OPTIONS) + (
+    try:
+        cupy_options = core.assemble_cupy_compiler_options(RAWMODULE_OPTIONS)
+    except RuntimeError as exc:
+        if is_missing_headers(exc):
+            raise missing_headers_error(exc) from None
+        raise
+    return cupy_options + (
         "-ftz=true",
         f"--gpu-architecture=sm_{number.group(1)}",
         "--device-as-default-execution-space",
     )
 
 
-def compile_for_arch(arch: str, code: str | None = None) -> bytes:
-    """Compile the kernels (or ``code``) with NVRTC for ``arch`` (``"sm_80"``); return the CUBIN.
-
-    Needs NVRTC but no GPU or driver.  Raises :class:`CompilerUnavailable` when NVRTC is
-    missing and :class:`KernelCompileError`, carrying NVRTC's log, when compilation fails.
-    """
+def _compile(arch: str, code: str | None, result):
+    """Compile with NVRTC for ``arch`` and return ``result(nvrtc, program)`` (its CUBIN or its PTX)."""
     nvrtc = _nvrtc()
     options = nvrtc_options(arch)
     program = nvrtc.createProgram(kernel_code() if code is None else code, KERNEL_FILE, (), ())
@@ -195,9 +225,29 @@ def compile_for_arch(arch: str, code: str | None = None) -> bytes:
             raise KernelCompileError(
                 f"NVRTC failed to compile {KERNEL_FILE} for {arch} ({exc}):\n{log}"
             ) from None
-        return nvrtc.getCUBIN(program)
+        return result(nvrtc, program)
     finally:
         nvrtc.destroyProgram(program)
+
+
+def compile_for_arch(arch: str, code: str | None = None) -> bytes:
+    """Compile the kernels (or ``code``) with NVRTC for ``arch`` (``"sm_80"``); return the CUBIN.
+
+    Needs NVRTC and the CUDA headers but no GPU or driver.  Raises :class:`CompilerUnavailable`
+    when NVRTC is missing (:class:`CudaHeadersUnavailable` when the headers are) and
+    :class:`KernelCompileError`, carrying NVRTC's log, when compilation fails.
+    """
+    return _compile(arch, code, lambda nvrtc, program: nvrtc.getCUBIN(program))
+
+
+def compile_to_ptx(arch: str, code: str | None = None) -> str:
+    """The PTX of the kernels (or ``code``) for ``arch``, compiled as :func:`compile_for_arch` compiles.
+
+    The PTX shows what the compiler did to the arithmetic: ``fma`` instructions, and
+    multiplications and additions without a rounding modifier such as ``.rn`` (which ptxas
+    may still fuse into one FMA); tests/test_kernels_compile.py reads it.
+    """
+    return _compile(arch, code, lambda nvrtc, program: nvrtc.getPTX(program).decode())
 
 
 class KernelResources(NamedTuple):

@@ -191,13 +191,22 @@ def measure_on_device(network, batch: int, warmup: int = WARMUP_STEPS, timed: in
         stream = cupy.cuda.Stream(non_blocking=True)
         for path in dense.PATHS:
             probe.dense = path
-            body = DeviceStep(probe, data, order, batch, loss_sum, correct)
-            step = body
-            if body.capturable:
-                graphed = GraphedStep(body, stream)
-                graphed.capture()
-                step = lambda: graphed.graph.launch(stream)  # noqa: E731 - one replay, as training does
+            # Everything from here on runs on `stream`, the set-up included: building the step
+            # zeroes its step counter and (the first time) fills its workspace's row of ones
+            # (network.py, `a[-1] = 1`), and CuPy enqueues those on the current stream.  Outside
+            # `with stream` that is the legacy default stream, which a non-blocking stream does
+            # not wait for (CUDA's cudaStreamNonBlocking; CuPy's cupy/cuda/stream.pyx:
+            # _BaseStream.__enter__ pushes the stream as the current one, and begin_capture's
+            # docstring captures on Stream(non_blocking=True), as GraphedStep does here), so the
+            # replayed graph could read them unwritten.  train.fit likewise builds its step
+            # inside its work stream.
             with stream:
+                body = DeviceStep(probe, data, order, batch, loss_sum, correct)
+                step = body
+                if body.capturable:
+                    graphed = GraphedStep(body, stream)
+                    graphed.capture()
+                    step = lambda: graphed.graph.launch(stream)  # noqa: E731 - one replay, as training does
                 body.step.fill(0)
                 for _ in range(warmup):
                     step()

@@ -261,9 +261,10 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
         steps = len(batches.steps)
         report_every = max(1, steps // 50)
         full_steps = n // batch_size if batch_size <= n else 0
-        # set-up before the clock: the step of full batches, captured as a graph where it can be
-        full_batches, step_path = _full_batch_step(network, data, batches.order, batch_size, loss_sum, correct,
-                                                   stream, communicator, cuda_graph and full_steps > 0)
+        # set-up before the clock: the step of full batches, captured as a graph where it can be;
+        # its workspace has min(batch_size, n) columns, as every batch here, never more than the data
+        full_batches, step_path = _full_batch_step(network, data, batches.order, min(batch_size, n), loss_sum,
+                                                   correct, stream, communicator, cuda_graph and full_steps > 0)
         history.params.update(dense=network.dense, dense_source=decision.source if decision else None,
                               step=step_path)
 
