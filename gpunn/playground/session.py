@@ -75,10 +75,10 @@ class Data:
     points_train: np.ndarray | None  #: (n, 2) coordinates in the picture's plane (None: no plane)
     points_test: np.ndarray | None
     classes: list  #: class names as the legend shows them (empty for regression)
+    class_values: np.ndarray | None  #: the classes as the labels hold them, sorted (None for regression)
     columns: list  #: names of the input columns
     plane: Plane | None
     scale: str  #: the network's input scaling, as ``gpunn train --scale`` names it
-    test_split: float | None = None  #: user CSV: the fraction gpunn held out
 
 
 def class_names(classes) -> list:
@@ -90,7 +90,7 @@ def build_data(s: Settings, upload: tuple[str, bytes] | None) -> Data:
     if s.dataset == "digits":
         d = load_dataset("digits")
         return Data("digits", "digits", "classification", d.X_train, d.y_train, d.X_test, d.y_test, None, None,
-                    class_names(d.classes), [f"pixel {i}" for i in range(64)], None, "auto")
+                    class_names(d.classes), d.classes, [f"pixel {i}" for i in range(64)], None, "auto")
     if s.dataset == "csv":
         if upload is None:
             raise GpunnError("no CSV uploaded in this tab yet; choose a file with the upload button")
@@ -100,8 +100,9 @@ def build_data(s: Settings, upload: tuple[str, bytes] | None) -> Data:
     problem = s.problem
     return Data(s.dataset, "generated", problem, gen.features(p_train, s.features), y_train,
                 gen.features(p_test, s.features), y_test, p_train, p_test,
-                ["0", "1"] if problem == "classification" else [], list(s.features), generated_plane(s.features),
-                "none")
+                ["0", "1"] if problem == "classification" else [],
+                np.arange(2) if problem == "classification" else None, list(s.features),
+                generated_plane(s.features), "none")
 
 
 def _user_data(s: Settings, name: str, content: bytes) -> Data:
@@ -124,8 +125,8 @@ def _user_data(s: Settings, name: str, content: bytes) -> Data:
     plane = user_plane(data.X_train, (a, b)) if width >= 2 else None
     pick = (lambda X: X[:, [a, b]]) if width >= 2 else (lambda X: None)
     return Data(name, "user", "classification", data.X_train, data.y_train, data.X_test, data.y_test,
-                pick(data.X_train), pick(data.X_test), class_names(data.classes),
-                [f"column {i + 2}" for i in range(width)], plane, "auto", test_split)
+                pick(data.X_train), pick(data.X_test), class_names(data.classes), data.classes,
+                [f"column {i + 2}" for i in range(width)], plane, "auto")
 
 
 class Session:
@@ -145,7 +146,6 @@ class Session:
         self.steps_wanted = 0
         self.closed = False
         self.generation = 0  #: counts rebuilds; a fit of an older generation stops early
-        self.curve: list = []  #: [epoch, train loss, test loss] per frame
         self.last_used = time.monotonic()
         self.message = ""  #: the newest diagnosis of the run, for the page
         self.edited = False  #: a weight was set by hand (the command line cannot reproduce that)
@@ -205,7 +205,7 @@ class Session:
             sizes, output = [data.X_train.shape[1], *s.hidden, 1], {"output_activation": "identity"}
         else:
             sizes = [data.X_train.shape[1], *s.hidden, len(data.classes)]
-            output = {"output_activation": "softmax", "loss": "cross_entropy"}
+            output = {"output_activation": "softmax", "loss": "cross_entropy", "classes": data.class_values}
         activation = "identity" if s.activation == "linear" else s.activation
         init = DEFAULT_INIT.get(activation, "xavier") if s.init == "default" else s.init
         net = Network(sizes, activation=activation, init=init, backend="numpy", dtype="float32", seed=s.seed,
@@ -223,18 +223,13 @@ class Session:
         """Make ``net`` the session's network at epoch 0 (the lock is held)."""
         self.net = net
         self.generation += 1
-        self.curve = []
         self.message = ""
         self.edited = False
-        labels = self._labels
-        self._samples = (net.device_samples(self.data.X_train, labels(self.data.y_train)),
-                         net.device_samples(self.data.X_test, labels(self.data.y_test)))
+        self._samples = (net.device_samples(self.data.X_train, self.data.y_train),
+                         net.device_samples(self.data.X_test, self.data.y_test))
         self._plane_samples = (None if self.data.plane is None
                                else net.device_samples(self.data.plane.inputs)[0])
         self.publish(force=True)
-
-    def _labels(self, y):
-        return y
 
     def _require_network(self) -> None:
         if self.net is None:
@@ -372,9 +367,6 @@ class Session:
         net, data = self.net, self.data
         losses = self.losses()
         epoch = net.epochs_done
-        self.curve.append([epoch, losses["train"]["loss"], losses["test"]["loss"]])
-        if len(self.curve) > 2000:  # keep the curve's shape, halve its points
-            self.curve = self.curve[::2]
         shown = [drawn(width) for width in net.sizes]
         weights = net.get_weights()
         header = {
@@ -382,7 +374,8 @@ class Session:
             "loss_train": _finite(losses["train"]["loss"]), "loss_test": _finite(losses["test"]["loss"]),
             "train": {k: _finite(v) for k, v in losses["train"].items()},
             "test": {k: _finite(v) for k, v in losses["test"].items()},
-            "curve_point": [_finite(v) for v in self.curve[-1]], "playing": self.playing, "message": self.message,
+            "curve_point": [epoch, _finite(losses["train"]["loss"]), _finite(losses["test"]["loss"])],
+            "playing": self.playing, "message": self.message,
             "epochs_per_second": round(self.epochs_per_second, 1),
             "weights": [_finite_list(weights[2 * k][: shown[k], : shown[k + 1]]) for k in range(len(net.sizes) - 1)],
             "biases": [_finite_list(weights[2 * k + 1][: shown[k + 1]]) for k in range(len(net.sizes) - 1)],
