@@ -126,7 +126,23 @@ def _user_data(s: Settings, name: str, content: bytes) -> Data:
     pick = (lambda X: X[:, [a, b]]) if width >= 2 else (lambda X: None)
     return Data(name, "user", "classification", data.X_train, data.y_train, data.X_test, data.y_test,
                 pick(data.X_train), pick(data.X_test), class_names(data.classes), data.classes,
-                [f"column {i + 2}" for i in range(width)], plane, "auto")
+                _column_names(content, width), plane, "auto")
+
+
+def _column_names(content: bytes, width: int) -> list:
+    """The feature columns' names from the CSV's header row, when it has one (gpunn's reader's rule: a
+    first row whose fields after the first are not all numbers), else ``column 2``, ``column 3``, ..."""
+    fallback = [f"column {i + 2}" for i in range(width)]
+    first = next((line for line in content.decode("utf-8-sig", "replace").splitlines() if line.strip()), "")
+    fields = [field.strip() for field in first.split(",")]
+    if len(fields) != width + 1:
+        return fallback
+    try:
+        for field in fields[1:]:
+            float(field)
+    except ValueError:
+        return [name[:40] or fallback[i] for i, name in enumerate(fields[1:])]
+    return fallback
 
 
 class Session:

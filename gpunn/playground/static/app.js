@@ -46,6 +46,14 @@ function readUrl() {
   return s;
 }
 
+// A link followed or a hash typed: take its settings (our own replaceState fires no hashchange).
+window.addEventListener("hashchange", () => {
+  state.settings = readUrl();
+  state.showTest = new URLSearchParams(location.hash.slice(1)).get("showTest") === "1";
+  if (state.caps) setUp(state.caps);
+  configure();
+});
+
 function writeUrl() {
   const params = new URLSearchParams();
   for (const [key, value] of Object.entries(state.settings)) params.set(key, Array.isArray(value) ? value.join(",") : value);

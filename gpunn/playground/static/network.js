@@ -23,8 +23,8 @@ export class NetworkView {
     this.drawn = drawn.slice();
     this.kind = kind;
     this.root.textContent = "";
-    const inputRows = inputs.length;
-    const rows = Math.max(inputRows, ...drawn.slice(1));
+    const inputRows = inputs.filter((input) => !input.on).length + drawn[0];  // off features, drawn inputs
+    const rows = Math.max(inputRows, ...drawn.slice(1)) + 1;  // and a row for "+N more"
     const width = LEFT + COLUMN * (sizes.length - 1) + NODE + 10;
     const height = TOP + rows * ROW + 20;
     this.root.style.width = `${width}px`;
