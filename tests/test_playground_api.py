@@ -383,3 +383,30 @@ def test_a_session_works_without_the_server():
     finally:
         session.close()
         assert session.join(1.0)
+
+
+def test_regression_trains_when_gpunn_has_it_and_is_refused_with_a_notice_when_not(client, tmp_path, monkeypatch):
+    from gpunn.playground.settings import capabilities
+
+    if not capabilities()["regression"]:
+        ws, _, _ = open_session(client)
+        ws.send_json({"type": "configure", "settings": {**SMALL, "dataset": "plane"}})
+        assert "identity output layer" in receive(ws, "error")["message"]
+        ws.__exit__(None, None, None)
+        return
+    settings = {"dataset": "plane", "hidden": [5], "lr": 0.03, "momentum": 0.5, "points": 300}
+    ws, sid, session = trained_session(client, epochs=3, settings=settings)
+    data = client.get(f"/api/session/{sid}/state").json()
+    assert data["problem"] == "regression" and data["sizes"] == [2, 5, 1] and data["classes"] == []
+    header, maps = receive(ws, "frame")
+    assert {"mse", "mae", "r2"} <= set(header["test"]) and header["loss_test"] == header["test"]["mse"]
+    assert header["maps"][-1] == 1 and np.isfinite(maps).all()
+    (tmp_path / "playground-data.npz").write_bytes(client.get(f"/api/session/{sid}/data.npz").content)
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(data["command"], namespace)  # the Python lines shown for a regression run reproduce it
+    for mine, theirs in zip(session.net.get_weights(), namespace["net"].get_weights()):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-6, atol=1e-7)
+    panel = client.post(f"/api/session/{sid}/explain", json={"layer": 2, "neuron": 0}).json()
+    assert panel["command"] is None and np.isfinite(panel["error"])
+    ws.__exit__(None, None, None)

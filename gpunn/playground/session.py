@@ -233,6 +233,9 @@ class Session:
                     "the pictures of every neuron", "use fewer neurons")
         if net.scaler is None:
             net.scaler = Scaler.fit(data.X_train, data.scale)  # as gpunn train fits it, before training
+        if data.problem == "regression":  # fit(epochs=0) fits the targets' standardisation, trains nothing
+            net.fit(data.X_train, data.y_train, epochs=0, batch_size=s.batch)
+            net.history = None
         return net
 
     def _install(self, net: Network) -> None:
@@ -372,8 +375,13 @@ class Session:
         return frame
 
     def losses(self) -> dict:
-        """Loss (and accuracy, or the regression measures) on the training and the test set."""
+        """Loss and accuracy on the training and the test set; for regression the loss is the mean squared
+        error in the targets' own units (with the mean absolute error and R^2), as ``evaluate`` gives them."""
         with self.lock, np.errstate(all="ignore"):
+            if self.data.problem == "regression":
+                data = self.data
+                train, test = self.net.evaluate(data.X_train, data.y_train), self.net.evaluate(data.X_test, data.y_test)
+                return {"train": {**train, "loss": train["mse"]}, "test": {**test, "loss": test["mse"]}}
             train = self.net.evaluate_device(*self._samples[0])
             test = self.net.evaluate_device(*self._samples[1])
         return {"train": train, "test": test}
@@ -402,6 +410,8 @@ class Session:
             n = len(data.plane.points)
             with np.errstate(all="ignore"):
                 values = layer_values(net, self._plane_samples, n)
+                if data.problem == "regression":  # the output in the targets' units, as predict gives it
+                    values[-1] = net.target_scaling.undo(values[-1].T.astype(np.float64)).T.astype(np.float32)
             header["grid"] = data.plane.grid
             for layer, v in enumerate(values):
                 pictures.append(v[: shown[layer]])
@@ -471,8 +481,8 @@ class Session:
             if not (isinstance(sample, int) and 0 <= sample < len(y)):
                 raise GpunnError(f"sample {sample!r:.20} is not in the {split} set (0 to {len(y) - 1})")
             x = network_input(net, X[sample])
-            if data.problem == "regression":
-                t = np.array([float(y[sample])])
+            if data.problem == "regression":  # the target as the network learns it: standardised
+                t = net.target_scaling.apply(np.array([[float(y[sample])]]))[0]
             else:
                 t = one_hot_target(int(net.label_indices(y[sample:sample + 1], 1)[0]), sizes[-1])
             step = explain_step(net, x, t, lr=s.lr)
@@ -481,7 +491,8 @@ class Session:
                       point=None if data.points_test is None else
                       (data.points_test if split == "test" else data.points_train)[sample].tolist(),
                       command=(f"gpunn explain --model playground-model.npz --dataset playground-data.npz "
-                               f"--sample {sample} --lr {s.lr:g}" if split == "test" else None),
+                               f"--sample {sample} --lr {s.lr:g}"
+                               if split == "test" and data.problem == "classification" else None),
                       optimizer_note=None if (s.optimizer == "sgd" and not s.momentum and not s.weight_decay)
                       else "the step shown is plain SGD with the same learning rate, as gpunn explain computes "
                            "it; training itself uses your optimizer settings")
@@ -515,6 +526,9 @@ class Session:
                 self.net.to_onnx(path)
             return path.read_bytes()
 
+    def _python_lines(self) -> str:
+        return _python_lines_of(self.settings, self.net)
+
     def data_bytes(self) -> bytes:
         """The data set as an .npz with its own test set (``gpunn train --dataset`` reads it)."""
         self._require_network()
@@ -526,8 +540,11 @@ class Session:
 
     def command_line(self) -> str:
         """The ``gpunn train`` command that reproduces this run, epoch for epoch (with the data file the page
-        saves; weights set by hand are not part of it)."""
+        saves; weights set by hand are not part of it).  ``gpunn train`` reads class labels only, so a
+        regression run is reproduced by the Python lines that do the same."""
         s, net = self.settings, self.net
+        if self.data.problem == "regression":
+            return self._python_lines()
         sizes = ",".join(map(str, net.sizes))
         parts = ["gpunn train --dataset playground-data.npz", f"--layers {sizes}", f"--activation {net.activation}",
                  f"--output-activation {net.output_activation}", f"--loss {net.loss}", f"--init {net.init}",
@@ -541,6 +558,25 @@ class Session:
         if s.weight_decay:
             parts.append(f"--weight-decay {s.weight_decay:g}")
         return " ".join(parts)
+
+
+def _python_lines_of(s: Settings, net: Network) -> str:
+    """Python that trains the same network on the saved data (``fit(epochs=k)`` equals k one-epoch fits)."""
+    options = [f"epochs={max(net.epochs_done, 1)}", f"batch_size={s.batch}", f"optimizer={s.optimizer!r}",
+               f"lr={s.lr!r}"]
+    if s.optimizer == "sgd":
+        options.append('lr_scaling="none"')
+    if s.momentum:
+        options.append(f"momentum={s.momentum!r}")
+    if s.weight_decay:
+        options.append(f"weight_decay={s.weight_decay!r}")
+    return "\n".join([
+        "import numpy as np, gpunn",
+        'd = np.load("playground-data.npz")',
+        f"net = gpunn.Network({list(net.sizes)}, activation={net.activation!r}, "
+        f"output_activation={net.output_activation!r}, init={net.init!r}, backend=\"numpy\", seed={s.seed})",
+        f'net.fit(d["X"], d["y"], {", ".join(options)})',
+    ])
 
 
 def _plain(y: np.ndarray, net: Network, data: Data) -> list:

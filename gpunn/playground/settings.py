@@ -44,7 +44,7 @@ def capabilities() -> dict:
         notices["regression"] = "regression needs gpunn's identity output layer, which this gpunn does not have yet"
     notices["L1"] = "gpunn's optimizers have L2 weight decay only, so L1 is not offered"
     return {
-        "activations": list(ACTIVATIONS) + (["linear"] if linear else []),
+        "activations": [name for name in ACTIVATIONS if name != "identity"] + (["linear"] if linear else []),
         "regression": regression,
         "datasets": list(CLASSIFICATION) + (list(REGRESSION) if regression else []) + ["digits", "csv"],
         "features": list(FEATURES),

@@ -374,12 +374,14 @@ function render() {
   $("loss-test").textContent = fmt(frame.loss_test);
   $("loss-train").dataset.value = frame.loss_train;
   $("loss-test").dataset.value = frame.loss_test;
-  $("accuracy").textContent = "accuracy" in frame.test && frame.test.accuracy !== null ? `test accuracy ${(100 * frame.test.accuracy).toFixed(1)}%` : "";
+  if ("accuracy" in frame.test && frame.test.accuracy !== null) $("accuracy").textContent = `test accuracy ${(100 * frame.test.accuracy).toFixed(1)}%`;
+  else if ("r2" in frame.test && frame.test.r2 !== null) $("accuracy").textContent = `test R\u00b2 ${frame.test.r2.toFixed(3)}`;
+  else $("accuracy").textContent = "";
   $("speed").textContent = state.playing && frame.epochs_per_second ? `${Math.round(frame.epochs_per_second)} epochs/s` : "";
   if (frame.message) say(frame.message, true);
   if (!frame.playing && state.playing && frame.message) setPlaying(false);
   paintCurve($("curve"), state.curve);
-  $("command").textContent = desc.command.replace(/--epochs \d+/, `--epochs ${Math.max(1, frame.epoch)}`) +
+  $("command").textContent = desc.command.replace(/--epochs \d+|epochs=\d+/, (m) => m.replace(/\d+/, Math.max(1, frame.epoch))) +
     (frame.edited ? "\n(weights you set by hand are not part of it)" : "");
   view.update(frame, state.maps, desc.problem);
   if (state.maps && desc.extent) {
