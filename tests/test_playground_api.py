@@ -171,6 +171,8 @@ def test_nan_and_unexpected_messages_are_answered_with_one_line(client):
     assert "finite" in receive(ws, "error")["message"]
     ws.send_text("hello?")
     assert "not JSON" in receive(ws, "error")["message"]
+    ws.send_bytes(b"\x00\x01")
+    assert "binary" in receive(ws, "error")["message"]
     ws.send_json({"type": "launch"})
     assert "unexpected message type" in receive(ws, "error")["message"]
     ws.send_json({"type": "set_weight", "layer": 1, "source": 0, "target": 0, "value": "big"})

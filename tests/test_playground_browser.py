@@ -106,6 +106,31 @@ def open_page(browser, server):
         page.close()
 
 
+def test_the_page_loads_without_console_errors(open_page):
+    p = open_page()  # the defaults: circle data, 2-4-2-2 tanh
+    values = p.page.get_by_test_id("dataset").locator("option").evaluate_all("options => options.map(o => o.value)")
+    assert {"circle", "xor", "gauss", "spiral", "digits"} <= set(values)
+    for testid in ("network", "neuron-0-1", "neuron-1-3", "neuron-2-1", "neuron-3-1", "play", "step", "reset",
+                   "upload", "save-model", "save-onnx"):
+        assert p.page.get_by_test_id(testid).count() == 1, testid
+    assert p.epoch() == 0 and p.page.get_by_test_id("message").text_content() == ""
+    # Page.close (the fixture's teardown) fails the test on any console error
+
+
+def test_the_model_and_its_onnx_download(open_page, tmp_path):
+    import gpunn
+
+    p = open_page("#dataset=xor&hidden=3")
+    p.page.get_by_test_id("step").click()
+    p.wait_epoch(lambda e: e == 1)
+    for testid, name in (("save-model", "m.npz"), ("save-onnx", "m.onnx")):
+        with p.page.expect_download() as download:
+            p.page.get_by_test_id(testid).click()
+        download.value.save_as(tmp_path / name)
+    assert gpunn.load(tmp_path / "m.npz", backend="numpy").sizes == (2, 3, 2)
+    assert (tmp_path / "m.onnx").read_bytes()[:2] == b"\x08\x08"
+
+
 def test_play_makes_epochs_advance_and_the_test_loss_fall_on_circle_data(open_page):
     p = open_page("#dataset=circle&hidden=4,2&lr=0.03&batch=10")
     assert p.page.get_by_test_id("message").text_content() == ""

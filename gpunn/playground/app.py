@@ -167,7 +167,13 @@ def create_app(limit: int = MAX_SESSIONS, idle_seconds: float = IDLE_SECONDS) ->
         sender = asyncio.create_task(_send_frames(ws, session, ready))
         try:
             while True:
-                text = await ws.receive_text()
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                text = message.get("text")
+                if text is None:
+                    await ws.send_json({"type": "error", "message": "unexpected binary message from the page"})
+                    continue
                 reply = await _handle(session, text)
                 if reply is not None:
                     await ws.send_json(reply)
