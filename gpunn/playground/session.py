@@ -327,8 +327,8 @@ class Session:
                     session._count_epoch(logs)
                     if stepping or not session.playing or session._interrupts or session.closed:
                         self.network.stop_training = True
-                    else:
-                        session.publish()
+                    elif session.publish():
+                        time.sleep(0)  # give up the GIL for a moment: the server's loop sends the frame
 
             history = net.fit(data.X_train, data.y_train, epochs=1 if stepping else EPOCHS_PER_CALL,
                               batch_size=s.batch, optimizer=s.optimizer, lr=s.lr, momentum=s.momentum,
@@ -348,11 +348,12 @@ class Session:
             else 1.0 / seconds
 
     # -- frames -------------------------------------------------------------------------
-    def publish(self, force: bool = False) -> None:
-        """Make a frame now when forced or when 1/FRAME_RATE s has passed since the last (lock held)."""
+    def publish(self, force: bool = False) -> bool:
+        """Make a frame now when forced or when 1/FRAME_RATE s has passed since the last (lock held);
+        whether one was made."""
         now = time.monotonic()
         if not force and now - self._last_frame < 1.0 / FRAME_RATE:
-            return
+            return False
         self._last_frame = now
         frame = self.frame()
         with self._frame_lock:
@@ -361,6 +362,7 @@ class Session:
             self.notify()
         except RuntimeError:  # the tab's event loop has ended: the session is closing
             pass
+        return True
 
     def republish(self) -> None:
         """Make a frame of the network as it is now (e.g. after the page has learnt its shape)."""
