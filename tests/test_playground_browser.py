@@ -209,6 +209,15 @@ def test_a_bad_csv_shows_a_message(open_page):
     message.filter(has_text="broken.csv").wait_for()
     assert message.text_content() == "broken.csv, line 3: 2 columns, but the first data row has 3"
     assert p.epoch() == 0  # the circle network is still there
+    assert p.page.get_by_test_id("dataset").input_value() == "circle" and "dataset=circle" in p.page.url
+
+
+def test_a_link_to_settings_that_cannot_be_met_falls_back_to_the_defaults_and_says_why(open_page):
+    p = open_page("#dataset=csv&hidden=3")  # a link to an uploaded CSV: the file is not in the link
+    message = p.page.get_by_test_id("message")
+    message.filter(has_text="no CSV uploaded").wait_for()
+    p.page.get_by_test_id("neuron-2-1").wait_for()  # the default network, drawn
+    assert p.page.get_by_test_id("dataset").input_value() == "circle"
 
 
 def test_the_explain_panel_equals_gpunn_explain(open_page, server, tmp_path):

@@ -75,7 +75,21 @@ function send(message) {
 function configure() {
   writeUrl();
   state.curve = [];
+  state.configuring = true;
   send({ type: "configure", settings: state.settings });
+}
+
+// The server refused the settings: go back to the last ones it took (the defaults, if none yet).
+function refused() {
+  state.configuring = false;
+  const fallback = state.lastGood || (state.triedDefaults ? null : DEFAULTS);
+  if (!fallback) return;
+  state.triedDefaults = true;
+  state.settings = structuredClone(fallback);
+  syncControls();
+  if (state.caps) setUp(state.caps);
+  if (state.lastGood) writeUrl();
+  else { state.keepMessage = true; configure(); }
 }
 
 function connect() {
@@ -88,7 +102,7 @@ function connect() {
     const message = JSON.parse(event.data);
     if (message.type === "hello") { state.session = document.body.dataset.session = message.session; setUp(message.capabilities); configure(); }
     else if (message.type === "data") receiveData(message);
-    else if (message.type === "error") say(message.message);
+    else if (message.type === "error") { say(message.message); if (state.configuring) refused(); }
     else if (message.type === "explain") $("explain").innerHTML = explainHtml(message, state.selected), $("explain").hidden = false;
     else if (message.type === "digit") pad.show(message.probabilities, message.classes);
   });
@@ -299,9 +313,12 @@ async function download(what, name) {
 // -- what the server sends ---------------------------------------------------------------------------
 function receiveData(desc) {
   state.desc = desc;
+  state.configuring = false;
+  state.lastGood = structuredClone(state.settings);
+  if (!state.keepMessage) say("");
+  state.keepMessage = false;
   state.frame = null;
   state.curve = [];
-  say("");
   const s = state.settings;
   let inputs;
   if (desc.kind === "generated") inputs = FEATURES.map((name) => ({ name: FEATURE_LABELS[name], on: s.features.includes(name), toggle: true, key: name }));
