@@ -206,6 +206,19 @@ def test_http_errors_are_json_4xx(client):
     ws.__exit__(None, None, None)
 
 
+def test_a_bug_of_ours_is_a_500_with_one_log_line_and_no_traceback(client, caplog, monkeypatch):
+    ws, sid, _ = open_session(client)
+    session = client.app.state.sessions.get(sid)
+    monkeypatch.setattr(session, "data_bytes", lambda: 1 / 0)
+    with caplog.at_level("ERROR"):
+        r = client.get(f"/api/session/{sid}/data.npz")
+    assert r.status_code == 500 and "ZeroDivisionError" in r.json()["error"]
+    assert [rec.getMessage() for rec in caplog.records] == [
+        f"playground: ZeroDivisionError on /api/session/{sid}/data.npz: division by zero"]
+    assert all(rec.exc_info is None for rec in caplog.records)
+    ws.__exit__(None, None, None)
+
+
 def test_uploads_too_large_or_malformed_are_refused_with_one_line(client):
     ws, sid, _ = open_session(client)
     r = client.post(f"/api/session/{sid}/upload?name=big.csv", content=b"0," * (MAX_UPLOAD // 2 + 1))

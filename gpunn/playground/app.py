@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import secrets
@@ -179,8 +180,10 @@ def create_app(limit: int = MAX_SESSIONS, idle_seconds: float = IDLE_SECONDS) ->
                     await ws.send_json(reply)
                 if reply is not None and reply.get("type") == "data":  # the new network's first frame, after it
                     await run_in_threadpool(session.republish)
-        except (WebSocketDisconnect, RuntimeError):
+        except (WebSocketDisconnect, RuntimeError, OSError):  # the tab went away
             pass
+        except Exception as exc:  # a bug of ours: one line in the log, and the session ends
+            log.error("playground: %s in a tab's socket: %s", type(exc).__name__, exc)
         finally:
             sender.cancel()
             sessions.end(session.id)
@@ -210,35 +213,44 @@ def create_app(limit: int = MAX_SESSIONS, idle_seconds: float = IDLE_SECONDS) ->
             task.cancel()
             sessions.close_all()
 
-    async def refused(request, exc):
-        return JSONResponse({"error": str(exc)}, status_code=400)
-
-    async def missing(request, exc):
-        return JSONResponse({"error": str(exc).strip("'\"")}, status_code=404)
-
-    async def unexpected(request, exc):
-        log.error("playground: %s on %s: %s", type(exc).__name__, request.url.path, exc)
-        return JSONResponse({"error": f"the server could not do that ({type(exc).__name__}); see its log"},
-                            status_code=500)
-
     api = "/api/session/{sid}"
     app = Starlette(
         routes=[
             Route("/", index),
             Route("/api/capabilities", caps),
-            Route(api + "/upload", upload, methods=["POST"]),
-            Route(api + "/explain", explain, methods=["POST"]),
-            Route(api + "/digit", digit, methods=["POST"]),
-            Route(api + "/{what}", download),
+            Route(api + "/upload", _answering(upload), methods=["POST"]),
+            Route(api + "/explain", _answering(explain), methods=["POST"]),
+            Route(api + "/digit", _answering(digit), methods=["POST"]),
+            Route(api + "/{what}", _answering(download)),
             WebSocketRoute("/api/ws", socket),
             Mount("/static", StaticFiles(directory=str(static)), name="static"),
         ],
-        exception_handlers={GpunnError: refused, LookupError: missing, Exception: unexpected},
         lifespan=lifespan,
     )
     app.state.sessions = sessions
     app.state.expire = expire
     return app
+
+
+def _answering(route):
+    """``route`` with its errors as JSON ``{"error": ...}``: 400 for what the request got wrong, 404 for
+    what does not exist, and 500 with one line in the log for a bug of ours (Starlette's own handler for
+    unexpected errors would hand the traceback to the server's log)."""
+
+    @functools.wraps(route)
+    async def answered(request: Request):
+        try:
+            return await route(request)
+        except GpunnError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        except LookupError as exc:
+            return JSONResponse({"error": str(exc).strip("'\"")}, status_code=404)
+        except Exception as exc:
+            log.error("playground: %s on %s: %s", type(exc).__name__, request.url.path, exc)
+            return JSONResponse({"error": f"the server could not do that ({type(exc).__name__}); see its log"},
+                                status_code=500)
+
+    return answered
 
 
 async def _json_body(request: Request) -> dict:
@@ -267,7 +279,7 @@ async def _send_frames(ws: WebSocket, session: Session, ready: asyncio.Event) ->
             frame = session.take_frame()
             if frame is not None:
                 await ws.send_bytes(frame)
-    except (asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+    except (asyncio.CancelledError, WebSocketDisconnect, RuntimeError, OSError):
         return
 
 
