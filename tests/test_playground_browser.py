@@ -158,6 +158,21 @@ def test_adding_a_neuron_redraws_the_network(open_page):
     p.page.get_by_test_id("neuron-0-2").wait_for()
 
 
+def test_a_weight_and_a_bias_are_set_by_clicking_them(open_page):
+    p = open_page("#dataset=gauss&hidden=2")
+    answers = iter(["0.75", "-2.5"])
+    p.page.on("dialog", lambda dialog: dialog.accept(next(answers)))
+    p.page.get_by_test_id("weight-1-0-1").dispatch_event("click")  # an edge: a curve, clicked where it runs
+    p.page.get_by_test_id("bias-2-0").click()
+    edge = p.page.get_by_test_id("weight-1-0-1")
+    deadline = time.monotonic() + 10
+    while float(edge.get_attribute("stroke-width")) != 0.5 + 2 * 0.75 and time.monotonic() < deadline:
+        p.page.wait_for_timeout(50)
+    assert float(edge.get_attribute("stroke-width")) == 0.5 + 2 * 0.75  # redrawn from the server's frame
+    p.page.get_by_test_id("neuron-2-0").hover()
+    p.page.get_by_text("bias b = -2.5000").wait_for()
+
+
 def test_the_url_round_trips(open_page):
     state = "#dataset=spiral&noise=0.1&hidden=3,3&lr=0.1&features=x1,x2,sin%20x1&seed=5&activation=relu&batch=7"
     p = open_page(state)

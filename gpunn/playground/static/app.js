@@ -244,11 +244,11 @@ function removeNeuron(layer) {
   change("hidden", hidden);
 }
 
-function editWeight(layer, source, target, value) {
-  const text = prompt(`New value of this weight (now ${fmt(value)}):`, value === null ? "" : String(value));
+function editWeight(layer, source, target, value, what = "weight") {
+  const text = prompt(`New value of this ${what} (now ${fmt(value)}):`, value === null ? "" : String(value));
   if (text === null) return;
   const number = Number(text);
-  if (text.trim() === "" || !Number.isFinite(number)) { say(`a weight must be a finite number, not ${JSON.stringify(text.slice(0, 30))}`); return; }
+  if (text.trim() === "" || !Number.isFinite(number)) { say(`a ${what} must be a finite number, not ${JSON.stringify(text.slice(0, 30))}`); return; }
   send({ type: "set_weight", layer, source, target, value: number });
 }
 

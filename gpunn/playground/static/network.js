@@ -65,6 +65,14 @@ export class NetworkView {
         const node = this.node(...position(layer, i), last ? "" : "");
         node.setAttribute("data-testid", `neuron-${layer}-${i}`);
         node.addEventListener("click", () => this.handlers.neuron(layer, i));
+        const bias = document.createElement("div");  // the bias, as TensorFlow Playground draws it
+        bias.className = "bias";
+        bias.setAttribute("data-testid", `bias-${layer}-${i}`);
+        bias.addEventListener("click", (e) => {
+          e.stopPropagation();
+          this.handlers.editWeight(layer, sizes[layer - 1], i, this.bias(layer, i), "bias");
+        });
+        node.appendChild(bias);
         node.addEventListener("mousemove", (e) => this.handlers.tooltip(this.nodeText(layer, i), e));
         node.addEventListener("mouseleave", () => this.handlers.tooltip(null));
         canvases.push(node.querySelector("canvas"));
@@ -152,9 +160,14 @@ export class NetworkView {
     return w && w[s] ? w[s][t] : null;
   }
 
-  nodeText(layer, i) {
+  bias(layer, i) {
     const b = this.frame && this.frame.biases[layer - 1];
-    return `layer ${layer}, neuron ${i}: bias b = ${fmt(b ? b[i] : null)} (click for its arithmetic)`;
+    return b ? b[i] : null;
+  }
+
+  nodeText(layer, i) {
+    return `layer ${layer}, neuron ${i}: bias b = ${fmt(this.bias(layer, i))} (click for its arithmetic; ` +
+      "click the small square to set the bias)";
   }
 
   // A frame: weights on the edges, pictures in the nodes.
@@ -169,6 +182,11 @@ export class NetworkView {
         path.setAttribute("stroke", ok ? css(diverging(Math.sign(w) * Math.min(1, 0.25 + Math.abs(w)))) : "#000");
         path.setAttribute("stroke-width", ok ? Math.min(8, 0.5 + 2 * Math.abs(w)) : 1);
       }));
+    }
+    for (const el of this.root.querySelectorAll(".bias")) {
+      const [, layer, i] = el.getAttribute("data-testid").split("-").map(Number);
+      const b = this.bias(layer, i);
+      el.style.background = Number.isFinite(b) ? css(diverging(Math.sign(b) * Math.min(1, 0.25 + Math.abs(b)))) : "#000";
     }
     if (!maps) return;
     const last = this.nodes.length - 1;
