@@ -425,3 +425,19 @@ def test_regression_trains_when_gpunn_has_it_and_is_refused_with_a_notice_when_n
     panel = client.post(f"/api/session/{sid}/explain", json={"layer": 2, "neuron": 0}).json()
     assert panel["command"] is None and np.isfinite(panel["error"])
     ws.__exit__(None, None, None)
+
+
+def test_tabs_are_isolated(client):
+    first, sid1, _ = open_session(client, {**SMALL, "dataset": "xor"})
+    second, sid2, _ = open_session(client, {**SMALL, "dataset": "spiral", "hidden": [3]})
+    sessions = client.app.state.sessions
+    assert sessions.get(sid1).net is not sessions.get(sid2).net
+    first.send_json({"type": "play"})
+    receive(first, "frame")
+    second.send_json({"type": "configure", "settings": {**SMALL, "lr": -1}})  # a bad message in one tab
+    receive(second, "error")
+    time.sleep(0.3)
+    assert sessions.get(sid1).net.epochs_done > 0 and sessions.get(sid2).net.epochs_done == 0
+    assert sessions.get(sid2).net.sizes == (2, 3, 2)
+    for ws in (first, second):
+        ws.__exit__(None, None, None)
