@@ -259,6 +259,10 @@ def test_a_three_class_csv_trains_with_softmax_and_names_its_classes(client):
 def test_a_drawn_digit_gets_probabilities_summing_to_one(client):
     ws, sid, data = open_session(client, {**SMALL, "dataset": "digits", "hidden": [16]})
     assert data["sizes"] == [64, 16, 10] and data["extent"] is None
+    header, pictures = receive(ws, "frame")
+    assert header["weight_maps"] == 16 and pictures.size == 16 * 64  # layer 1's weights, 8x8 per neuron
+    session = client.app.state.sessions.get(sid)
+    np.testing.assert_array_equal(pictures.reshape(16, 64), session.net.get_weights()[0].T)
     for _ in range(3):
         ws.send_json({"type": "step"})
     pixels = (gpunn.load_dataset("digits").X_test[0] * 16).round().astype(int).tolist()

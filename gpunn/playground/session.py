@@ -174,6 +174,7 @@ class Session:
         self._interrupts = 0  #: callers waiting for the lock: training pauses after the epoch in progress
         self._discarding = 0  #: rebuilds waiting for the lock: the epoch in progress stops at once
         self.epochs_per_second = 0.0
+        self._rate_mark = (None, 0)  #: (time, epochs done) where the current rate measurement started
         self._thread = threading.Thread(target=self._run, name=f"playground-{sid[:8]}", daemon=True)
         self._thread.start()
 
@@ -244,6 +245,7 @@ class Session:
         self.generation += 1
         self.message = ""
         self.edited = False
+        self.epochs_per_second, self._rate_mark = 0.0, (None, 0)
         self._samples = (net.device_samples(self.data.X_train, self.data.y_train),
                          net.device_samples(self.data.X_test, self.data.y_test))
         self._plane_samples = (None if self.data.plane is None
@@ -342,10 +344,14 @@ class Session:
             self.publish(force=stepping or not self.playing)
 
     def _count_epoch(self, logs) -> None:
-        """Keep a running rate of epochs per second, for the page."""
-        seconds = max(logs.get("seconds", 0.0), 1e-9)
-        self.epochs_per_second = 0.95 * self.epochs_per_second + 0.05 / seconds if self.epochs_per_second \
-            else 1.0 / seconds
+        """Epochs per second over the last half second or more of playing (frames and all), for the page."""
+        now, done = time.monotonic(), self.net.epochs_done
+        since, then = self._rate_mark
+        if since is None or now - since > 2.0:  # the first epoch after a pause starts a new measurement
+            self._rate_mark = (now, done)
+        elif now - since >= 0.5:
+            self.epochs_per_second = (done - then) / (now - since)
+            self._rate_mark = (now, done)
 
     # -- frames -------------------------------------------------------------------------
     def publish(self, force: bool = False) -> bool:
@@ -418,6 +424,9 @@ class Session:
             for layer, v in enumerate(values):
                 pictures.append(v[: shown[layer]])
             header["maps"] = [int(p.shape[0]) for p in pictures]
+        elif data.kind == "digits":  # no plane: layer 1 shows each neuron's 64 incoming weights as 8x8 pixels
+            pictures.append(weights[0][:, : shown[1]].T)
+            header["weight_grid"], header["weight_maps"] = 8, shown[1]
         return encode_frame(header, pictures)
 
     def describe(self) -> dict:

@@ -103,7 +103,7 @@ function connect() {
     if (message.type === "hello") { state.session = document.body.dataset.session = message.session; setUp(message.capabilities); configure(); }
     else if (message.type === "data") receiveData(message);
     else if (message.type === "error") { say(message.message); if (state.configuring) refused(); }
-    else if (message.type === "explain") $("explain").innerHTML = explainHtml(message, state.selected), $("explain").hidden = false;
+    else if (message.type === "explain") { $("explain").innerHTML = explainHtml(message); $("explain").hidden = false; render(); }
     else if (message.type === "digit") pad.show(message.probabilities, message.classes);
   });
   socket.addEventListener("close", () => {
@@ -326,7 +326,7 @@ function receiveData(desc) {
   view.build(desc.sizes, desc.drawn, inputs, desc.kind);
   const notes = [];
   desc.sizes.forEach((w, layer) => { if (desc.drawn[layer] < w) notes.push(`layer ${layer}: ${desc.drawn[layer]} of ${w} neurons drawn`); });
-  if (!desc.extent) notes.push(`${desc.dataset}: ${desc.sizes[0]} inputs, so no 2-D pictures in the nodes` + (desc.kind === "digits" ? "; draw a digit instead" : ""));
+  if (!desc.extent) notes.push(`${desc.dataset}: ${desc.sizes[0]} inputs, so no 2-D pictures in the nodes` + (desc.kind === "digits" ? "; layer 1 shows each neuron's weights from the 8x8 pixels (blue +, orange \u2212); draw a digit on the right" : ""));
   $("network-note").textContent = notes.join("; ");
   $("digit-box").hidden = desc.kind !== "digits";
   $("surface-box").hidden = !desc.extent;
@@ -375,6 +375,12 @@ function receiveFrame(buffer) {
       maps.push(layer);
     }
   }
+  if (header.weight_maps) {  // digits: layer 1's incoming weights, 8x8 per neuron
+    const all = new Float32Array(buffer, 4 + length);
+    const n = header.weight_grid * header.weight_grid;
+    maps = [[], []];
+    for (let i = 0; i < header.weight_maps; i++) maps[1].push(all.subarray(i * n, (i + 1) * n));
+  }
   state.curve.push(header.curve_point);
   if (state.pending === null) requestAnimationFrame(render);
   state.pending = { header, maps };
@@ -401,7 +407,7 @@ function render() {
   $("command").textContent = desc.command.replace(/--epochs \d+|epochs=\d+/, (m) => m.replace(/\d+/, Math.max(1, frame.epoch))) +
     (frame.edited ? "\n(weights you set by hand are not part of it)" : "");
   view.update(frame, state.maps, desc.problem);
-  if (state.maps && desc.extent) {
+  if (state.maps && desc.extent && frame.maps) {
     const canvas = $("surface");
     paintSurface(canvas, state.maps[state.maps.length - 1], frame.grid, desc.problem);
     paintPoints(canvas, desc.train, desc.extent, desc.problem, false);

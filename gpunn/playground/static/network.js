@@ -190,6 +190,10 @@ export class NetworkView {
     }
     if (!maps) return;
     const last = this.nodes.length - 1;
+    if (frame.weight_maps) {  // digits: each neuron of layer 1 shows its weights from the 8x8 pixels
+      this.nodes[1].forEach((canvas, i) => paintMap(canvas, normalise(maps[1][i], "input"), frame.weight_grid));
+      return;
+    }
     this.nodes.forEach((canvases, layer) => {
       const kind = layer === 0 ? "input" : layer === last ? frame.output : frame.activation;
       canvases.forEach((canvas, i) => {
