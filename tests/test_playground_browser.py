@@ -144,6 +144,8 @@ def test_play_makes_epochs_advance_and_the_test_loss_fall_on_circle_data(open_pa
     if shot:
         p.page.get_by_test_id("neuron-2-1").click()
         p.page.get_by_test_id("explain").wait_for()
+        p.page.mouse.move(5, 600)  # off the network: no tooltip in the picture
+        p.page.wait_for_timeout(200)
         p.page.screenshot(path=shot, full_page=True)
 
 
