@@ -36,6 +36,13 @@ differ, by design or by what gpunn's network offers:
 * ``loss="quadratic"`` (gpunn's extra) trains the tutorial's network instead: sigmoid
   outputs and the error 1/2 (t - y)^2; ``predict_proba`` then divides each row of
   outputs by its sum, which ranks the classes but is no calibrated probability.
+* ``predict_proba`` and ``predict`` compute in float64 whatever ``dtype`` trained
+  (:meth:`gpunn.Network.inference_copy`; scikit-learn computes in the dtype of X, float64
+  by default).  In float32 a sample's answer could differ in its last bit with the other
+  samples of the call: a BLAS adds a GEMM's edge columns in another order than the rest
+  (OpenBLAS's Prescott kernel does), and scikit-learn asks answers that do not depend on
+  the samples' order to 1e-7, below float32's resolution.  The validation score of
+  ``early_stopping`` is this ``predict``'s accuracy, as scikit-learn's is its ``score``.
 * No ``lbfgs``, no learning-rate schedules, no ``sample_weight``, no sparse input and
   no multilabel targets.
 
@@ -157,7 +164,11 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         """Class probabilities, (samples, classes) in the order of ``classes_``; rows sum to 1."""
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        outputs = self.network_.predict_proba(X)
+        return self._probabilities(X)
+
+    def _probabilities(self, X) -> np.ndarray:
+        """:meth:`predict_proba` of checked ``X``: the forward pass in float64 (see the module docstring)."""
+        outputs = self.network_.inference_copy(np.float64).predict_proba(X)
         if self.network_.output_activation == "sigmoid":  # loss="quadratic": outputs scaled to sum to 1
             sums = outputs.sum(axis=1, keepdims=True)
             outputs = np.divide(outputs, sums, out=np.full_like(outputs, 1 / outputs.shape[1]), where=sums > 0)
@@ -224,8 +235,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         elif network.optimizer is not None and network.optimizer.name == settings["solver"]:
             network.optimizer.weight_decay = options["weight_decay"]  # a new batch size keeps the moments
         self.n_iter_ = 0
+        stopping.validation = validation
         network.fit(X_train, labels_train, epochs=1 if incremental else self.max_iter, batch_size=batch_size,
-                    validation_data=validation, callbacks=[stopping], shuffle=bool(self.shuffle), **options)
+                    callbacks=[stopping], shuffle=bool(self.shuffle), **options)
         if self.early_stopping:
             with network.backend.device():
                 network.params[...] = network.backend.xp.asarray(self._best_params)
@@ -345,6 +357,8 @@ class _StoppingRule(Callback):
         #: (none for AdamW, whose decay is no term of the loss)
         self.penalty = 0.5 * estimator.alpha * (-(-n_samples // batch_size)) / n_samples if l2 else 0.0
         self.converged = False
+        #: with ``early_stopping``: (X_val, class indices), scored by the estimator's own predict
+        self.validation = None
 
     def on_epoch_end(self, epoch, logs=None):
         est, network = self.estimator, self.network
@@ -358,7 +372,8 @@ class _StoppingRule(Callback):
         if est.verbose:
             print(f"Iteration {est.n_iter_}, loss = {est.loss_:.8f}")
         if est.early_stopping:
-            score = logs["val_accuracy"]
+            X_val, y_val = self.validation
+            score = float(np.mean(est._probabilities(X_val).argmax(axis=1) == y_val))
             est.validation_scores_.append(score)
             if est.verbose:
                 print(f"Validation score: {score:f}")

@@ -28,7 +28,8 @@ def gpu_network(monkeypatch):
     monkeypatch.setattr(autotune, "device_key", lambda backend: backend.device_name)
     monkeypatch.delenv(dense.ENV_VAR, raising=False)
     backend = SimpleNamespace(is_gpu=True, device_name=DEVICE)
-    return SimpleNamespace(fold_bias=False, backend=backend, sizes=(784, 30, 10), dtype=np.dtype("float32"))
+    return SimpleNamespace(sample_layout=SimpleNamespace(device_steps=True), backend=backend, sizes=(784, 30, 10),
+                           dtype=np.dtype("float32"))
 
 
 class FakeTimer:

@@ -89,6 +89,7 @@ def test_string_labels_round_trip_through_fit_predict_and_pickle(digits):
     assert set(predicted) <= set(names) and np.mean(predicted == names[digits.y_test]) > 0.9
     assert est.score(digits.X_test, names[digits.y_test]) == np.mean(predicted == names[digits.y_test])
     again = pickle.loads(pickle.dumps(est))
+    # exact: the same weights through the same backend and code path round identically
     assert np.array_equal(again.predict(digits.X_test), predicted)
     np.testing.assert_array_equal(again.predict_proba(digits.X_test), est.predict_proba(digits.X_test))
     # the optimizer's state travels too: one more epoch on each gives the same weights
@@ -108,7 +109,7 @@ def test_probability_rows_sum_to_one(loss, n_classes):
     proba = est.predict_proba(X)
     assert proba.shape == (60, n_classes)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
-    assert np.array_equal(est.predict(X), est.classes_[proba.argmax(axis=1)])
+    assert np.array_equal(est.predict(X), est.classes_[proba.argmax(axis=1)])  # exact: predict is this argmax
 
 
 def test_clone_keeps_the_parameters_not_the_fit(digits):
@@ -183,6 +184,7 @@ def test_early_stopping_keeps_the_best_epoch(digits):
     assert est.best_validation_score_ == max(est.validation_scores_) and est.best_loss_ is None
     # the split is scikit-learn's (stratified, by random_state): the kept weights score the best epoch's accuracy
     _, X_val, _, y_val = train_test_split(X, y, random_state=np.random.RandomState(0), test_size=0.2, stratify=y)
+    # exact: the validation score is this predict's accuracy (the same float64 forward pass, same weights)
     assert est.score(X_val, y_val) == est.best_validation_score_
 
 
@@ -201,6 +203,7 @@ def test_partial_fit_epochs_equal_one_fit(digits):
     assert stepwise.n_iter_ == 1 and len(stepwise.loss_curve_) == 3
     with pytest.warns(ConvergenceWarning):
         whole = small(dtype="float64", max_iter=3).fit(X, y)
+    # exact: the same steps on the same backend, in the same order, round identically
     for a, b in zip(stepwise.coefs_ + stepwise.intercepts_, whole.coefs_ + whole.intercepts_):
         np.testing.assert_array_equal(a, b)
     assert stepwise.loss_curve_ == whole.loss_curve_
@@ -216,6 +219,7 @@ def test_warm_start_trains_on_with_a_fresh_optimizer(digits):
     warm.set_params(max_iter=3).fit(X, y)
     whole = small(max_iter=5, **settings).fit(X, y)
     assert warm.n_iter_ == 3 and len(warm.loss_curve_) == 5
+    # exact: the same steps on the same backend, in the same order, round identically
     for a, b in zip(warm.coefs_, whole.coefs_):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="warm_start can only be used where y has the same classes"):

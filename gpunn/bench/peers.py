@@ -53,6 +53,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gpunn.compute.backend import get_backend
+from gpunn.network import Network
+
 DTYPE = np.float32
 
 
@@ -191,8 +194,6 @@ class GpunnPeer(Peer):
 
     def __init__(self, problem: Problem):
         super().__init__(problem)
-        from gpunn.network import Network
-
         config = problem.config
         self.net = Network(config.sizes, activation=config.activation, output_activation=config.output_activation,
                            loss=config.loss, backend=self.backend_spec, dtype="float32", seed=problem.seed)
@@ -220,8 +221,6 @@ class GpunnCupyPeer(GpunnPeer):
 
     @classmethod
     def unavailable(cls) -> str | None:
-        from gpunn.compute.backend import get_backend
-
         try:
             get_backend(cls.backend_spec).kernels  # noqa: B018 - builds the kernels or says why not
         except Exception as exc:  # any failure here means "cannot run here", with its reason

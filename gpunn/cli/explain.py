@@ -9,10 +9,10 @@ import json
 import click
 import numpy as np
 
-from gpunn.cli.main import LayerSizes
+from gpunn.cli.options import LayerSizes
 from gpunn.errors import GpunnError
 from gpunn.explain.step import DEFAULT_LR, default_input, default_target, explain_step, network_input, one_hot_target
-from gpunn.network import INITS
+from gpunn.nn.parameters import INITS
 from gpunn.compute.ops import ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS
 
 DEFAULT_LAYERS = "2,2,2"
@@ -141,7 +141,7 @@ def _model_sample(model, dataset, data_dir, sample):
     """The saved network, test sample ``sample`` of its data set as the network sees it (scaled as in
     training) with its one-hot target, the index of its label, and a description of where it came from."""
     from gpunn.cli.model import _check_width, _model_dataset
-    from gpunn.saving.model_file import load_with_metadata
+    from gpunn.network import load_with_metadata
 
     net, metadata = load_with_metadata(model, backend="numpy")
     data = _model_dataset(model, metadata, dataset, data_dir, None)

@@ -36,7 +36,7 @@ def export(model, out):
     and its class labels; ONNX Runtime runs it and gives the probabilities and labels
     that the model gives in gpunn.  Needs `pip install "gpunn[onnx]"`.
     """
-    from gpunn.saving.model_file import load_with_metadata
+    from gpunn.network import load_with_metadata
     from gpunn.saving.onnx_export import OPSET, export as write_onnx, require_onnx
 
     check_onnx_path(out)

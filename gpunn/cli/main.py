@@ -18,45 +18,16 @@ import numpy as np
 
 from gpunn._version import __version__
 from gpunn.compute.backend import BackendError, get_backend, parse_spec
-from gpunn.cli.options import FiniteRange
+from gpunn.cli.options import FiniteRange, LayerSizes
 from gpunn.errors import GpunnError, command_line_interface
 from gpunn.nn.labels import classes_to_json
-from gpunn.limits import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_LAYERS, MAX_LR, MAX_SEED, MAX_UNITS, MAX_WEIGHT_DECAY
-from gpunn.network import INITS
+from gpunn.limits import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_LR, MAX_SEED, MAX_WEIGHT_DECAY
+from gpunn.nn.parameters import INITS
 from gpunn.compute.ops import ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS
 from gpunn.training.optim import LR_SCALINGS, OPTIMIZERS
 from gpunn.nn.preprocessing import SCALINGS, Scaler
 
 DEFAULT_HIDDEN = 64
-
-
-class LayerSizes(click.ParamType):
-    """``784,30,10``; ``,30,`` or ``30`` leave the input and output sizes to the data."""
-
-    name = "SIZES"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, (list, tuple)):
-            return list(value)
-        parts = [p.strip() for p in str(value).split(",")]
-        if len(parts) == 1:  # only hidden layers given, e.g. "30"
-            parts = ["", parts[0], ""]
-        sizes = []
-        for i, part in enumerate(parts):
-            if part == "" and i in (0, len(parts) - 1):
-                sizes.append(None)
-                continue
-            # ASCII digits only: str.isdigit() also takes superscripts and other scripts' digits
-            if not (part.isascii() and part.isdigit()) or len(part) > 10 or not 1 <= int(part) <= MAX_UNITS:
-                self.fail(f"{value!r:.60}: each layer size must be a positive integer up to {MAX_UNITS:,}, "
-                          f"e.g. 784,30,10", param, ctx)
-            sizes.append(int(part))
-        if len(sizes) < 2:
-            self.fail(f"{value!r}: give at least an input and an output size, e.g. 64,10", param, ctx)
-        if len(sizes) > MAX_LAYERS:
-            self.fail(f"{len(sizes)} layers: at most {MAX_LAYERS} (input and output included); sigmoid networks "
-                      f"stop learning long before that depth", param, ctx)
-        return sizes
 
 
 class BackendSpec(click.ParamType):
@@ -440,7 +411,7 @@ def _given(name: str) -> bool:
 
 def _load_for_resume(path, backend, **architecture):
     """Load the model to resume; architecture options typed on the command line must agree with it."""
-    from gpunn.saving.model_file import load_with_metadata
+    from gpunn.network import load_with_metadata
 
     net, metadata = load_with_metadata(path, backend=backend)
     saved = {"activation": net.activation, "output_activation": net.output_activation, "loss": net.loss,

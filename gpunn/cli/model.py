@@ -1,7 +1,7 @@
 """The commands that use a saved model: ``gpunn evaluate``, ``gpunn predict`` and ``gpunn plot``.
 
 Each takes a model file written by ``gpunn train --output`` (or ``Network.save``)
-and reads it with :func:`gpunn.saving.model_file.load_with_metadata`, which refuses anything that is
+and reads it with :func:`gpunn.network.load_with_metadata`, which refuses anything that is
 not a sound gpunn model with a one-line error.  The data set a model was trained on
 is recorded in the file, so ``gpunn evaluate model.npz`` needs nothing else.
 """
@@ -113,7 +113,7 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n_classes: int) 
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary as the last line of stdout.")
 def evaluate(model, dataset, data_dir, test_split, backend, as_json):
     """Loss, accuracy and confusion matrix of MODEL on a data set (by default the test set it was trained with)."""
-    from gpunn.saving.model_file import load_with_metadata
+    from gpunn.network import load_with_metadata
 
     net, metadata = load_with_metadata(model, backend=backend)
     whole_file = dataset is not None and dataset.lower().endswith(USER_SUFFIXES) and test_split in (None, 1.0)
@@ -163,7 +163,7 @@ def predict(model, input_path, backend, as_json):
     Prints a header naming the classes, then one line per sample: the predicted class
     (as the model was trained with it) and the output of each class.
     """
-    from gpunn.saving.model_file import load
+    from gpunn.network import load
 
     net = load(model, backend=backend)
     X = read_samples(input_path, net.sizes[0])
@@ -308,7 +308,7 @@ def _decode_grey(file, path) -> np.ndarray:
               help="Points drawn on the surface; the data the landscape is measured on [default: the model's].")
 def plot(model, out, curves, weights, surface, landscape, dataset):
     """Draw MODEL's learning curves, first-layer weights, decision surface and/or loss landscape."""
-    from gpunn.saving.model_file import load_with_metadata
+    from gpunn.network import load_with_metadata
     from gpunn.explain.plotting import check_output_path, plot_model, require_matplotlib
 
     check_output_path(out)

@@ -109,7 +109,7 @@ class NumpyKernels:
         """z <- act(z), in place, for ``sigmoid``, ``tanh``, ``relu`` or ``identity``.
 
         NumPy only: here the bias is already folded into the matrix product
-        (:meth:`gpunn.network.Network.forward`); the GPU path uses :meth:`bias_act`.
+        (:meth:`gpunn.nn.layout.RowLayout.forward`); the GPU path uses :meth:`bias_act`.
         """
         if activation == "sigmoid":
             half = _HALF[z.dtype]
@@ -279,7 +279,7 @@ class NumpyKernels:
 
         The NumPy trainer's cheaper variant of :meth:`output_delta`: it keeps the batch's
         outputs and works out the epoch's loss and accuracy from them once, at the end
-        of the epoch (:class:`gpunn.training.loop.OutputRecord`).  ``scale`` folds the SGD step
+        of the epoch (:class:`gpunn.nn.layout.OutputRecord`).  ``scale`` folds the SGD step
         size eta/m into the (small) delta, so the update of the (large) parameter buffer
         is a single subtraction.  ``tmp``: optional scratch shaped like ``a``.  For
         ``softmax_cross_entropy`` ``a`` holds the logits and receives the probabilities.

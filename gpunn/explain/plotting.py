@@ -3,7 +3,7 @@
 Drawn with matplotlib's Agg renderer through :class:`matplotlib.figure.Figure`
 directly, so no GUI backend is touched and pyplot's global state is never used;
 matplotlib is an optional extra (``pip install "gpunn[plot]"``) imported only when
-a picture is asked for.  Files are written atomically (:func:`gpunn.saving.model_file.atomic_write`),
+a picture is asked for.  Files are written atomically (:func:`gpunn.files.atomic_write`),
 as PNG, SVG or PDF according to their suffix.
 
 The loss landscape (:mod:`gpunn.explain.landscape`, computed by the caller) is drawn as the
@@ -24,7 +24,7 @@ import numpy as np
 
 from gpunn.data.datasets import finite_arithmetic
 from gpunn.errors import GpunnError
-from gpunn.saving.model_file import atomic_write
+from gpunn.files import atomic_write
 
 FORMATS = (".png", ".svg", ".pdf")
 MAX_WEIGHT_IMAGES = 100

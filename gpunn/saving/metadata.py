@@ -1,6 +1,6 @@
 """The rules a model file's metadata must follow, one table for reading and writing alike.
 
-:func:`gpunn.saving.model_file.load` checks the JSON it reads with :func:`check`, and
+:func:`gpunn.saving.model_file.read` checks the JSON it reads with :func:`check`, and
 :func:`gpunn.saving.model_file.save` checks the JSON it is about to write with the same function,
 so that what ``save`` writes ``load`` accepts, and a file ``load`` accepts ``save``
 can write back.  Each field has one rule in :data:`METADATA_RULES` (nested fields in
@@ -21,7 +21,7 @@ import re
 import numpy as np
 
 from gpunn.limits import MAX_UNITS
-from gpunn.network import DTYPES, INITS
+from gpunn.nn.parameters import DTYPES, INITS
 from gpunn.compute.ops import ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS, objective
 from gpunn.training.optim import LR_SCALINGS, OPTIMIZERS
 from gpunn.nn.preprocessing import METHODS, SCALINGS

@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from gpunn._version import __version__
 from gpunn.compute.backend import to_numpy
 from gpunn.errors import GpunnError
+from gpunn.files import atomic_write
 
 #: The ONNX operator set the graph is written against (every node has kept its meaning since).
 OPSET = 17
@@ -107,8 +109,6 @@ def to_onnx_model(net, classes=None):
          helper.make_tensor_value_info("label", label_type, ["batch"])],
         initializers,
     )
-    from gpunn._version import __version__
-
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="gpunn",
                               producer_version=__version__, doc_string=repr(net))
     model.ir_version = IR_VERSION
@@ -137,7 +137,5 @@ def _label_constant(net, classes):
 
 def export(net, path, classes=None) -> None:
     """Write ``net`` as an ONNX model to ``path``, atomically (see :func:`to_onnx_model`)."""
-    from gpunn.saving.model_file import atomic_write
-
     data = to_onnx_model(net, classes).SerializeToString()
     atomic_write(path, lambda f: f.write(data))

@@ -29,7 +29,7 @@ class DeviceStep:
 
     Args:
         network: a network on a kernel backend, with its optimizer set.
-        data: ``(samples, labels)`` from :meth:`gpunn.network.Network.device_samples`.
+        data: ``(samples, labels)`` from :meth:`gpunn.nn.mlp.MLP.device_samples`.
         order: the epoch's sample order, an int64 device array, reshuffled in place.
         batch: samples per step.
         loss_sum, correct: device scalars the steps add their loss and hits to.
@@ -49,7 +49,7 @@ class DeviceStep:
     @property
     def capturable(self) -> bool:
         """Whether every call of the step is a gpunn kernel (the ``fused`` dense path)."""
-        return self.network._products.capturable
+        return self.network.sample_layout.products.capturable
 
     def __call__(self) -> None:
         """Take one step: the batch at ``order[step * batch:]``, then ``step += 1``, all on the device."""

@@ -22,17 +22,15 @@ import warnings
 
 import numpy as np
 
-from gpunn.training.autotune import pick_dense
-from gpunn.compute.backend import to_numpy
-from gpunn.training.callbacks import Callback, EpochLogger  # noqa: F401 - Callback is also gpunn.training.loop.Callback
-from gpunn.training.diagnosis import CollapseWatch
 from gpunn.errors import DataError, TrainingDiverged
 from gpunn.nn.labels import infer_classes
-from gpunn.training.optim import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, OPTIMIZERS, make_optimizer, lr_scaling_rates
 from gpunn.nn.preprocessing import Scaler
-
-#: Samples scored at a time at the end of a NumPy epoch (keeps the scratch memory small).
-SCORING_CHUNK = 1024
+from gpunn.training.autotune import pick_dense
+from gpunn.training.callbacks import Callback, EpochLogger  # noqa: F401 - Callback is also gpunn.training.loop.Callback
+from gpunn.training.cuda_graph import GraphedStep
+from gpunn.training.device_step import DeviceStep
+from gpunn.training.diagnosis import CollapseWatch
+from gpunn.training.optim import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, OPTIMIZERS, make_optimizer, lr_scaling_rates
 
 
 class History:
@@ -68,40 +66,6 @@ def rank_share(batch: int, rank: int, ranks: int) -> tuple[int, int]:
     base, extra = divmod(batch, ranks)
     lo = rank * base + min(rank, extra)
     return lo, lo + base + (1 if rank < extra else 0)
-
-
-class OutputRecord:
-    """The NumPy trainer's bookkeeping: every sample's output, for the epoch's loss and accuracy.
-
-    Adding up the loss and the hits at each step is a dozen tiny NumPy calls, which at
-    batch 10 cost as much as the step's arithmetic.  Instead a step copies its output
-    activations here (one call), and at the end of the epoch the fused ``output_delta``
-    twin works out the loss and the number of correct answers for all of them at once.
-    The numbers are the same: each sample is scored on the output the network gave it
-    at its own step, as the GPU kernel does.
-    """
-
-    def __init__(self, classes: int, steps, dtype):
-        n_local = sum(index.shape[0] for index, _ in steps)
-        self.outputs = np.empty((classes, n_local), dtype=dtype)
-        self.views, offset = [], 0
-        for index, _ in steps:
-            self.views.append(self.outputs[:, offset : offset + index.shape[0]])
-            offset += index.shape[0]
-
-    def totals(self, labels, objective: str, loss_sum, correct) -> None:
-        """Set ``loss_sum`` and ``correct`` for the recorded outputs; ``labels`` in the same order."""
-        from gpunn.compute.ops import NumpyKernels  # a fresh one: its scratch buffers go when it goes
-
-        loss_sum.fill(0)
-        correct.fill(0)
-        kernels, labels = NumpyKernels(), labels.astype(np.int32)
-        n = self.outputs.shape[1]
-        for start in range(0, n, SCORING_CHUNK):
-            stop = min(start + SCORING_CHUNK, n)
-            outputs = np.array(self.outputs[:, start:stop])  # a copy: a softmax's logits become probabilities
-            kernels.output_delta(outputs, labels[start:stop], np.empty_like(outputs), loss_sum, correct,
-                                 objective)
 
 
 class _Batches:
@@ -255,9 +219,10 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
     with backend.device(), _work_stream(backend) as stream:
         batches = _Batches(network, n, min(batch_size, n), shuffle, rank, ranks)
         data = (samples, labels)
-        record = OutputRecord(network.sizes[-1], batches.steps, network.dtype) if network.fold_bias else None
         loss_sum = xp.zeros((), dtype=np.float64)
         correct = xp.zeros((), dtype=np.int64)
+        # how the epoch's loss and hits are counted: summed on the device, or recorded and scored at its end
+        tally = network.sample_layout.epoch_tally(network, batches.steps, loss_sum, correct)
         steps = len(batches.steps)
         report_every = max(1, steps // 50)
         full_steps = n // batch_size if batch_size <= n else 0
@@ -284,14 +249,10 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
                     full_batches.run_epoch(full_steps, progress, report_every)
                     first = full_steps
                 for step, (index, m) in enumerate(batches.steps[first:], start=first):
-                    if record is not None:
-                        numpy_train_step(network, data, index, m, record.views[step], communicator)
-                    else:
-                        train_step(network, data, index, m, loss_sum, correct, communicator)
+                    train_step(network, data, index, m, tally, step, communicator)
                     if progress is not None and step % report_every == 0:
                         progress(step, steps)
-                if record is not None:
-                    record.totals(to_numpy(labels)[batches.local_order()], network.objective, loss_sum, correct)
+                tally.finish(labels, batches)
             if communicator is not None:
                 communicator.allreduce_sum(loss_sum)
                 communicator.allreduce_sum(correct)
@@ -341,7 +302,7 @@ def _split_validation(X, y, validation_data, fraction):
 
 
 def _first_samples(network, X, y):
-    """:meth:`Network.device_samples` of the training data, fitting the scaling and the classes on first use."""
+    """:meth:`MLP.device_samples` of the training data, fitting the scaling and the classes on first use."""
     fresh_scaler, fresh_classes = network.scaler is None, network.classes is None
     if fresh_scaler:
         network.scaler = Scaler.fit(network._as_samples(X, "X"), network.scale)
@@ -381,53 +342,26 @@ def optimizer_settings(network, optimizer, lr, momentum, nesterov, betas, eps, w
             "layer_rates": None if lr_scaling == "none" else rates}
 
 
-def train_step(network, data, index, m, loss_sum, correct, communicator=None) -> None:
-    """One minibatch on a kernel backend: gather, forward, backprop, (all-reduce,) update.
-
-    No host synchronisation and no allocation (NumPy has :func:`numpy_train_step`).
+def train_step(network, data, index, m, tally, step: int, communicator=None) -> None:
+    """One minibatch: gather, forward, backprop, (all-reduce,) update; no host sync and no allocation.
 
     Args:
-        data: ``(samples, labels)`` on the device, as made by :meth:`Network.device_samples`.
+        data: ``(samples, labels)`` on the device, as made by :meth:`MLP.device_samples`.
         index: this rank's sample indices for the batch (a view into the epoch order).
-        m: the global batch size (the SGD step divides by it).
-        loss_sum, correct: device scalars the batch's loss and hits are added to.
+        m: the global batch size (the step divides by it).
+        tally: the layout's epoch bookkeeping (``network.sample_layout.epoch_tally``): it runs the
+            batch forward and backward and counts its loss and hits (in device scalars, or by
+            recording the outputs, step ``step``, for the end of the epoch), then applies the update.
     """
     if index.shape[0]:
         ws = network.workspace(index.shape[0])
-        ws.gather(network.backend, *data, index)
-        network.forward(ws)
-        network.backward(ws, loss_sum, correct)
+        network.sample_layout.gather(ws, data, index)
+        tally.learn(ws, step, m)
     else:  # this rank's share of a short last batch is empty
         network.grads.fill(0)
     if communicator is not None:
         communicator.allreduce_sum(network.grads)
-    network.optimizer.step(network.params, network.grads, m)
-
-
-def numpy_train_step(network, data, index, m, record, communicator=None) -> None:
-    """:func:`train_step` for the NumPy backend, with the fewest NumPy calls per step.
-
-    The outputs go to ``record`` (a view into :class:`OutputRecord`) instead of being
-    scored at once, and with plain SGD the factor eta/m (times each layer's rate) rides
-    on the deltas so that the update is one subtraction.  Also no sync and no allocation.
-    """
-    optimizer = network.optimizer
-    plain = getattr(optimizer, "plain", False)
-    scale = optimizer.lr / m if plain else 1.0
-    if index.shape[0]:
-        ws = network.workspace(index.shape[0])
-        data[0].take(index, 0, ws.rows, "clip")  # whole [x, 1, t] rows (see Workspace)
-        network.forward(ws)
-        np.copyto(record, ws.outputs)
-        network.backward(ws, scale=scale, layer_rates=optimizer.layer_rates if plain else None)
-    else:  # this rank's share of a short last batch is empty
-        network.grads.fill(0)
-    if communicator is not None:
-        communicator.allreduce_sum(network.grads)
-    if plain:
-        optimizer.step_prescaled(network.params, network.grads)
-    else:
-        optimizer.step(network.params, network.grads, m)
+    tally.update(m)
 
 
 def _work_stream(backend):
@@ -446,19 +380,17 @@ def _work_stream(backend):
 def _full_batch_step(network, data, order, batch_size, loss_sum, correct, stream, communicator, cuda_graph):
     """How this ``fit`` takes its full-batch steps: ``(runner or None, step path)``.
 
-    NumPy: ``(None, "numpy")``, every step by :func:`numpy_train_step`.  Kernel
+    NumPy: ``(None, "numpy")``, every step by :func:`train_step` from the host.  Kernel
     backends in one process: a :class:`~gpunn.training.device_step.DeviceStep`, which a GPU
     records as a CUDA graph when the step is capturable (the ``fused`` dense path) and
     ``cuda_graph`` allows: ``"graph"``; otherwise it runs call by call: ``"launches"``.
     With a communicator every step takes :func:`train_step` (the all-reduce sits in
     the middle of the step): ``(None, "launches")``.
     """
-    if network.fold_bias:
+    if not network.sample_layout.device_steps:
         return None, "numpy"
     if communicator is not None:
         return None, "launches"
-    from gpunn.training.device_step import DeviceStep
-
     body = DeviceStep(network, data, order, batch_size, loss_sum, correct)
     if not (cuda_graph and network.backend.is_gpu and body.capturable):
         return body, "launches"
@@ -472,8 +404,6 @@ def _capture(body, stream):
     Only a capturable step gets here, so a failure is unexpected (a CUDA error, an
     allocation in the step): training goes on launch by launch and says why.
     """
-    from gpunn.training.cuda_graph import GraphedStep
-
     graphed = GraphedStep(body, stream)
     try:
         graphed.capture()

@@ -1,6 +1,6 @@
 """The optimizers: how every weight and bias moves downhill, over one flat parameter buffer.
 
-Each optimizer updates the whole flat buffer (:class:`gpunn.network.ParameterLayout`)
+Each optimizer updates the whole flat buffer (:class:`gpunn.nn.parameters.ParameterLayout`)
 in ONE fused operation per step (one kernel on the GPU), however many layers the
 network has, and keeps its state in flat buffers of the same length:
 
