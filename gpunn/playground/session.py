@@ -36,7 +36,8 @@ from gpunn.data.datasets import Dataset
 from gpunn.errors import GpunnError
 from gpunn.explain.step import explain_step, network_input, one_hot_target
 from gpunn.memory import check_training_fits, require
-from gpunn.network import DEFAULT_INIT, Network
+from gpunn.network import Network
+from gpunn.nn.parameters import DEFAULT_INIT
 from gpunn.training.callbacks import Callback
 from gpunn.nn.preprocessing import Scaler
 from gpunn.playground import datasets as gen

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from gpunn.compute.ops import ACTIVATIONS, OUTPUT_ACTIVATIONS
 from gpunn.errors import GpunnError
 from gpunn.limits import MAX_BATCH_SIZE, MAX_LAYERS, MAX_LR, MAX_SEED, MAX_UNITS, MAX_WEIGHT_DECAY, decay_problem
-from gpunn.network import INITS
+from gpunn.nn.parameters import INITS
 from gpunn.playground.datasets import CLASSIFICATION, FEATURES, REGRESSION
 
 #: Most points a generated data set may have.
