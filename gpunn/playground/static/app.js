@@ -169,6 +169,10 @@ function syncControls() {
   $("batch").value = Math.min(30, s.batch);
   $("batch-value").textContent = s.batch;
   $("seed").value = s.seed;
+  const generated = !["digits", "csv"].includes(s.dataset);
+  $("noise").disabled = !generated;  // your CSV and the digits are what they are
+  $("regenerate").disabled = !generated;
+  $("ratio").disabled = s.dataset === "digits";  // the digits' split is gpunn's fixed one
   $("optimizer").value = s.optimizer;
   $("momentum").disabled = s.optimizer !== "sgd";
   $("reg_rate").disabled = s.regularization === "none";
@@ -326,6 +330,7 @@ function receiveData(desc) {
   view.build(desc.sizes, desc.drawn, inputs, desc.kind);
   const notes = [];
   desc.sizes.forEach((w, layer) => { if (desc.drawn[layer] < w) notes.push(`layer ${layer}: ${desc.drawn[layer]} of ${w} neurons drawn`); });
+  if (desc.train && desc.train.xy.length < desc.n_train) notes.push(`${desc.train.xy.length.toLocaleString("en-US")} of ${desc.n_train.toLocaleString("en-US")} training points drawn`);
   if (!desc.extent) notes.push(`${desc.dataset}: ${desc.sizes[0]} inputs, so no 2-D pictures in the nodes` + (desc.kind === "digits" ? "; layer 1 shows each neuron's weights from the 8x8 pixels (blue +, orange \u2212); draw a digit on the right" : ""));
   $("network-note").textContent = notes.join("; ");
   $("digit-box").hidden = desc.kind !== "digits";
