@@ -27,7 +27,8 @@ import gpunn
 from gpunn.cli.main import cli
 from gpunn.playground import datasets
 from gpunn.playground.app import create_app
-from gpunn.playground.session import MAX_UPLOAD, Session
+from gpunn.playground.data import MAX_UPLOAD
+from gpunn.playground.session import Session
 from gpunn.playground.settings import SettingsError, parse
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

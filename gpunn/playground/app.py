@@ -49,7 +49,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gpunn.errors import GpunnError
-from gpunn.playground.session import MAX_UPLOAD, Session
+from gpunn.playground.data import MAX_UPLOAD
+from gpunn.playground.session import Session
 from gpunn.playground.settings import capabilities
 from gpunn.training.loop import TrainingWarning
 

@@ -1,10 +1,12 @@
 """One browser tab's playground: its data, its network, and the thread that trains it.
 
 A :class:`Session` owns everything of one tab and shares nothing with the others.  Its
-training thread calls :meth:`gpunn.Network.fit` one epoch at a time (epochs count on, and
-``fit(epochs=1)`` k times gives bit for bit the weights of ``fit(epochs=k)``), so that
-play, pause, step and a changed setting take effect between epochs; within a long epoch
-the ``progress`` hook of ``fit`` lets a closed tab stop it at once.
+training thread calls :meth:`gpunn.Network.fit`: one epoch for a step, up to
+:data:`EPOCHS_PER_CALL` while playing, ended after any epoch by a callback when the page
+pauses or asks for something (epochs count on, and ``fit(epochs=k)`` gives bit for bit the
+weights of k one-epoch fits).  So play, pause, step, the arithmetic and the downloads take
+effect between epochs; a changed setting or a closed tab stops the epoch in progress at once
+(through the ``progress`` hook of ``fit``), since its network is thrown away.
 
 Frames (epoch, losses, weights, every drawn neuron's picture) are made by the training
 thread itself, at most :data:`FRAME_RATE` a second, and put in a one-frame slot: the
@@ -14,35 +16,37 @@ waited for.  Training never waits for the page.
 Everything that reads or changes the network (training, pictures, explain, save, a
 weight edited by hand) holds the session's lock, so each sees the network between two
 epochs.  Errors the page caused are :class:`gpunn.errors.GpunnError` with one line.
+
+The data a session trains on is :mod:`gpunn.playground.data`'s, the frames' format
+:mod:`gpunn.playground.frames`', the reproduction it shows :mod:`gpunn.playground.takeaway`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import math
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from gpunn.data.datasets import check_representable, load_dataset, validate
-from gpunn.data.datasets import Dataset
 from gpunn.errors import GpunnError
 from gpunn.explain.step import explain_step, network_input, one_hot_target
 from gpunn.memory import check_training_fits, require
 from gpunn.network import Network
 from gpunn.nn.parameters import DEFAULT_INIT
-from gpunn.training.callbacks import Callback
 from gpunn.nn.preprocessing import Scaler
-from gpunn.playground import datasets as gen
-from gpunn.playground.pictures import Plane, drawn, generated_plane, layer_values, user_plane
-from gpunn.playground.settings import Settings, SettingsError, parse
+from gpunn.playground.data import MAX_UPLOAD, Data, build_data
+from gpunn.playground.frames import encode_frame, finite, finite_list
+from gpunn.playground.pictures import drawn, layer_values
+from gpunn.playground.settings import Settings, parse
+from gpunn.playground.takeaway import command_line
+from gpunn.training.callbacks import Callback
 
 log = logging.getLogger("gpunn.playground")
 
@@ -50,8 +54,6 @@ log = logging.getLogger("gpunn.playground")
 FRAME_RATE = 30
 #: Most epochs one ``fit`` call trains while playing (its History is dropped after each call).
 EPOCHS_PER_CALL = 1000
-#: Largest CSV upload, in bytes.
-MAX_UPLOAD = 20 * 1024 * 1024
 #: Test points the page draws at most (all training points up to the same number).
 MAX_POINTS_DRAWN = 2000
 #: The embedded digits' pixels run 0..16; the loader divides by 16.
@@ -60,90 +62,6 @@ DIGIT_LEVELS = 16
 
 class Stopped(Exception):
     """Raised inside ``fit``'s progress hook to end an epoch early (the session is closing or changing)."""
-
-
-@dataclass
-class Data:
-    """A session's data set: the network's inputs and labels, and the 2-D points the page draws."""
-
-    name: str
-    kind: str  #: "generated", "user" or "digits"
-    problem: str  #: "classification" or "regression"
-    X_train: np.ndarray  #: the network's inputs (raw: the network scales them itself)
-    y_train: np.ndarray
-    X_test: np.ndarray
-    y_test: np.ndarray
-    points_train: np.ndarray | None  #: (n, 2) coordinates in the picture's plane (None: no plane)
-    points_test: np.ndarray | None
-    classes: list  #: class names as the legend shows them (empty for regression)
-    class_values: np.ndarray | None  #: the classes as the labels hold them, sorted (None for regression)
-    columns: list  #: names of the input columns
-    plane: Plane | None
-    scale: str  #: the network's input scaling, as ``gpunn train --scale`` names it
-
-
-def class_names(classes) -> list:
-    return [str(c.item() if isinstance(c, np.generic) else c) for c in classes]
-
-
-def build_data(s: Settings, upload: tuple[str, bytes] | None) -> Data:
-    """The data set ``s`` asks for (``upload``: the tab's CSV as (file name, bytes), when it has one)."""
-    if s.dataset == "digits":
-        d = load_dataset("digits")
-        return Data("digits", "digits", "classification", d.X_train, d.y_train, d.X_test, d.y_test, None, None,
-                    class_names(d.classes), d.classes, [f"pixel {i}" for i in range(64)], None, "auto")
-    if s.dataset == "csv":
-        if upload is None:
-            raise GpunnError("no CSV uploaded in this tab yet; choose a file with the upload button")
-        return _user_data(s, *upload)
-    points, labels = gen.generate(s.dataset, s.points, s.noise, s.seed)
-    p_train, y_train, p_test, y_test = gen.split(points, labels, s.train_fraction, s.seed)
-    problem = s.problem
-    return Data(s.dataset, "generated", problem, gen.features(p_train, s.features), y_train,
-                gen.features(p_test, s.features), y_test, p_train, p_test,
-                ["0", "1"] if problem == "classification" else [],
-                np.arange(2) if problem == "classification" else None, list(s.features),
-                generated_plane(s.features), "none")
-
-
-def _user_data(s: Settings, name: str, content: bytes) -> Data:
-    """A CSV read by gpunn's own reader, exactly as ``gpunn train --dataset F.csv --test-split`` reads it."""
-    test_split = round(1 - s.train_fraction, 6)
-    with tempfile.TemporaryDirectory(prefix="gpunn-playground-") as folder:
-        path = Path(folder) / "upload.csv"
-        path.write_bytes(content)
-        try:
-            data = load_dataset(str(path), test_split=test_split)
-        except GpunnError as exc:
-            raise GpunnError(str(exc).replace(str(path), name)) from None
-    data = validate(Dataset(name, data.X_train, data.y_train, data.X_test, data.y_test, data.n_classes))
-    for split in ("train", "test"):
-        check_representable(getattr(data, f"X_{split}"), np.float32, f"{name} ({split} set)")
-    width = data.n_features
-    if width >= 2 and max(s.surface) >= width:
-        raise SettingsError(f"surface: {name} has {width} feature columns, numbered 0 to {width - 1}")
-    a, b = s.surface if width >= 2 else (0, 0)
-    plane = user_plane(data.X_train, (a, b)) if width >= 2 else None
-    pick = (lambda X: X[:, [a, b]]) if width >= 2 else (lambda X: None)
-    return Data(name, "user", "classification", data.X_train, data.y_train, data.X_test, data.y_test,
-                pick(data.X_train), pick(data.X_test), class_names(data.classes), data.classes,
-                _column_names(content, width), plane, "auto")
-
-
-def _column_names(content: bytes, width: int) -> list:
-    """The feature columns' names from the CSV's header row, when it has one (gpunn's reader's rule: a
-    first row whose fields after the first are not all numbers), else ``column 2``, ``column 3``, ..."""
-    fallback = [f"column {i + 2}" for i in range(width)]
-    first = next((line for line in content.decode("utf-8-sig", "replace").splitlines() if line.strip()), "")
-    fields = [field.strip() for field in first.split(",")]
-    if len(fields) != width + 1:
-        return fallback
-    try:
-        for field in fields[1:]:
-            float(field)
-    except ValueError:
-        return [name[:40] or fallback[i] for i, name in enumerate(fields[1:])]
-    return fallback
 
 
 class Session:
@@ -404,14 +322,14 @@ class Session:
         weights = net.get_weights()
         header = {
             "type": "frame", "epoch": epoch, "sizes": list(net.sizes), "drawn": shown,
-            "loss_train": _finite(losses["train"]["loss"]), "loss_test": _finite(losses["test"]["loss"]),
-            "train": {k: _finite(v) for k, v in losses["train"].items()},
-            "test": {k: _finite(v) for k, v in losses["test"].items()},
-            "curve_point": [epoch, _finite(losses["train"]["loss"]), _finite(losses["test"]["loss"])],
+            "loss_train": finite(losses["train"]["loss"]), "loss_test": finite(losses["test"]["loss"]),
+            "train": {k: finite(v) for k, v in losses["train"].items()},
+            "test": {k: finite(v) for k, v in losses["test"].items()},
+            "curve_point": [epoch, finite(losses["train"]["loss"]), finite(losses["test"]["loss"])],
             "playing": self.playing, "message": self.message,
             "epochs_per_second": round(self.epochs_per_second, 1),
-            "weights": [_finite_list(weights[2 * k][: shown[k], : shown[k + 1]]) for k in range(len(net.sizes) - 1)],
-            "biases": [_finite_list(weights[2 * k + 1][: shown[k + 1]]) for k in range(len(net.sizes) - 1)],
+            "weights": [finite_list(weights[2 * k][: shown[k], : shown[k + 1]]) for k in range(len(net.sizes) - 1)],
+            "biases": [finite_list(weights[2 * k + 1][: shown[k + 1]]) for k in range(len(net.sizes) - 1)],
             "activation": net.activation, "output": net.output_activation, "edited": self.edited,
         }
         pictures = []
@@ -451,7 +369,7 @@ class Session:
                 "train": points(data.points_train, data.y_train, MAX_POINTS_DRAWN),
                 "test": points(data.points_test, data.y_test, MAX_POINTS_DRAWN),
                 "n_train": len(data.y_train), "n_test": len(data.y_test),
-                "command": self.command_line(),
+                "command": command_line(s, net, data.scale, data.problem),
             }
 
     # -- by hand: a weight, the arithmetic, a drawn digit --------------------------------
@@ -538,9 +456,6 @@ class Session:
                 self.net.to_onnx(path)
             return path.read_bytes()
 
-    def _python_lines(self) -> str:
-        return _python_lines_of(self.settings, self.net)
-
     def data_bytes(self) -> bytes:
         """The data set as an .npz with its own test set (``gpunn train --dataset`` reads it)."""
         self._require_network()
@@ -550,47 +465,6 @@ class Session:
             np.savez(buffer, X=data.X_train, y=data.y_train, X_test=data.X_test, y_test=data.y_test)
         return buffer.getvalue()
 
-    def command_line(self) -> str:
-        """The ``gpunn train`` command that reproduces this run, epoch for epoch (with the data file the page
-        saves; weights set by hand are not part of it).  ``gpunn train`` reads class labels only, so a
-        regression run is reproduced by the Python lines that do the same."""
-        s, net = self.settings, self.net
-        if self.data.problem == "regression":
-            return self._python_lines()
-        sizes = ",".join(map(str, net.sizes))
-        parts = ["gpunn train --dataset playground-data.npz", f"--layers {sizes}", f"--activation {net.activation}",
-                 f"--output-activation {net.output_activation}", f"--loss {net.loss}", f"--init {net.init}",
-                 f"--optimizer {s.optimizer}", f"--lr {s.lr:g}", f"--batch-size {s.batch}",
-                 f"--epochs {max(net.epochs_done, 1)}", f"--seed {s.seed}", f"--scale {self.data.scale}",
-                 "--backend numpy --dtype float32"]
-        if s.optimizer == "sgd":
-            parts.append("--lr-scaling none")
-        if s.momentum:
-            parts.append(f"--momentum {s.momentum:g}")
-        if s.weight_decay:
-            parts.append(f"--weight-decay {s.weight_decay:g}")
-        return " ".join(parts)
-
-
-def _python_lines_of(s: Settings, net: Network) -> str:
-    """Python that trains the same network on the saved data (``fit(epochs=k)`` equals k one-epoch fits)."""
-    options = [f"epochs={max(net.epochs_done, 1)}", f"batch_size={s.batch}", f"optimizer={s.optimizer!r}",
-               f"lr={s.lr!r}"]
-    if s.optimizer == "sgd":
-        options.append('lr_scaling="none"')
-    if s.momentum:
-        options.append(f"momentum={s.momentum!r}")
-    if s.weight_decay:
-        options.append(f"weight_decay={s.weight_decay!r}")
-    return "\n".join([
-        "import numpy as np, gpunn",
-        'd = np.load("playground-data.npz")',
-        f"net = gpunn.Network({list(net.sizes)}, activation={net.activation!r}, "
-        f"output_activation={net.output_activation!r}, init={net.init!r}, backend=\"numpy\", seed={s.seed})",
-        f'net.fit(d["X"], d["y"], {", ".join(options)})',
-    ])
-
-
 def _plain(y: np.ndarray, net: Network, data: Data) -> list:
     """Labels for the page: class indices (classification) or values (regression)."""
     if data.problem == "regression":
@@ -598,21 +472,3 @@ def _plain(y: np.ndarray, net: Network, data: Data) -> list:
     return net.label_indices(y, len(y)).tolist()
 
 
-def _finite(value):
-    """A number for JSON: None where it is NaN or infinite (JSON has no such numbers)."""
-    return value if isinstance(value, int) or math.isfinite(value) else None
-
-
-def _finite_list(array: np.ndarray) -> list:
-    """Nested lists of the values to 6 decimals, None where one is not finite."""
-    values = np.round(np.asarray(array, dtype=np.float64), 6).astype(object)
-    values[~np.isfinite(np.asarray(array, dtype=np.float64))] = None
-    return values.tolist()
-
-
-def encode_frame(header: dict, pictures: list) -> bytes:
-    """``[4-byte little-endian header length][JSON header, padded to 4 bytes][float32 pictures]``."""
-    text = json.dumps(header, allow_nan=False).encode()
-    text += b" " * (-len(text) % 4)
-    blobs = [np.ascontiguousarray(p, dtype="<f4").tobytes() for p in pictures]
-    return len(text).to_bytes(4, "little") + text + b"".join(blobs)
