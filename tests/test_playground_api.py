@@ -299,20 +299,20 @@ def test_the_explain_panel_equals_gpunn_explain(client, tmp_path):
     result = CliRunner().invoke(cli, command)
     assert result.exit_code == 0, result.output
     cli_step = json.loads(result.output.strip().splitlines()[-1])
+    # the same code (explain_step, float64 NumPy) on the same float32 weights and sample: bit for bit
     for key in ("x", "t", "lr", "error", "error_after", "answer", "deltas", "grad_W", "grad_b", "W_next", "b_next"):
-        np.testing.assert_allclose(np.array(panel[key], dtype=object).astype(float) if key not in ("deltas",
-                                   "grad_W", "grad_b", "W_next", "b_next") else _flat(panel[key]),
-                                   np.array(cli_step[key], dtype=object).astype(float) if key not in ("deltas",
-                                   "grad_W", "grad_b", "W_next", "b_next") else _flat(cli_step[key]),
-                                   rtol=1e-12, atol=1e-15, err_msg=key)
+        np.testing.assert_array_equal(_flat(panel[key]), _flat(cli_step[key]), err_msg=key)
     for mine, theirs in zip(panel["layers"], cli_step["layers"]):
         for key in ("W", "b", "v", "y"):
-            np.testing.assert_allclose(np.ravel(mine[key]), np.ravel(theirs[key]), rtol=1e-12, atol=1e-15)
+            np.testing.assert_array_equal(np.ravel(mine[key]), np.ravel(theirs[key]), err_msg=key)
     ws.__exit__(None, None, None)
 
 
-def _flat(nested) -> np.ndarray:
-    return np.concatenate([np.ravel(np.array(part, dtype=float)) for part in nested])
+def _flat(value) -> np.ndarray:
+    """A number, a list or a list of nested lists as one flat float array."""
+    if not isinstance(value, list) or not value or not isinstance(value[0], list):
+        return np.ravel(np.array(value, dtype=float))
+    return np.concatenate([np.ravel(np.array(part, dtype=float)) for part in value])
 
 
 def test_the_command_line_shown_reproduces_the_run(client, tmp_path):
@@ -327,8 +327,9 @@ def test_the_command_line_shown_reproduces_the_run(client, tmp_path):
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     theirs = gpunn.load(tmp_path / "cli.npz", backend="numpy").get_weights()
+    # the same backend, code path, seed and data; fit(epochs=4) equals four one-epoch fits: bit for bit
     for mine, cli_weights in zip(session.net.get_weights(), theirs):
-        np.testing.assert_allclose(mine, cli_weights, rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(mine, cli_weights)
     ws.__exit__(None, None, None)
 
 
@@ -426,7 +427,7 @@ def test_regression_trains_when_gpunn_has_it_and_is_refused_with_a_notice_when_n
     namespace = {}
     exec(data["command"], namespace)  # the Python lines shown for a regression run reproduce it
     for mine, theirs in zip(session.net.get_weights(), namespace["net"].get_weights()):
-        np.testing.assert_allclose(mine, theirs, rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(mine, theirs)  # same backend, code path, seed and data: bit for bit
     panel = client.post(f"/api/session/{sid}/explain", json={"layer": 2, "neuron": 0}).json()
     assert panel["command"] is None and np.isfinite(panel["error"])
     ws.__exit__(None, None, None)
