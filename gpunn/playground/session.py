@@ -418,6 +418,7 @@ class Session:
             step = explain_step(net, x, t, lr=s.lr)
         record = step.to_json()
         record.update(type="explain", layer=layer, neuron=neuron, split=split, sample=sample,
+                      target_note="standardised, as the network learns it" if data.problem == "regression" else None,
                       point=None if data.points_test is None else
                       (data.points_test if split == "test" else data.points_train)[sample].tolist(),
                       command=(f"gpunn explain --model playground-model.npz --dataset playground-data.npz "

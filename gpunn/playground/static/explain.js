@@ -10,7 +10,8 @@ export function explainHtml(r) {
   const head = `<button class="close" onclick="this.parentElement.hidden = true">&times;</button>
     <b>Neuron ${i} of layer ${L}</b> on ${r.split} sample ${r.sample}` +
     (r.point ? ` at (${r.point.map((v) => v.toFixed(2)).join(", ")})` : "") +
-    `, target t = [${r.t.map(fmt).join(", ")}]; learning rate \u03b7 = ${r.lr}`;
+    `, target t = [${r.t.map(fmt).join(", ")}]` + (r.target_note ? ` (${esc(r.target_note)})` : "") +
+    `; learning rate \u03b7 = ${r.lr}`;
   if (L === 0) return `${head}<p>An input: its value is x${i + 1} = ${num("y", r.x[i])}.</p>`;
   const layer = r.layers[L - 1];
   const inputs = L === 1 ? r.x : r.layers[L - 2].y;
