@@ -289,3 +289,22 @@ def test_three_tabs_train_at_once(open_page):
     time.sleep(0.5)
     assert all(p.epoch() > e for p, e in zip(pages, before))
     assert np.all([p.page.get_by_test_id("message").text_content() == "" for p in pages])
+
+
+def test_the_regression_switch_works_or_says_why_not(open_page):
+    p = open_page()
+    caps = p.page.evaluate("fetch('/api/capabilities').then(r => r.json())")
+    option = p.page.locator("#problem option[value=regression]")
+    if not caps["regression"]:
+        assert option.is_disabled() and "identity output layer" in option.get_attribute("title")
+        return
+    p.page.locator("#problem").select_option("regression")
+    p.page.wait_for_function("document.getElementById('legend').textContent.includes('orange')")
+    assert p.page.get_by_test_id("dataset").input_value() == "plane" and "dataset=plane" in p.page.url
+    p.wait_epoch(lambda e: e == 0)
+    start = p.loss()
+    p.page.get_by_test_id("play").click()
+    p.wait_epoch(lambda e: e >= 100)
+    p.page.get_by_test_id("play").click()
+    time.sleep(0.3)
+    assert p.loss() < 0.5 * start and "R\u00b2" in p.page.locator("#accuracy").text_content()
