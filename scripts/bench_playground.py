@@ -25,6 +25,7 @@ import time
 
 from websockets.sync.client import connect
 
+TARGET_EPOCHS, TARGET_FRAMES = 200, 20
 SETTINGS = {"dataset": "spiral", "points": 500, "train_fraction": 0.5, "hidden": [8, 8], "activation": "tanh",
             "lr": 0.03, "batch": 10}
 
@@ -88,9 +89,11 @@ def main() -> None:
     print(f"spiral, 500 points ({SETTINGS['train_fraction']:.0%} for training), 2-8-8-2 tanh, batch 10, NumPy on "
           f"the CPU, {args.seconds:g} s, {args.tabs} tab(s):")
     for k, r in enumerate(results):
+        met = r["epochs_per_s"] >= TARGET_EPOCHS and r["frames_per_s"] >= TARGET_FRAMES
         print(f"  tab {k}: {r['epochs_per_s']:,.0f} epochs/s, {r['frames_per_s']:.1f} frames/s of "
               f"{r['pictures_per_frame']} pictures of 50x50 ({r['frame_bytes']:,} bytes each), "
-              f"{r['epochs']:,} epochs in all")
+              f"{r['epochs']:,} epochs in all; target (>= {TARGET_EPOCHS} epochs/s with >= {TARGET_FRAMES} "
+              f"frames/s) {'met' if met else 'NOT met'}")
 
 
 if __name__ == "__main__":
