@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import sys
 import time
 import warnings
@@ -381,14 +382,29 @@ def test_the_command_prints_its_url_and_warns_off_a_local_host(monkeypatch):
         def __init__(self, config):
             self.config = config
 
-        def run(self):
+        def run(self, sockets=None):
+            assert sockets and sockets[0].getsockname()[1] == self.config.port  # bound before the URL is shown
             raise KeyboardInterrupt  # Ctrl-C: a clean stop
 
     monkeypatch.setattr(server.uvicorn, "Server", FakeServer)
-    result = CliRunner().invoke(cli, ["playground", "--no-open", "--port", "8123"])
-    assert result.exit_code == 0 and "http://127.0.0.1:8123/" in result.output and "Warning" not in result.output
-    result = CliRunner().invoke(cli, ["playground", "--no-open", "--host", "0.0.0.0"])
+    port = _free_port()
+    result = CliRunner().invoke(cli, ["playground", "--no-open", "--port", str(port)])
+    assert result.exit_code == 0 and f"http://127.0.0.1:{port}/" in result.output and "Warning" not in result.output
+    result = CliRunner().invoke(cli, ["playground", "--no-open", "--host", "0.0.0.0", "--port", str(port)])
     assert result.exit_code == 0 and "Warning: serving on 0.0.0.0" in result.output
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        result = CliRunner().invoke(cli, ["playground", "--no-open", "--port", str(busy)])
+    assert result.exit_code == 1 and "http" not in result.output
+    assert result.output.strip().splitlines()[-1].startswith(f"Error: cannot serve on 127.0.0.1:{busy}: ")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_a_session_works_without_the_server():

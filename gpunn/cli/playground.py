@@ -30,5 +30,3 @@ def playground(host, port, open_browser):
         serve(host, port, open_browser, click.echo)
     except KeyboardInterrupt:
         pass
-    except OSError as exc:
-        raise GpunnError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
