@@ -26,20 +26,21 @@ class Network(MLP):
     def fit(self, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momentum=0.0, nesterov=False,
             betas=(0.9, 0.999), eps=1e-8, weight_decay=None, lr_scaling=None, validation_data=None,
             validation_split=0.0, callbacks=None, verbose=0, shuffle=True, progress=None, communicator=None,
-            cuda_graph=True, dense=None):
+            cuda_graph=True, dense=None, sample_weight=None):
         """Train ``epochs`` more epochs by minibatch gradient descent; see :func:`gpunn.training.loop.fit`."""
         return _fit(self, X, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                     momentum=momentum, nesterov=nesterov, betas=betas, eps=eps, weight_decay=weight_decay,
                     lr_scaling=lr_scaling, validation_data=validation_data, validation_split=validation_split,
                     callbacks=callbacks, verbose=verbose, shuffle=shuffle, progress=progress,
-                    communicator=communicator, cuda_graph=cuda_graph, dense=dense)
+                    communicator=communicator, cuda_graph=cuda_graph, dense=dense, sample_weight=sample_weight)
 
     def save(self, path, extra=None) -> None:
         """Save to one ``.npz`` file, atomically (:func:`gpunn.saving.model_file.save`); :func:`load` reads it back."""
         model_file.save(self, path, extra=extra)
 
     def to_onnx(self, path, classes=None) -> None:
-        """Write this network as an ONNX model (:mod:`gpunn.saving.onnx_export`): ``probabilities``, ``label``."""
+        """Write this network as an ONNX model (:mod:`gpunn.saving.onnx_export`): ``probabilities``, ``label``
+        (a regression network: ``prediction``)."""
         onnx_export.export(self, path, classes=classes)
 
     def __reduce__(self):

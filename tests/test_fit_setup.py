@@ -112,5 +112,5 @@ def test_a_batch_size_above_the_sample_count_makes_no_larger_workspace():
     rng = np.random.default_rng(4)
     net = gpunn.Network([6, 5, 4], backend="emulated", seed=2)
     net.fit(rng.random((12, 6)), rng.integers(0, 4, 12), epochs=1, batch_size=1000)
-    assert sorted(net._workspaces) == [12]
-    assert all(a.shape[1] == 12 for a in net._workspaces[12].acts)
+    assert sorted(net._workspaces) == [(12, False)]  # keyed by (columns, weighted)
+    assert all(a.shape[1] == 12 for a in net._workspaces[(12, False)].acts)

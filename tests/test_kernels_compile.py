@@ -126,7 +126,8 @@ def test_no_kernel_spills_on_sm_90_and_the_tiles_use_the_shared_memory_they_decl
 EXACT_OPS = (
     *(f"{name}_backward" for name in ACTIVATIONS),  # g * act'(a)
     "bias_relu", "bias_identity",                    # one addition (and a comparison)
-    "gather_batch",                                  # copies
+    "gather_batch", "gather_columns",                # copies
+    "output_delta_squared_error",                    # a - t (times the weight); its loss rounded op by op too
 )
 #: The exactly compared part of a kernel that also holds tolerance-checked work (the output
 #: delta's loss uses log and a sum in double): each wrapped alone in a probe kernel.
@@ -135,6 +136,7 @@ EXACT_PROBES = {
     "cross_entropy_delta": "gpunn::cross_entropy_delta(a[i], t[i])",
     "sigmoid_grad": "gpunn::Sigmoid::grad_from_output(a[i]) * t[i]",
     "tanh_grad": "gpunn::Tanh::grad_from_output(a[i]) * t[i]",
+    "weighted_delta": "gpunn::mul_rn(gpunn::quadratic_delta(a[i], t[i]), t[i])",  # sample_weight
 }
 
 _PTX_FUNCTION = re.compile(r"^(?:\.visible\s+|\.weak\s+)?\.(entry|func)\s+(?:\([^)]*\)\s*)?(\w+)\(", re.MULTILINE)

@@ -43,5 +43,7 @@ def export(model, out):
     require_onnx()
     net, _ = load_with_metadata(model, backend="numpy")
     write_onnx(net, out)
-    click.echo(f"wrote {out}: ONNX opset {OPSET}, {net.dtype.name}, input (batch, {net.sizes[0]}), "
-               f"outputs probabilities (batch, {net.sizes[-1]}) and label", err=True)
+    outputs = (f"output prediction (batch{', ' + str(net.sizes[-1]) if net.target_scaling.ndim == 2 else ''})"
+               if net.task == "regression" else f"outputs probabilities (batch, {net.sizes[-1]}) and label")
+    click.echo(f"wrote {out}: ONNX opset {OPSET}, {net.dtype.name}, input (batch, {net.sizes[0]}), {outputs}",
+               err=True)

@@ -34,7 +34,7 @@ from typing import NamedTuple
 import numpy as np
 
 from gpunn.errors import GpunnError
-from gpunn.compute.ops import ACTIVATIONS, OBJECTIVES
+from gpunn.compute.ops import ACTIVATIONS, OBJECTIVES, TARGET_OBJECTIVES
 
 KERNEL_FILE = "gpunn_kernels.cu"
 #: The headers ``gpunn_kernels.cu`` includes, inlined by :func:`kernel_code`.
@@ -43,9 +43,9 @@ HOST_SHIM_FILE = "host_shim.cuh"
 
 #: The kernels in ``gpunn_kernels.cu``, each exported as ``<op>_f32`` and ``<op>_f64``.
 OPS = (
-    *(f"bias_{name}" for name in (*ACTIVATIONS, "identity")),
+    *(f"bias_{name}" for name in ACTIVATIONS),
     *(f"{name}_backward" for name in ACTIVATIONS),
-    *(f"dense_forward_{name}" for name in (*ACTIVATIONS, "identity")),
+    *(f"dense_forward_{name}" for name in ACTIVATIONS),
     *(f"dense_backward_{name}" for name in ACTIVATIONS),
     "dense_weight_grad",
     *(f"output_delta_{name}" for name in OBJECTIVES),
@@ -53,6 +53,7 @@ OPS = (
     "sgd_update",
     "adam_update",
     "gather_batch",
+    "gather_columns",
 )
 #: Kernels with no float type, exported under their plain name.
 UNTYPED_KERNELS = ("advance_step",)
@@ -364,7 +365,7 @@ def _check_activation(activation: str, allowed) -> None:
 
 def plan_bias_act(z, b, activation: str) -> Launch:
     """z <- act(z + b[:, None]) in place; z (units, samples), b (units,); act may be ``identity``."""
-    _check_activation(activation, (*ACTIVATIONS, "identity"))
+    _check_activation(activation, ACTIVATIONS)
     suffix = _suffix(z, b)
     rows, cols = _matrix_shape(z, "z")
     _check(z, "z")
@@ -417,10 +418,13 @@ def reduce_launch(cols: int) -> tuple[int, int]:
 
 
 def plan_output_delta(a, labels, delta, loss_sum, correct, scratch: ReductionScratch,
-                      objective="quadratic") -> Launch:
+                      objective="quadratic", targets=None, weights=None) -> Launch:
     """The output layer's delta with the loss sum and correct count: one thread per sample.
 
     The totals are added over the launch in a fixed order through ``scratch``.
+    ``squared_error`` (a regression network) reads the float ``targets`` (shaped like
+    ``a``) instead of ``labels`` (which may then be None) and adds no correct answers.
+    ``weights``: optional (samples,) per-sample weights of the delta and the loss.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}: use one of {', '.join(OBJECTIVES)}")
@@ -428,7 +432,18 @@ def plan_output_delta(a, labels, delta, loss_sum, correct, scratch: ReductionScr
     rows, cols = _matrix_shape(a, "a")
     _check(a, "a")
     _check(delta, "delta", (rows, cols))
-    _check(labels, "labels", (cols,), np.int32)
+    if objective in TARGET_OBJECTIVES:
+        if targets is None:
+            raise ValueError(f"the {objective} objective needs float targets shaped like a")
+        _suffix(a, targets)
+        _check(targets, "targets", (rows, cols))
+        answers = targets
+    else:
+        _check(labels, "labels", (cols,), np.int32)
+        answers = labels
+    if weights is not None:
+        _suffix(a, weights)
+        _check(weights, "weights", (cols,))
     _check(loss_sum, "loss_sum", (), np.float64)
     _check(correct, "correct", (), np.int64)
     _check(scratch.block_loss, "block_loss", (REDUCE_BLOCKS,), np.float64)
@@ -440,7 +455,7 @@ def plan_output_delta(a, labels, delta, loss_sum, correct, scratch: ReductionScr
         f"output_delta_{objective}{suffix}",
         grid,
         threads,
-        (a, labels, delta, loss_sum, correct, *scratch, np.int32(rows), np.int32(cols)),
+        (a, answers, weights, delta, loss_sum, correct, *scratch, np.int32(rows), np.int32(cols)),
     )
 
 
@@ -467,7 +482,7 @@ def plan_dense_forward(wb, a_in, z, activation: str) -> Launch:
     layer's activations with their row of ones, (inputs + 1, samples); ``z``: the
     output, (units, samples).  ``activation`` may be ``identity`` (a softmax layer's logits).
     """
-    _check_activation(activation, (*ACTIVATIONS, "identity"))
+    _check_activation(activation, ACTIVATIONS)
     suffix = _suffix(wb, a_in, z)
     depth, units = _matrix_shape(wb, "wb")
     _check(wb, "wb")
@@ -630,6 +645,31 @@ def plan_gather_batch(src, labels_src, order, step, out, labels_out, batch, firs
     )
 
 
+def plan_gather_columns(src, order, step, out, batch, first=0) -> Launch:
+    """``out[:, c] = src[:, order[step * batch + first + c]]``: :func:`plan_gather_batch` without labels.
+
+    For the float rows a graph-replayed step gathers beside its inputs: a regression
+    network's targets and the samples' weights.
+    """
+    suffix = _suffix(src, out)
+    rows, n_total = _matrix_shape(src, "src")
+    _check(src, "src")
+    _check(out, "out")
+    if out.shape[0] != rows:
+        raise ValueError(f"out has {out.shape[0]} rows but src has {rows}")
+    cols = out.shape[1]
+    _check(order, "order", (n_total,), np.int64)
+    _check(step, "step", (), np.int32)
+    if not (0 <= first and first + cols <= batch):
+        raise ValueError(f"columns {first}..{first + cols} do not fit in a batch of {batch}")
+    grid = grid_for(out.size)
+    _check_index_range(out.size, grid, "out")
+    _check_index_range(n_total, 0, "src's samples")
+    return Launch("gather_columns" + suffix, grid, BLOCK,
+                  (src, order, step, out, np.int32(rows), np.int32(cols), np.int32(n_total), np.int32(batch),
+                   np.int32(first)))
+
+
 def plan_advance_step(step) -> Launch:
     """``step += 1`` on the device (the last launch of a graph-replayed step)."""
     _check(step, "step", (), np.int32)
@@ -663,9 +703,14 @@ class PlannedKernels:
         """Each column of z (logits) becomes its softmax probabilities, in place."""
         self._run(plan_softmax_columns(z))
 
-    def output_delta(self, a, labels, delta, loss_sum, correct, objective="quadratic", targets=None):
-        """The output layer's delta, added to the loss sum and correct count (``targets`` is not needed)."""
-        self._run(plan_output_delta(a, labels, delta, loss_sum, correct, self._scratch, objective))
+    def output_delta(self, a, labels, delta, loss_sum, correct, objective="quadratic", targets=None,
+                     weights=None):
+        """The output layer's delta, added to the loss sum and correct count (see :func:`plan_output_delta`).
+
+        ``targets`` is read by the float-target objectives only (the label objectives take ``labels``).
+        """
+        self._run(plan_output_delta(a, labels, delta, loss_sum, correct, self._scratch, objective,
+                                    targets if objective in TARGET_OBJECTIVES else None, weights))
 
     def dense_forward(self, wb, a_in, z, activation) -> None:
         """z <- act([W; b]^T [A_prev; 1]) in one kernel (see :func:`plan_dense_forward`)."""
@@ -693,6 +738,10 @@ class PlannedKernels:
     def gather_batch(self, src, labels_src, order, step, out, labels_out, batch, first=0):
         """Gather the batch the device counter ``step`` points at (see :func:`plan_gather_batch`)."""
         self._run(plan_gather_batch(src, labels_src, order, step, out, labels_out, batch, first))
+
+    def gather_columns(self, src, order, step, out, batch, first=0):
+        """Gather the float rows of the batch the counter ``step`` points at (see :func:`plan_gather_columns`)."""
+        self._run(plan_gather_columns(src, order, step, out, batch, first))
 
     def advance_step(self, step):
         """step += 1 on the device."""

@@ -47,14 +47,17 @@ class Workspace:
     ``acts[l]`` is an ``(sizes[l] + 1, m)`` matrix: the layer's activations with a row
     of ones beneath them; ``acts[l][:-1]`` is the activation proper.  ``deltas[l]``
     holds dE/dz for layer ``l`` (``deltas[0]`` is unused).  ``labels`` (class indices)
-    and, in the row layout, ``targets`` (one-hot) hold the batch's answers.
+    and, in the row layout, ``targets`` (one-hot) hold the batch's answers; a network with
+    float targets (regression, multilabel) has ``targets`` in both layouts.  ``weights``:
+    the samples' weights when training is weighted, else None.
 
-    Row layout: the input buffer ``rows`` holds one ``[x, 1, t]`` row per sample;
-    ``acts[0]`` and ``targets`` are transposed views into it, which BLAS and the ufuncs
-    take as they are.  Column layout: ``rows`` and ``targets`` are None.
+    Row layout: the input buffer ``rows`` holds one ``[x, 1, t(, w)]`` row per sample;
+    ``acts[0]``, ``targets`` and ``weights`` are views into it, which BLAS and the ufuncs
+    take as they are.  Column layout: ``rows`` is None.
     """
 
-    def __init__(self, layout, backend, sizes, m: int, dtype, rows: bool):
+    def __init__(self, layout, backend, sizes, m: int, dtype, rows: bool, float_targets: bool = False,
+                 weighted: bool = False):
         xp = backend.xp
         n_in, classes = sizes[0], sizes[-1]
         with backend.device():
@@ -63,12 +66,19 @@ class Workspace:
                 a = xp.empty((n + 1, m), dtype=dtype)
                 a[-1] = 1
                 self.acts.append(a)
-            self.rows = self.targets = None
+            self.rows = self.targets = self.weights = None
             if rows:
-                self.rows = xp.empty((m, n_in + 1 + classes), dtype=dtype)
+                self.rows = xp.empty((m, n_in + 1 + classes + int(weighted)), dtype=dtype)
                 self.rows[:, n_in] = 1
                 self.acts[0] = self.rows[:, : n_in + 1].T
-                self.targets = self.rows[:, n_in + 1 :].T
+                self.targets = self.rows[:, n_in + 1 : n_in + 1 + classes].T
+                if weighted:
+                    self.weights = self.rows[:, -1]
+            else:
+                if float_targets:
+                    self.targets = xp.empty((classes, m), dtype=dtype)
+                if weighted:
+                    self.weights = xp.empty(m, dtype=dtype)
             self.deltas = [None] + [xp.empty((n, m), dtype=dtype) for n in sizes[1:]]
             self.labels = xp.empty(m, dtype=np.int32)
         self.m = m
@@ -108,26 +118,36 @@ class RowLayout:
         raise ValueError("the NumPy backend folds the bias into its own products; dense applies to "
                          "the cupy and emulated backends")
 
-    def workspace(self, sizes, m: int, dtype) -> Workspace:
-        return Workspace(self, self.backend, sizes, m, dtype, rows=True)
+    def workspace(self, sizes, m: int, dtype, float_targets: bool = False, weighted: bool = False) -> Workspace:
+        return Workspace(self, self.backend, sizes, m, dtype, rows=True, weighted=weighted)
 
     # -- data ---------------------------------------------------------------------
-    def build(self, X, labels, classes: int, dtype, where: str, scaler):
+    def build(self, X, labels, classes: int, dtype, where: str, scaler, targets=None, weights=None):
         """The ``(n, n_in + 1 + classes)`` rows ``[x, 1, t]`` of the host array ``X``, checked and scaled.
 
         One pass writes each row: the cast copy of the features, the one, the one-hot target
-        (zeros without labels); the finite check reads the result once, without temporaries.
+        (zeros without labels) or the float ``targets`` (n, classes); with ``weights`` (n,) a
+        last column holds each sample's weight.  The finite check reads the result once,
+        without temporaries.
         """
         n, n_in = X.shape
-        samples = np.empty((n, n_in + 1 + classes), dtype=dtype)
+        samples = np.empty((n, n_in + 1 + classes + int(weights is not None)), dtype=dtype)
         features = samples[:, :n_in]
         features[...] = X
         samples[:, n_in] = 1
         samples[:, n_in + 1 :] = 0
         if labels is not None:
             samples[np.arange(n), n_in + 1 + labels] = 1
+        if targets is not None:
+            samples[:, n_in + 1 : n_in + 1 + classes] = targets
+        if weights is not None:
+            samples[:, -1] = weights
         _check_and_scale(np, samples, features, 1, where, scaler, dtype)
         return samples
+
+    def answers(self, labels, targets):
+        """What travels beside the rows: the labels (the float targets are in the rows already)."""
+        return labels
 
     def sample_count(self, samples) -> int:
         return samples.shape[0]
@@ -136,7 +156,7 @@ class RowLayout:
         ws.rows[...] = samples[start:stop]
 
     def gather(self, ws: Workspace, data, index) -> None:
-        """Whole ``[x, 1, t]`` rows at ``index`` into ``ws.rows`` (the targets come with them)."""
+        """Whole ``[x, 1, t(, w)]`` rows at ``index`` into ``ws.rows`` (targets and weights come with them)."""
         data[0].take(index, 0, ws.rows, "clip")
 
     # -- forward and backward -------------------------------------------------------
@@ -156,10 +176,10 @@ class RowLayout:
         if loss_sum is None:
             rate = 1.0 if layer_rates is None else layer_rates[-1]
             kernels.output_error(ws.outputs, ws.targets, ws.deltas[last], network.objective, scale * rate,
-                                 views.scratch[-1])
+                                 views.scratch[-1], ws.weights)
         else:
             kernels.output_delta(ws.outputs, ws.labels, ws.deltas[last], loss_sum, correct, network.objective,
-                                 ws.targets)
+                                 ws.targets, ws.weights)
         act_backward = kernels.act_backward
         for layer, a_prev, delta_t, grad, weights, delta, back, a_back, tmp, below in views.backward:
             # [A_prev; 1] delta^T: the weight gradient, and in its last row (the ones
@@ -196,16 +216,24 @@ class ColumnLayout:
     def dense(self, name: str) -> None:
         self.products = dense.products(name, self.backend)
 
-    def workspace(self, sizes, m: int, dtype) -> Workspace:
-        return Workspace(self, self.backend, sizes, m, dtype, rows=False)
+    def workspace(self, sizes, m: int, dtype, float_targets: bool = False, weighted: bool = False) -> Workspace:
+        return Workspace(self, self.backend, sizes, m, dtype, rows=False, float_targets=float_targets,
+                         weighted=weighted)
 
     # -- data ---------------------------------------------------------------------
-    def build(self, X, labels, classes: int, dtype, where: str, scaler):
-        """``X`` (host or device) as ``(inputs, samples)`` columns on the device, checked and scaled."""
+    def build(self, X, labels, classes: int, dtype, where: str, scaler, targets=None, weights=None):
+        """``X`` (host or device) as ``(inputs, samples)`` columns on the device, checked and scaled.
+
+        The answers travel beside them (:meth:`answers`); ``targets`` and ``weights`` are not used here.
+        """
         xp = self.backend.xp
         samples = xp.ascontiguousarray(xp.asarray(X, dtype=dtype).T)
         _check_and_scale(xp, samples, samples, 0, where, scaler, dtype)
         return samples
+
+    def answers(self, labels, targets):
+        """What travels beside the columns: the labels, or the float targets as (outputs, samples)."""
+        return labels if targets is None else self.backend.xp.ascontiguousarray(self.backend.xp.asarray(targets.T))
 
     def sample_count(self, samples) -> int:
         return samples.shape[1]
@@ -214,10 +242,15 @@ class ColumnLayout:
         ws.inputs[...] = samples[:, start:stop]
 
     def gather(self, ws: Workspace, data, index) -> None:
-        """The sample columns and labels at ``index`` into ``ws``."""
-        samples, labels = data
+        """The sample columns, answers (labels or float targets) and weights at ``index`` into ``ws``."""
+        samples, answers, *rest = data
         self.backend.take(samples, index, ws.inputs, axis=1)
-        self.backend.take(labels, index, ws.labels)
+        if ws.targets is not None:
+            self.backend.take(answers, index, ws.targets, axis=1)
+        else:
+            self.backend.take(answers, index, ws.labels)
+        if rest and rest[0] is not None:
+            self.backend.take(rest[0], index, ws.weights)
 
     # -- forward and backward -------------------------------------------------------
     def step_views(self, network, ws: Workspace) -> "_ColumnViews":
@@ -231,7 +264,7 @@ class ColumnLayout:
     def backward(self, network, ws: Workspace, loss_sum, correct, scale, layer_rates) -> None:
         last = len(ws.deltas) - 1
         self.backend.kernels.output_delta(ws.outputs, ws.labels, ws.deltas[last], loss_sum, correct,
-                                          network.objective)
+                                          network.objective, ws.targets, ws.weights)
         products = self.products
         for a_in, delta, grad, weights, delta_below, a_below, below in ws.views(network).backward:
             products.weight_grad(a_in, delta, grad)
@@ -325,7 +358,7 @@ class DeviceTally:
         network = self.network
         network.optimizer.step(network.params, network.grads, m)
 
-    def finish(self, labels, batches) -> None:
+    def finish(self, data, batches) -> None:
         """Nothing: the batches have summed the epoch's loss and hits already (and nothing waits here)."""
 
 
@@ -369,19 +402,34 @@ class OutputRecord:
         else:
             optimizer.step(network.params, network.grads, m)
 
-    def finish(self, labels, batches) -> None:
-        """Set the loss and hit scalars for the recorded outputs, the ``labels`` taken in the steps' order
-        (``batches.local_order()``, the epoch's order of this rank's samples)."""
-        self.totals(labels[batches.local_order()], self.network.objective, self.loss_sum, self.correct)
+    def finish(self, data, batches) -> None:
+        """Set the loss and hit scalars for the recorded outputs, the answers of ``data`` (the training
+        ``(samples, labels[, weights])``) taken in the steps' order (``batches.local_order()``, the
+        epoch's order of this rank's samples): the labels, or the float targets and the weights from
+        the rows."""
+        network = self.network
+        samples, labels = data[0], data[1]
+        order = batches.local_order()
+        n_in, outputs = network.sizes[0], network.sizes[-1]
+        weights = samples[order, -1] if samples.shape[1] > n_in + 1 + outputs else None
+        if network.float_targets:
+            self.totals(None, network.objective, self.loss_sum, self.correct,
+                        targets=samples[order, n_in + 1 : n_in + 1 + outputs].T, weights=weights)
+        else:
+            self.totals(labels[order], network.objective, self.loss_sum, self.correct, weights=weights)
 
-    def totals(self, labels, objective: str, loss_sum, correct) -> None:
-        """Set ``loss_sum`` and ``correct`` for the recorded outputs; ``labels`` in the same order."""
+    def totals(self, labels, objective: str, loss_sum, correct, targets=None, weights=None) -> None:
+        """Set ``loss_sum`` and ``correct`` for the recorded outputs; ``labels`` (or the (outputs, samples)
+        float ``targets``) and the optional ``weights`` in the same order."""
         loss_sum.fill(0)
         correct.fill(0)
-        kernels, labels = NumpyKernels(), labels.astype(np.int32)  # fresh kernels: their scratch goes with them
+        kernels = NumpyKernels()  # fresh kernels: their scratch goes with them
+        labels = None if labels is None else labels.astype(np.int32)
         n = self.outputs.shape[1]
         for start in range(0, n, SCORING_CHUNK):
             stop = min(start + SCORING_CHUNK, n)
             outputs = np.array(self.outputs[:, start:stop])  # a copy: a softmax's logits become probabilities
-            kernels.output_delta(outputs, labels[start:stop], np.empty_like(outputs), loss_sum, correct,
-                                 objective)
+            kernels.output_delta(outputs, None if labels is None else labels[start:stop], np.empty_like(outputs),
+                                 loss_sum, correct, objective,
+                                 None if targets is None else np.ascontiguousarray(targets[:, start:stop]),
+                                 None if weights is None else np.ascontiguousarray(weights[start:stop]))

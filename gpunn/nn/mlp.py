@@ -36,16 +36,27 @@ from __future__ import annotations
 import numpy as np
 
 from gpunn.compute.backend import get_backend, to_numpy
-from gpunn.compute.ops import ACTIVATIONS, default_loss, objective
+from gpunn.compute.ops import ACTIVATIONS, default_loss, objective, task
 from gpunn.errors import DataError, option_name
-from gpunn.memory import check_network_fits
+from gpunn.memory import check_network_fits, require
 from gpunn.nn.labels import class_indices, classes_from_json, infer_classes
 from gpunn.nn.layout import Workspace, layout_for
 from gpunn.nn.parameters import DEFAULT_INIT, DTYPES, INITS, ParameterLayout, check_sizes, initial_parameters
 from gpunn.nn.preprocessing import SCALINGS, Scaler
+from gpunn.nn.targets import multilabel_targets, normalised_weights, regression_metrics, regression_targets
 
 #: Samples per forward pass in predict / evaluate.
 EVAL_CHUNK = 1024
+
+
+def _dense_rows(X) -> np.ndarray:
+    """A SciPy sparse matrix as a dense host array, converted in chunks of rows (no SciPy import here)."""
+    X = X.tocsr()
+    require(X.shape[0] * X.shape[1] * X.dtype.itemsize, "the sparse X made dense", "give fewer samples at a time")
+    dense = np.empty(X.shape, dtype=X.dtype)
+    for start in range(0, X.shape[0], EVAL_CHUNK):
+        dense[start : start + EVAL_CHUNK] = X[start : start + EVAL_CHUNK].toarray()
+    return dense
 
 
 def _checked_classes(classes, n_outputs: int) -> np.ndarray:
@@ -64,13 +75,15 @@ class MLP:
     Args:
         sizes: units per layer, input first, e.g. ``[784, 30, 10]``.
         activation: the hidden layers' ``"sigmoid"`` (the tutorial's, default),
-            ``"tanh"`` or ``"relu"``.
+            ``"tanh"``, ``"relu"`` or ``"identity"`` (linear units).
         output_activation: ``"sigmoid"`` (default: every output unit squashed on its
-            own) or ``"softmax"`` (probabilities over the classes).
-        loss: ``"quadratic"`` (the tutorial's 1/2 (t - y)^2; sigmoid outputs only) or
+            own), ``"softmax"`` (probabilities over the classes) or ``"identity"``
+            (regression: the outputs are values, trained on float targets, see :attr:`task`).
+        loss: ``"quadratic"`` (the tutorial's 1/2 (t - y)^2; sigmoid or identity outputs) or
             ``"cross_entropy"`` (per-unit binary on sigmoid outputs, categorical on
-            softmax); default: quadratic for sigmoid outputs, cross_entropy for softmax.
-        init: how the weights are drawn (biases: N(0, 1) for the first two, 0 for the others):
+            softmax); default: cross_entropy for softmax outputs, else quadratic.
+        init: how the weights are drawn (biases: N(0, 1) for the first two, 0 for the next two;
+            ``"glorot_uniform"``, scikit-learn's, draws both, see :func:`~gpunn.nn.parameters.initial_parameters`):
             ``"normal"`` N(0, 1), the tutorial's and Nielsen's; ``"scaled"``
             N(0, 1/n_in) (LeCun), which keeps wide layers out of the sigmoid's flat tails;
             ``"xavier"`` N(0, 2/(n_in + n_out)) (Glorot and Bengio, 2010); ``"he"``
@@ -86,16 +99,40 @@ class MLP:
             (:mod:`gpunn.nn.preprocessing`); kept in model files.
         classes: what the output units stand for, sorted (e.g. ``["cat", "dog"]`` or
             ``[1, 2, 3]``); default: taken from the first ``fit``'s labels
-            (:mod:`gpunn.nn.labels`).  ``predict`` answers with these.
+            (:mod:`gpunn.nn.labels`).  ``predict`` answers with these.  A regression network has none.
+        multilabel: several labels per sample: ``y`` is a 0/1 indicator matrix (samples,
+            outputs), trained with sigmoid outputs and the binary cross-entropy
+            (``output_activation="sigmoid", loss="cross_entropy"`` only); ``predict``
+            answers with indicator rows.
+
+    A regression network (``output_activation="identity"``) trains on float targets of one
+    or more columns, standardised by the first fit (:attr:`target_scaling`,
+    :mod:`gpunn.nn.targets`); ``predict`` answers in the targets' units and ``evaluate``
+    returns ``loss``, ``mse``, ``mae`` and ``r2``.
     """
 
     def __init__(self, sizes, activation="sigmoid", output_activation="sigmoid", loss=None, init=None,
-                 backend=None, dtype="float32", seed=0, scale="none", classes=None):
+                 backend=None, dtype="float32", seed=0, scale="none", classes=None, multilabel=False):
         self.sizes = check_sizes(sizes)
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}: use one of {', '.join(ACTIVATIONS)}")
         loss = default_loss(output_activation) if loss is None else loss
         self.objective = objective(output_activation, loss)  # ValueError for nonsense pairs
+        #: several labels per sample (0/1 target rows; sigmoid outputs with the cross-entropy only)
+        self.multilabel = bool(multilabel)
+        if self.multilabel:
+            if (output_activation, loss) != ("sigmoid", "cross_entropy"):
+                raise ValueError("a multilabel network has sigmoid outputs and the cross_entropy loss; use "
+                                 "output_activation='sigmoid', loss='cross_entropy'")
+            self.objective = "multilabel_cross_entropy"
+        #: ``"regression"`` (identity outputs, float targets) or ``"classification"``
+        self.task = task(output_activation)
+        if self.task == "regression" and classes is not None:
+            raise ValueError("a regression network (output_activation='identity') has no classes; leave classes out")
+        #: whether the answers are float rows (regression targets, multilabel 0/1 rows) rather than class labels
+        self.float_targets = self.task == "regression" or self.multilabel
+        #: regression: the targets' standardisation, fitted by the first fit (:mod:`gpunn.nn.targets`)
+        self.target_scaling = None
         init = DEFAULT_INIT[activation] if init is None else init
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}: use one of {', '.join(INITS)}")
@@ -131,10 +168,11 @@ class MLP:
         self.optimizer = None
         self.epochs_done = 0
         self.stop_training = False
-        self._workspaces: dict[int, Workspace] = {}
+        self._workspaces: dict[tuple, Workspace] = {}
         xp = self.backend.xp
         with self.backend.device():
-            self.params = xp.asarray(initial_parameters(self.layout, self.init, self.seed), dtype=self.dtype)
+            self.params = xp.asarray(initial_parameters(self.layout, self.init, self.seed, self.activation),
+                                     dtype=self.dtype)
             self.grads = xp.zeros(self.layout.size, dtype=self.dtype)
         self._bind_views()
 
@@ -192,11 +230,12 @@ class MLP:
         self.sample_layout.dense = name
 
     # -- buffers --------------------------------------------------------------
-    def workspace(self, m: int) -> Workspace:
-        """The buffers for batches of ``m`` samples (made on first use, then reused)."""
-        ws = self._workspaces.get(m)
+    def workspace(self, m: int, weighted: bool = False) -> Workspace:
+        """The buffers for batches of ``m`` samples, with a weight per sample when ``weighted`` (made once)."""
+        ws = self._workspaces.get((m, weighted))
         if ws is None:
-            ws = self._workspaces[m] = self.sample_layout.workspace(self.sizes, m, self.dtype)
+            ws = self._workspaces[(m, weighted)] = self.sample_layout.workspace(self.sizes, m, self.dtype,
+                                                                                self.float_targets, weighted)
         return ws
 
     # -- forward and backward -------------------------------------------------
@@ -226,18 +265,61 @@ class MLP:
         bias and the one-hot target (zeros without ``y``), ``(samples, inputs + 1 + classes)``.
         Kernel backends: samples as columns, ``(inputs, samples)``, the layout the GPU
         gather kernel reads.  Labels become int32 class indices (see :mod:`gpunn.nn.labels`).
-        ``where`` names ``X`` in error messages.
+        Float targets (a regression network's, standardised by :attr:`target_scaling`, or
+        multilabel 0/1 rows) are the ``t`` of each row on NumPy; on the kernel backends the
+        second array returned is the ``(outputs, samples)`` targets.  ``where`` names ``X``
+        in error messages.
+        """
+        samples, answers, _ = self.device_data(X, y, where)
+        return samples, answers
+
+    def device_data(self, X, y=None, where: str = "X", sample_weight=None):
+        """:meth:`device_samples`, plus the samples' weights: ``(samples, answers, weights)``.
+
+        ``sample_weight``: (n,) non-negative numbers, rescaled to mean 1
+        (:func:`gpunn.nn.targets.normalised_weights`); on NumPy each row also gets its weight as
+        a last column.  ``weights`` is an (n,) array in the network's dtype on the device, or
+        None without ``sample_weight``.
         """
         X_host = self._as_samples(X, where)
+        n = X_host.shape[0]
+        weights = None if sample_weight is None else normalised_weights(sample_weight, n)
+        labels = targets = None
+        if y is not None and self.multilabel:
+            targets = multilabel_targets(y, n, self.sizes[-1])
+        elif y is not None and self.task == "regression":
+            targets = self._standardised_targets(y, n)
+        elif y is not None:
+            labels = self.label_indices(y, n)
         with self.backend.device():
-            labels = None if y is None else self.label_indices(y, X_host.shape[0])
-            samples = self.sample_layout.build(X_host, labels, self.sizes[-1], self.dtype, where, self.scaler)
+            samples = self.sample_layout.build(X_host, labels, self.sizes[-1], self.dtype, where, self.scaler,
+                                               targets, weights)
             if labels is not None:
                 labels = self.backend.asarray(labels, np.int32)
-        return samples, labels
+            answers = self.sample_layout.answers(labels, None if targets is None else targets.astype(self.dtype))
+            if weights is not None:
+                weights = self.backend.asarray(weights, self.dtype)
+        return samples, answers, weights
+
+    def _standardised_targets(self, y, n: int, where: str = "y") -> np.ndarray:
+        """A regression network's targets, (n, outputs) float64, standardised by :attr:`target_scaling`."""
+        targets = regression_targets(y, n, self.sizes[-1], where)
+        if self.target_scaling is None:
+            raise ValueError("the network's target scaling is not fitted yet; fit the network first")
+        with np.errstate(over="ignore", invalid="ignore"):
+            scaled = self.target_scaling.apply(targets)
+        if not np.isfinite(scaled.astype(self.dtype)).all():
+            raise DataError(f"{where}: standardised as the network's targets were, some targets overflow "
+                            f"{self.dtype.name}; use float64 (dtype / --dtype)")
+        return scaled
 
     def _as_samples(self, X, where: str):
-        """``X`` as a 2-D (samples, features) array of numbers (host, or device on CuPy); one 1-D sample allowed."""
+        """``X`` as a 2-D (samples, features) array of numbers (host, or device on CuPy); one 1-D sample allowed.
+
+        A SciPy sparse matrix (anything with ``tocsr``) is made dense, :data:`EVAL_CHUNK` rows at a time.
+        """
+        if hasattr(X, "tocsr") and hasattr(X, "toarray"):
+            X = _dense_rows(X)
         if not hasattr(X, "shape"):
             X = np.asarray(X)
         if not self.backend.is_gpu:
@@ -310,20 +392,41 @@ class MLP:
             return self
         copy = MLP(self.sizes, activation=self.activation, output_activation=self.output_activation,
                    loss=self.loss, init=self.init, backend=self.backend, dtype=dtype.name, seed=self.seed,
-                   scale=self.scale, classes=self.classes)
+                   scale=self.scale, classes=self.classes, multilabel=self.multilabel)
         copy.scaler = self.scaler
+        copy.target_scaling = self.target_scaling
         with self.backend.device():
             copy.params[...] = self.params.astype(copy.dtype)
         return copy
 
     def predict(self, X) -> np.ndarray:
-        """The answer for each sample: the class of the most active output node (see :attr:`classes`)."""
+        """The answer for each sample: the class of the most active output node (see :attr:`classes`).
+
+        A regression network answers with values in the targets' units (float64), (samples,)
+        when it was fitted on 1-D targets, else (samples, outputs); a multilabel network with
+        an indicator row per sample (each output above 0.5).
+        """
+        if self.task == "regression":
+            if self.target_scaling is None:
+                raise ValueError("this regression network has not been fitted yet; call fit first")
+            return self.target_scaling.undo(self.predict_proba(X))
+        if self.multilabel:
+            return (self.predict_proba(X) > 0.5).astype(np.int64)
         index = self.predict_proba(X).argmax(axis=1)
         return index if self.classes is None else self.classes[index]
 
     def evaluate(self, X, y) -> dict:
-        """Mean loss per sample and accuracy on ``(X, y)``."""
-        return self.evaluate_device(*self.device_samples(X, y))
+        """Mean loss per sample and accuracy on ``(X, y)`` (multilabel: every label right).
+
+        A regression network returns ``loss`` (the squared error per sample, on the
+        standardised targets training minimises) and, in the targets' units, ``mse``,
+        ``mae`` and ``r2`` (as scikit-learn's metrics compute them).
+        """
+        result = self.evaluate_device(*self.device_samples(X, y))
+        if self.task == "regression":
+            n = self._as_samples(X, "X").shape[0]
+            result.update(regression_metrics(self.predict(X), regression_targets(y, n, self.sizes[-1])))
+        return result
 
     def evaluate_device(self, samples, labels) -> dict:
         """:meth:`evaluate` on data already made by :meth:`device_samples`."""
@@ -335,11 +438,16 @@ class MLP:
             for start, stop in self._chunks(n):
                 ws = self.workspace(stop - start)
                 ws.set_inputs(samples, start, stop)
-                ws.labels[...] = labels[start:stop]
+                if not self.float_targets:
+                    ws.labels[...] = labels[start:stop]
+                elif ws.rows is None:  # the column layout's float targets travel beside the samples
+                    ws.targets[...] = labels[:, start:stop]
                 self.forward(ws)
                 self.backend.kernels.output_delta(
                     ws.outputs, ws.labels, ws.deltas[-1], loss_sum, correct, self.objective, ws.targets
                 )
+            if self.task == "regression":
+                return {"loss": float(loss_sum) / n}
             return {"loss": float(loss_sum) / n, "accuracy": int(correct) / n}
 
     def __repr__(self) -> str:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-INITS = ("normal", "scaled", "xavier", "he")
+INITS = ("normal", "scaled", "xavier", "he", "glorot_uniform")
 #: The initialisation each hidden activation gets when none is given (see :class:`gpunn.nn.mlp.MLP`).
-DEFAULT_INIT = {"sigmoid": "scaled", "tanh": "xavier", "relu": "he"}
+DEFAULT_INIT = {"sigmoid": "scaled", "tanh": "xavier", "relu": "he", "identity": "xavier"}
 DTYPES = ("float32", "float64")
 
 
@@ -63,18 +63,23 @@ def check_sizes(sizes) -> tuple[int, ...]:
     return sizes
 
 
-def initial_parameters(layout: ParameterLayout, init: str, seed: int) -> np.ndarray:
+def initial_parameters(layout: ParameterLayout, init: str, seed: int, activation: str = "relu") -> np.ndarray:
     """The flat float64 buffer of starting parameters drawn by ``init`` from ``seed``.
 
     Weights: N(0, std^2) with std by ``init`` (``normal`` 1, ``scaled`` 1/sqrt(n_in), ``xavier``
     sqrt(2/(n_in + n_out)), ``he`` sqrt(2/n_in)); biases N(0, 1) for ``normal`` and ``scaled``,
-    0 for the others.
+    0 for the others.  ``glorot_uniform`` is scikit-learn's MLP initialisation: weights and
+    biases U(-r, r), r = sqrt(f / (n_in + n_out)), f = 2 for sigmoid (``activation``) units, else 6.
     """
     rng = np.random.default_rng(seed)
     flat = np.empty(layout.size)
     sizes = layout.sizes
     for layer, block in enumerate(layout.blocks(flat)):
         n_in, n_out = sizes[layer], sizes[layer + 1]
+        if init == "glorot_uniform":
+            bound = np.sqrt((2.0 if activation == "sigmoid" else 6.0) / (n_in + n_out))
+            block[...] = rng.uniform(-bound, bound, block.shape)
+            continue
         std = {"normal": 1.0, "scaled": 1 / np.sqrt(n_in), "xavier": np.sqrt(2 / (n_in + n_out)),
                "he": np.sqrt(2 / n_in)}[init]
         block[:-1] = rng.standard_normal(block[:-1].shape) * std

@@ -20,7 +20,9 @@ the feature scaling (see :mod:`gpunn.nn.preprocessing`), when there is one
     a ``uint8`` array holding UTF-8 JSON: the format name ``"gpunn-model"`` and
     version, the gpunn version that wrote it, the architecture (sizes, activation,
     output_activation, loss, init, dtype, seed), the classes (what each output unit
-    stands for) and the scaling method, ``epochs_done``, the training options, the
+    stands for) or, for a regression network, ``targets`` (each target's mean and
+    standard deviation, and whether they were 1-D), ``multilabel``, the scaling method,
+    ``epochs_done``, the training options, the
     optimizer's name and settings, the per-epoch history, and ``extra`` (whatever the
     caller passed, e.g. the CLI's dataset name and data folder);
 ``trajectory`` and ``trajectory_epochs`` (optional)
@@ -28,9 +30,10 @@ the feature scaling (see :mod:`gpunn.nn.preprocessing`), when there is one
     (snapshots, parameters) array in the model's dtype and the epochs done at each
     snapshot (int64, increasing, at most ``epochs_done``).
 
-Format 2 added the activations, the optimizers, the classes and the scaling; files of
-format 1 (sigmoid networks trained by SGD on class indices, unscaled) still load and
-resume.
+Format 2 added the activations, the optimizers, the classes and the scaling; format 3
+regression and multilabel networks (identity outputs and ``targets``, ``multilabel``).  Files
+of format 1 (sigmoid networks trained by SGD on class indices, unscaled) and 2 still load
+and resume.
 
 Nothing in the file is ever unpickled: :func:`read` refuses pickles by their first
 bytes and reads the archive through :mod:`gpunn.safe_npz` (never ``np.load``), which
@@ -71,6 +74,7 @@ from gpunn.files import atomic_write, open_input
 from gpunn.nn.labels import classes_from_json, classes_to_json
 from gpunn.nn.parameters import ParameterLayout
 from gpunn.nn.preprocessing import Scaler
+from gpunn.nn.targets import TargetScaling
 from gpunn.safe_npz import ArchiveError, Hints, NpzReader
 from gpunn.saving.metadata import FORMAT_NAME, FORMAT_VERSION, Invalid, check, decode, is_int, show
 from gpunn.training.loop import History
@@ -127,6 +131,8 @@ def _model_arrays(net, extra) -> dict:
         "dtype": net.dtype.name,
         "seed": net.seed,
         "classes": None if net.classes is None else classes_to_json(net.classes),
+        "targets": None if net.target_scaling is None else net.target_scaling.to_json(),
+        "multilabel": net.multilabel,
         "scale": {"requested": net.scale, "method": None if net.scaler is None else net.scaler.method},
         "epochs_done": net.epochs_done,
         "training": training,
@@ -201,7 +207,8 @@ class ModelParts:
         """The network constructor's arguments the file records (sizes, activations, loss, init, dtype, seed)."""
         m = self.metadata
         return {"sizes": m["sizes"], "activation": m["activation"], "output_activation": m["output_activation"],
-                "loss": m["loss"], "init": m["init"], "dtype": m["dtype"], "seed": m["seed"]}
+                "loss": m["loss"], "init": m["init"], "dtype": m["dtype"], "seed": m["seed"],
+                "multilabel": m.get("multilabel", False)}
 
 
 def read(path) -> ModelParts:
@@ -409,6 +416,8 @@ def restore(net, parts: ModelParts) -> None:
     trajectory, so that ``net.fit(X, y, epochs=k, <same options>)`` continues where the saved run stopped."""
     metadata, arrays, path = parts.metadata, parts.arrays, parts.path
     _restore_classes_and_scaler(net, metadata, arrays.get("scaler", {}), path)
+    if metadata.get("targets") is not None:
+        net.target_scaling = TargetScaling.from_json(metadata["targets"])
     xp = net.backend.xp
     with net.backend.device():
         net.params[...] = xp.asarray(arrays["params"])

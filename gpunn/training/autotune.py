@@ -45,6 +45,7 @@ import numpy as np
 from gpunn.compute import dense
 from gpunn.files import atomic_write, cache_root
 from gpunn.nn.mlp import MLP
+from gpunn.nn.targets import TargetScaling
 from gpunn.training.cuda_graph import GraphedStep
 from gpunn.training.device_step import DeviceStep
 from gpunn.training.optim import SGD
@@ -172,12 +173,18 @@ def measure_on_device(network, batch: int, warmup: int = WARMUP_STEPS, timed: in
     backend = network.backend
     cupy = backend.xp
     probe = MLP(network.sizes, activation=network.activation, output_activation=network.output_activation,
-                    loss=network.loss, backend=backend, dtype=network.dtype.name, seed=0)
+                loss=network.loss, backend=backend, dtype=network.dtype.name, seed=0,
+                multilabel=network.multilabel)
     probe.optimizer = SGD(backend, probe.layout, probe.dtype, lr=1e-6)
     n = batch * (warmup + timed)
     rng = np.random.default_rng(0)
     X = rng.random((n, network.sizes[0]), dtype=np.float32)
-    y = rng.integers(0, network.sizes[-1], n)
+    if probe.float_targets:  # the same step as training takes: float targets, gathered beside the samples
+        y = rng.integers(0, 2, (n, network.sizes[-1])).astype(np.float64)
+        if probe.task == "regression":
+            probe.target_scaling = TargetScaling.fit(y)
+    else:
+        y = rng.integers(0, network.sizes[-1], n)
     seconds = {}
     with backend.device():
         data = probe.device_samples(X, y)

@@ -25,12 +25,14 @@ import numpy as np
 from gpunn.errors import DataError, TrainingDiverged
 from gpunn.nn.labels import infer_classes
 from gpunn.nn.preprocessing import Scaler
+from gpunn.nn.targets import TargetScaling, normalised_weights, regression_metrics, regression_targets
 from gpunn.training.autotune import pick_dense
 from gpunn.training.callbacks import Callback, EpochLogger  # noqa: F401 - Callback is also gpunn.training.loop.Callback
 from gpunn.training.cuda_graph import GraphedStep
 from gpunn.training.device_step import DeviceStep
 from gpunn.training.diagnosis import CollapseWatch
-from gpunn.training.optim import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, OPTIMIZERS, make_optimizer, lr_scaling_rates
+from gpunn.training.optim import (DEFAULT_LR, DEFAULT_WEIGHT_DECAY, OPTIMIZERS, REGRESSION_SGD_LR, make_optimizer,
+                                  lr_scaling_rates)
 
 
 class History:
@@ -117,7 +119,7 @@ class _Batches:
 def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momentum=0.0, nesterov=False,
         betas=(0.9, 0.999), eps=1e-8, weight_decay=None, lr_scaling=None, validation_data=None,
         validation_split=0.0, callbacks=None, verbose=0, shuffle=True, progress=None, communicator=None,
-        cuda_graph=True, dense=None) -> History:
+        cuda_graph=True, dense=None, sample_weight=None) -> History:
     """Train ``network`` on ``(X, y)`` for ``epochs`` more epochs of minibatch gradient descent.
 
     Calling ``fit`` again trains further: epoch numbers count on in the History, and the
@@ -125,12 +127,16 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
     ``fit(epochs=3)`` gives bit for bit the weights of ``fit(epochs=5)``.
 
     Args:
-        X: (samples, features) array, NumPy or CuPy.
-        y: integer labels (samples,) or one-hot rows (samples, classes).
+        X: (samples, features) array, NumPy or CuPy, or a SciPy sparse matrix (made dense).
+        y: integer labels (samples,) or one-hot rows (samples, classes); for a regression
+            network (``output_activation="identity"``) float targets (samples,) or
+            (samples, outputs), standardised internally (:mod:`gpunn.nn.targets`); for a
+            multilabel network a 0/1 indicator matrix.
         epochs: how many epochs to train in this call.
         batch_size: samples per minibatch (m); gradients are averaged over the batch.
         optimizer: ``"sgd"`` (the tutorial's), ``"adam"`` or ``"adamw"`` (see :mod:`gpunn.training.optim`).
-        lr: learning rate; default 3.0 for SGD (the tutorial's eta), 0.001 for Adam/AdamW.
+        lr: learning rate; default 3.0 for SGD (the tutorial's eta; 0.1 for a regression network),
+            0.001 for Adam/AdamW.
         momentum, nesterov: SGD's (Nesterov) momentum.
         betas, eps: Adam's and AdamW's moment decay rates and denominator term.
         weight_decay: L2 for SGD and Adam, decoupled for AdamW; default 0 (AdamW: 0.01).
@@ -162,13 +168,22 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
         dense: kernel backends: ``"fused"``, ``"cublas"`` or ``"auto"`` (default:
             ``$GPUNN_DENSE``, else ``auto``: measured on the GPU and cached, see
             :mod:`gpunn.training.autotune`); the NumPy backend ignores it.
+        sample_weight: optional (samples,) non-negative weights: each sample's loss and
+            gradient count that many times (rescaled to mean 1, see
+            :func:`gpunn.nn.targets.normalised_weights`); the reported loss is the
+            weighted mean.  Not with ``validation_split`` or a communicator.
 
     ``history.params`` records ``dense`` (the path, None on NumPy), ``dense_source`` (why)
     and ``step``: ``graph`` (one CUDA graph launch per full batch), ``launches`` (kernel
     by kernel) or ``numpy``.
 
     The first ``fit`` of a network also fits its feature scaling (``Network(scale=...)``)
-    on ``X`` and decides its classes from ``y`` (:mod:`gpunn.nn.labels`).
+    on ``X`` and decides its classes from ``y`` (:mod:`gpunn.nn.labels`), or for a
+    regression network the targets' standardisation.
+
+    A regression network's History has ``loss`` (the squared error per sample on the
+    standardised targets) and with validation data ``val_loss``, ``val_mse``, ``val_mae``
+    and ``val_r2`` (in the targets' units); no accuracy.
 
     Returns:
         The network's :class:`History` (continued across calls and resumed runs).
@@ -180,15 +195,21 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
     if verbose not in (0, 1, 2):
         raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
     settings = optimizer_settings(network, optimizer, lr, momentum, nesterov, betas, eps, weight_decay, lr_scaling)
+    if sample_weight is not None and (validation_split or communicator is not None):
+        raise ValueError("sample_weight cannot be combined with validation_split or distributed training")
+    if hasattr(X, "tocsr"):  # a SciPy sparse matrix: made dense once, in chunks (gpunn's layers are dense)
+        X = network._as_samples(X, "X")
     X, y, validation_data = _split_validation(X, y, validation_data, validation_split)
     backend, xp = network.backend, network.backend.xp
-    samples, labels = _first_samples(network, X, y)
+    regression = network.task == "regression"
+    samples, labels, weights = _first_samples(network, X, y, sample_weight)
     n = network.sample_count(samples)
     if n == 0:
         raise DataError("the training set is empty; give fit at least one sample")
     val = None
     if validation_data is not None:
         val = network.device_samples(*validation_data, where="the validation X")
+        val_n = network.sample_count(val[0])
     if network.history is None:
         network.history = History()
     history = network.history
@@ -218,7 +239,7 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
     first_epoch = network.epochs_done
     with backend.device(), _work_stream(backend) as stream:
         batches = _Batches(network, n, min(batch_size, n), shuffle, rank, ranks)
-        data = (samples, labels)
+        data = (samples, labels) if weights is None else (samples, labels, weights)
         loss_sum = xp.zeros((), dtype=np.float64)
         correct = xp.zeros((), dtype=np.int64)
         # how the epoch's loss and hits are counted: summed on the device, or recorded and scored at its end
@@ -252,7 +273,7 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
                     train_step(network, data, index, m, tally, step, communicator)
                     if progress is not None and step % report_every == 0:
                         progress(step, steps)
-                tally.finish(labels, batches)
+                tally.finish(data, batches)
             if communicator is not None:
                 communicator.allreduce_sum(loss_sum)
                 communicator.allreduce_sum(correct)
@@ -264,11 +285,18 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
                     f"the training loss became {train_loss} in epoch {epoch + 1}; "
                     f"{watch.advice()}"
                 )
-            logs = {"loss": train_loss, "accuracy": train_accuracy}
+            logs = {"loss": train_loss} if regression else {"loss": train_loss, "accuracy": train_accuracy}
             if val is not None:
                 with np.errstate(all="ignore"):  # a diverged network's validation is reported as such
                     result = network.evaluate_device(*val)
-                logs.update(val_loss=result["loss"], val_accuracy=result["accuracy"])
+                    if regression:
+                        val_y = regression_targets(validation_data[1], val_n, network.sizes[-1])
+                        result.update(regression_metrics(network.predict(validation_data[0]), val_y))
+                if regression:
+                    logs.update(val_loss=result["loss"], val_mse=result["mse"], val_mae=result["mae"],
+                                val_r2=result["r2"])
+                else:
+                    logs.update(val_loss=result["loss"], val_accuracy=result["accuracy"])
             logs["seconds"] = seconds
             network.epochs_done = epoch + 1
             history.append(epoch, logs)
@@ -301,20 +329,34 @@ def _split_validation(X, y, validation_data, fraction):
     return X[:cut], y[:cut], (X[cut:], y[cut:])
 
 
-def _first_samples(network, X, y):
-    """:meth:`MLP.device_samples` of the training data, fitting the scaling and the classes on first use."""
-    fresh_scaler, fresh_classes = network.scaler is None, network.classes is None
-    if fresh_scaler:
-        network.scaler = Scaler.fit(network._as_samples(X, "X"), network.scale)
-    if fresh_classes:
-        network.classes = infer_classes(y, network.sizes[-1])
+def _first_samples(network, X, y, sample_weight=None):
+    """:meth:`MLP.device_data` of the training data, fitting the scaling and the classes on first use.
+
+    A regression network fits its targets' standardisation (weighted by ``sample_weight``)
+    instead of the classes; a multilabel network has neither.
+    """
+    regression = network.task == "regression"
+    fresh_scaler = network.scaler is None
+    fresh_classes = not network.float_targets and network.classes is None
+    fresh_targets = regression and network.target_scaling is None
     try:
-        return network.device_samples(X, y)
+        if fresh_scaler:
+            network.scaler = Scaler.fit(network._as_samples(X, "X"), network.scale)
+        if fresh_classes:
+            network.classes = infer_classes(y, network.sizes[-1])
+        if fresh_targets:
+            n = network._as_samples(X, "X").shape[0]
+            weights = None if sample_weight is None else normalised_weights(sample_weight, n)
+            network.target_scaling = TargetScaling.fit(regression_targets(y, n, network.sizes[-1]), np.ndim(y),
+                                                       weights)
+        return network.device_data(X, y, sample_weight=sample_weight)
     except Exception:
         if fresh_scaler:
             network.scaler = None
         if fresh_classes:
             network.classes = None
+        if fresh_targets:
+            network.target_scaling = None
         raise
 
 
@@ -327,7 +369,8 @@ def optimizer_settings(network, optimizer, lr, momentum, nesterov, betas, eps, w
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
     lr_given = lr is not None
-    lr = DEFAULT_LR[optimizer] if lr is None else lr
+    if lr is None:
+        lr = REGRESSION_SGD_LR if optimizer == "sgd" and network.task == "regression" else DEFAULT_LR[optimizer]
     weight_decay = DEFAULT_WEIGHT_DECAY[optimizer] if weight_decay is None else weight_decay
     if optimizer != "sgd":
         if momentum or nesterov:
@@ -346,7 +389,8 @@ def train_step(network, data, index, m, tally, step: int, communicator=None) -> 
     """One minibatch: gather, forward, backprop, (all-reduce,) update; no host sync and no allocation.
 
     Args:
-        data: ``(samples, labels)`` on the device, as made by :meth:`MLP.device_samples`.
+        data: ``(samples, labels)`` on the device, as made by :meth:`MLP.device_samples`, or
+            ``(samples, answers, weights)`` (:meth:`MLP.device_data`) when training is weighted.
         index: this rank's sample indices for the batch (a view into the epoch order).
         m: the global batch size (the step divides by it).
         tally: the layout's epoch bookkeeping (``network.sample_layout.epoch_tally``): it runs the
@@ -354,7 +398,7 @@ def train_step(network, data, index, m, tally, step: int, communicator=None) -> 
             recording the outputs, step ``step``, for the end of the epoch), then applies the update.
     """
     if index.shape[0]:
-        ws = network.workspace(index.shape[0])
+        ws = network.workspace(index.shape[0], weighted=len(data) > 2)
         network.sample_layout.gather(ws, data, index)
         tally.learn(ws, step, m)
     else:  # this rank's share of a short last batch is empty
