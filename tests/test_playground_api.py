@@ -4,6 +4,7 @@ reproduces the run).  The page itself is tested in a browser by tests/test_playg
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import socket
@@ -43,10 +44,30 @@ def decode(frame: bytes):
     return header, np.frombuffer(frame[4 + length:], dtype="<f4")
 
 
+@contextlib.contextmanager
+def serving(**options):
+    """A test client of a fresh app; sockets a failed test left open are closed (else the client's exit waits
+    for them forever)."""
+    with TestClient(create_app(**options)) as c:
+        c.sockets = []
+        try:
+            yield c
+        finally:
+            for ws in list(c.sockets):
+                close(ws)
+
+
 @pytest.fixture
 def client():
-    with TestClient(create_app()) as c:
+    with serving() as c:
         yield c
+
+
+def close(ws) -> None:
+    """End a tab's socket (once)."""
+    if ws in ws.owner.sockets:
+        ws.owner.sockets.remove(ws)
+        ws.__exit__(None, None, None)
 
 
 def receive(ws, kind: str, limit: int = 500):
@@ -69,6 +90,8 @@ def receive(ws, kind: str, limit: int = 500):
 def open_session(client, settings=SMALL):
     ws = client.websocket_connect("/api/ws")
     ws.__enter__()
+    ws.owner = client
+    client.sockets.append(ws)
     hello = ws.receive_json()
     assert hello["type"] == "hello"
     ws.send_json({"type": "configure", "settings": settings})
@@ -107,7 +130,7 @@ def test_frames_carry_every_drawn_neurons_picture_and_play_step_pause(client):
     paused_at = session.net.epochs_done
     time.sleep(0.3)
     assert session.net.epochs_done == paused_at
-    ws.__exit__(None, None, None)
+    close(ws)
 
 
 def test_closing_the_tab_stops_its_training_within_a_second(client):
@@ -115,30 +138,30 @@ def test_closing_the_tab_stops_its_training_within_a_second(client):
     session = client.app.state.sessions.get(sid)
     ws.send_json({"type": "play"})
     receive(ws, "frame")
-    ws.__exit__(None, None, None)
+    close(ws)
     assert session.join(1.0), "the training thread still runs a second after the tab closed"
     assert sid not in client.app.state.sessions.open
 
 
 def test_a_session_over_the_limit_is_told_so():
-    with TestClient(create_app(limit=2)) as c:
+    with serving(limit=2) as c:
         first, second = open_session(c)[0], open_session(c)[0]
         with c.websocket_connect("/api/ws") as third:
             message = third.receive_json()
             assert message["type"] == "error" and "limit" in message["message"]
         for ws in (first, second):
-            ws.__exit__(None, None, None)
+            close(ws)
 
 
 def test_idle_sessions_expire_and_their_tab_is_told():
-    with TestClient(create_app(idle_seconds=0.5)) as c:
+    with serving(idle_seconds=0.5) as c:
         ws, sid, _ = open_session(c)
         ws.send_json({"type": "ping"})  # not a use
         time.sleep(0.6)
         c.portal.call(c.app.state.expire)
         assert "expired" in receive(ws, "error")["message"]
         assert sid not in c.app.state.sessions.open
-        ws.__exit__(None, None, None)
+        close(ws)
 
 
 @pytest.mark.parametrize("settings, words", [
@@ -164,7 +187,7 @@ def test_nonsense_settings_get_one_line_and_the_tab_keeps_training(client, setti
     epochs = session.net.epochs_done
     time.sleep(0.2)
     assert session.net.epochs_done > epochs  # the old network trains on
-    ws.__exit__(None, None, None)
+    close(ws)
 
 
 def test_nan_and_unexpected_messages_are_answered_with_one_line(client):
@@ -181,7 +204,7 @@ def test_nan_and_unexpected_messages_are_answered_with_one_line(client):
     assert "finite number" in receive(ws, "error")["message"]
     ws.send_json({"type": "explain", "layer": 7, "neuron": 0})
     assert "does not exist" in receive(ws, "error")["message"]
-    ws.__exit__(None, None, None)
+    close(ws)
 
 
 def test_a_weight_set_by_hand_is_the_networks(client):
@@ -191,7 +214,7 @@ def test_a_weight_set_by_hand_is_the_networks(client):
     header, _ = receive(ws, "frame")
     assert header["weights"][1][1][0] == -1.25 and header["edited"]
     assert client.app.state.sessions.get(sid).net.get_weights()[2][1, 0] == np.float32(-1.25)
-    ws.__exit__(None, None, None)
+    close(ws)
 
 
 def test_http_errors_are_json_4xx(client):
@@ -205,7 +228,7 @@ def test_http_errors_are_json_4xx(client):
     assert r.status_code == 404 and "nothing called" in r.json()["error"]
     r = client.post(f"/api/session/{sid}/digit", json={"pixels": [1] * 64})
     assert r.status_code == 400 and "digits data set" in r.json()["error"]
-    ws.__exit__(None, None, None)
+    close(ws)
 
 
 def test_a_bug_of_ours_is_a_500_with_one_log_line_and_no_traceback(client, caplog, monkeypatch):
@@ -218,7 +241,7 @@ def test_a_bug_of_ours_is_a_500_with_one_log_line_and_no_traceback(client, caplo
     assert [rec.getMessage() for rec in caplog.records] == [
         f"playground: ZeroDivisionError on /api/session/{sid}/data.npz: division by zero"]
     assert all(rec.exc_info is None for rec in caplog.records)
-    ws.__exit__(None, None, None)
+    close(ws)
 
 
 def test_uploads_too_large_or_malformed_are_refused_with_one_line(client):
@@ -233,7 +256,7 @@ def test_uploads_too_large_or_malformed_are_refused_with_one_line(client):
     client.post(f"/api/session/{sid}/upload?name=words.csv", content=b"a,b\n1,x\n")
     ws.send_json({"type": "configure", "settings": {**SMALL, "dataset": "csv"}})
     assert "is not a number" in receive(ws, "error")["message"]
-    ws.__exit__(None, None, None)
+    close(ws)
 
 
 def three_classes_csv(n=90) -> bytes:
@@ -255,7 +278,7 @@ def test_a_three_class_csv_trains_with_softmax_and_names_its_classes(client):
     assert data["kind"] == "user" and data["surface"] == [0, 2] and data["columns"] == ["a", "b", "c"]
     header, maps = receive(ws, "frame")
     assert header["maps"][-1] == 3 and header["output"] == "softmax"
-    ws.__exit__(None, None, None)
+    close(ws)
 
 
 def test_a_drawn_digit_gets_probabilities_summing_to_one(client):
@@ -273,7 +296,7 @@ def test_a_drawn_digit_gets_probabilities_summing_to_one(client):
     assert len(reply["probabilities"]) == 10 and abs(sum(reply["probabilities"]) - 1) < 1e-6
     ws.send_json({"type": "digit", "pixels": [17] * 64})
     assert "0 to 16" in receive(ws, "error")["message"]
-    ws.__exit__(None, None, None)
+    close(ws)
 
 
 def trained_session(client, epochs=3, settings=SMALL):
@@ -306,7 +329,7 @@ def test_the_explain_panel_equals_gpunn_explain(client, tmp_path):
     for mine, theirs in zip(panel["layers"], cli_step["layers"]):
         for key in ("W", "b", "v", "y"):
             np.testing.assert_array_equal(np.ravel(mine[key]), np.ravel(theirs[key]), err_msg=key)
-    ws.__exit__(None, None, None)
+    close(ws)
 
 
 def _flat(value) -> np.ndarray:
@@ -331,7 +354,7 @@ def test_the_command_line_shown_reproduces_the_run(client, tmp_path):
     # the same backend, code path, seed and data; fit(epochs=4) equals four one-epoch fits: bit for bit
     for mine, cli_weights in zip(session.net.get_weights(), theirs):
         np.testing.assert_array_equal(mine, cli_weights)
-    ws.__exit__(None, None, None)
+    close(ws)
 
 
 def test_the_saved_model_is_one_gpunn_evaluate_loads_and_onnx_exports(client, tmp_path):
@@ -342,7 +365,7 @@ def test_the_saved_model_is_one_gpunn_evaluate_loads_and_onnx_exports(client, tm
     assert result.exit_code == 0, result.output
     onnx = client.get(f"/api/session/{sid}/model.onnx")
     assert onnx.status_code == 200 and onnx.content[:2] == b"\x08\x08"  # ir_version 8, the ONNX protobuf's start
-    ws.__exit__(None, None, None)
+    close(ws)
 
 
 def test_the_data_sets_are_seeded_and_labelled_as_tensorflow_playgrounds():
@@ -422,31 +445,40 @@ def test_a_session_works_without_the_server():
         assert session.join(1.0)
 
 
-def test_regression_trains_when_gpunn_has_it_and_is_refused_with_a_notice_when_not(client, tmp_path, monkeypatch):
+def test_regression_trains_when_gpunn_has_it_and_is_refused_with_a_notice_when_not(client, tmp_path):
     from gpunn.playground.settings import capabilities
 
     if not capabilities()["regression"]:
         ws, _, _ = open_session(client)
         ws.send_json({"type": "configure", "settings": {**SMALL, "dataset": "plane"}})
         assert "identity output layer" in receive(ws, "error")["message"]
-        ws.__exit__(None, None, None)
+        close(ws)
         return
-    settings = {"dataset": "plane", "hidden": [5], "lr": 0.03, "momentum": 0.5, "points": 300}
+    settings = {"dataset": "multigauss", "hidden": [5], "lr": 0.03, "momentum": 0.5, "points": 300,
+                "regularization": "L2", "reg_rate": 0.001}
     ws, sid, session = trained_session(client, epochs=3, settings=settings)
     data = client.get(f"/api/session/{sid}/state").json()
     assert data["problem"] == "regression" and data["sizes"] == [2, 5, 1] and data["classes"] == []
-    header, maps = receive(ws, "frame")
+    with session.lock:
+        header, maps = decode(session.frame())  # a frame of the network as it is now
+    assert header["epoch"] == 3
     assert {"mse", "mae", "r2"} <= set(header["test"]) and header["loss_test"] == header["test"]["mse"]
     assert header["maps"][-1] == 1 and np.isfinite(maps).all()
+    # the output picture is the prediction, in the targets' units, as predict gives it
+    plane = session.data.plane
+    np.testing.assert_allclose(maps[-2500:], session.net.predict(plane.inputs).ravel(), rtol=1e-5, atol=1e-6)
     (tmp_path / "playground-data.npz").write_bytes(client.get(f"/api/session/{sid}/data.npz").content)
-    monkeypatch.chdir(tmp_path)
-    namespace = {}
-    exec(data["command"], namespace)  # the Python lines shown for a regression run reproduce it
-    for mine, theirs in zip(session.net.get_weights(), namespace["net"].get_weights()):
-        np.testing.assert_array_equal(mine, theirs)  # same backend, code path, seed and data: bit for bit
+    command = data["command"]
+    assert "--task regression" in command and "--epochs 3" in command
+    args = [str(tmp_path / a) if a.startswith("playground-") else a for a in command.split()[1:]]
+    result = CliRunner().invoke(cli, args + ["--output", str(tmp_path / "cli.npz"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    theirs = gpunn.load(tmp_path / "cli.npz", backend="numpy").get_weights()
+    for mine, cli_weights in zip(session.net.get_weights(), theirs):
+        np.testing.assert_array_equal(mine, cli_weights)  # same backend, code path, seed and data: bit for bit
     panel = client.post(f"/api/session/{sid}/explain", json={"layer": 2, "neuron": 0}).json()
-    assert panel["command"] is None and np.isfinite(panel["error"])
-    ws.__exit__(None, None, None)
+    assert "standardised" in panel["target_note"] and np.isfinite(panel["error"])
+    close(ws)
 
 
 def test_tabs_are_isolated(client):
@@ -462,4 +494,4 @@ def test_tabs_are_isolated(client):
     assert sessions.get(sid1).net.epochs_done > 0 and sessions.get(sid2).net.epochs_done == 0
     assert sessions.get(sid2).net.sizes == (2, 3, 2)
     for ws in (first, second):
-        ws.__exit__(None, None, None)
+        close(ws)

@@ -338,7 +338,8 @@ class Session:
             with np.errstate(all="ignore"):
                 values = layer_values(net, self._plane_samples, n)
                 if data.problem == "regression":  # the output in the targets' units, as predict gives it
-                    values[-1] = net.target_scaling.undo(values[-1].T.astype(np.float64)).T.astype(np.float32)
+                    predicted = net.target_scaling.undo(values[-1].T.astype(np.float64))  # (points,) or (points, 1)
+                    values[-1] = np.asarray(predicted, dtype=np.float32).reshape(values[-1].shape[::-1]).T
             header["grid"] = data.plane.grid
             for layer, v in enumerate(values):
                 pictures.append(v[: shown[layer]])
