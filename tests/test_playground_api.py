@@ -476,8 +476,15 @@ def test_regression_trains_when_gpunn_has_it_and_is_refused_with_a_notice_when_n
     theirs = gpunn.load(tmp_path / "cli.npz", backend="numpy").get_weights()
     for mine, cli_weights in zip(session.net.get_weights(), theirs):
         np.testing.assert_array_equal(mine, cli_weights)  # same backend, code path, seed and data: bit for bit
-    panel = client.post(f"/api/session/{sid}/explain", json={"layer": 2, "neuron": 0}).json()
-    assert "standardised" in panel["target_note"] and np.isfinite(panel["error"])
+    panel = client.post(f"/api/session/{sid}/explain", json={"layer": 2, "neuron": 0, "sample": 4}).json()
+    assert "standardised" in panel["target_note"]
+    (tmp_path / "playground-model.npz").write_bytes(client.get(f"/api/session/{sid}/model.npz").content)
+    args = [str(tmp_path / a) if a.startswith("playground-") else a for a in panel["command"].split()[1:]]
+    result = CliRunner().invoke(cli, args + ["--json"])
+    assert result.exit_code == 0, result.output
+    cli_step = json.loads(result.output.strip().splitlines()[-1])
+    for key in ("x", "t", "error", "error_after", "deltas", "W_next", "b_next"):  # the same code: bit for bit
+        np.testing.assert_array_equal(_flat(panel[key]), _flat(cli_step[key]), err_msg=key)
     close(ws)
 
 

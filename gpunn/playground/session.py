@@ -423,8 +423,7 @@ class Session:
                       point=None if data.points_test is None else
                       (data.points_test if split == "test" else data.points_train)[sample].tolist(),
                       command=(f"gpunn explain --model playground-model.npz --dataset playground-data.npz "
-                               f"--sample {sample} --lr {s.lr:g}"
-                               if split == "test" and data.problem == "classification" else None),
+                               f"--sample {sample} --lr {s.lr:g}" if split == "test" else None),
                       optimizer_note=None if (s.optimizer == "sgd" and not s.momentum and not s.weight_decay)
                       else "the step shown is plain SGD with the same learning rate, as gpunn explain computes "
                            "it; training itself uses your optimizer settings")
