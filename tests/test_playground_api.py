@@ -253,7 +253,7 @@ def test_uploads_too_large_or_malformed_are_refused_with_one_line(client):
     ws.send_json({"type": "configure", "settings": {**SMALL, "dataset": "csv"}})
     message = receive(ws, "error")["message"]
     assert message == "bad.csv, line 2: 2 columns, but the first data row has 3"  # gpunn's reader's words
-    client.post(f"/api/session/{sid}/upload?name=words.csv", content=b"a,b\n1,x\n")
+    client.post(f"/api/session/{sid}/upload?name=words.csv", content=b"label,b\n1,x\n")  # x: a feature
     ws.send_json({"type": "configure", "settings": {**SMALL, "dataset": "csv"}})
     assert "is not a number" in receive(ws, "error")["message"]
     close(ws)

@@ -79,6 +79,7 @@ def _user_data(s: Settings, name: str, content: bytes) -> Data:
             data = load_dataset(str(path), test_split=test_split)
         except GpunnError as exc:
             raise GpunnError(str(exc).replace(str(path), name)) from None
+    columns = _column_names(data)
     data = validate(Dataset(name, data.X_train, data.y_train, data.X_test, data.y_test, data.n_classes))
     for split in ("train", "test"):
         check_representable(getattr(data, f"X_{split}"), np.float32, f"{name} ({split} set)")
@@ -90,17 +91,17 @@ def _user_data(s: Settings, name: str, content: bytes) -> Data:
     pick = (lambda X: X[:, [a, b]]) if width >= 2 else (lambda X: None)
     return Data(name, "user", "classification", data.X_train, data.y_train, data.X_test, data.y_test,
                 pick(data.X_train), pick(data.X_test), class_names(data.classes), data.classes,
-                _column_names(content, width), plane, "auto")
+                columns, plane, "auto")
 
 
-def _column_names(content: bytes, width: int) -> list:
-    """The feature columns' names from the CSV's header row, when it has one (gpunn's reader's rule: a
-    first row whose fields after the first are not all numbers), else ``column 2``, ``column 3``, ..."""
-    fallback = [f"column {i + 2}" for i in range(width)]
-    first = next((line for line in content.decode("utf-8-sig", "replace").splitlines() if line.strip()), "")
-    fields = [field.strip() for field in first.split(",")]
-    if len(fields) != width + 1:
-        return fallback
+def _column_names(data: Dataset) -> list:
+    """The feature columns' names as gpunn's reader found them in the CSV's header row (at most 40
+    characters each), else ``column N`` numbered as in the file (the label's column left out)."""
+    label = data.label.index if data.label is not None else 0
+    numbers = [i + 1 for i in range(data.n_features + 1) if i != label]
+    if data.feature_names is None:
+        return [f"column {n}" for n in numbers]
+    return [name[:40] or f"column {n}" for name, n in zip(data.feature_names, numbers)]
     try:
         for field in fields[1:]:
             float(field)
