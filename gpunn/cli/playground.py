@@ -9,7 +9,7 @@ from gpunn.errors import GpunnError
 EXTRA_MISSING = 'the playground needs: pip install "gpunn[playground]"'
 
 
-@click.command()
+@click.command(short_help="Train the tutorial's network live in your browser.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to serve on; anything but this machine's own is reachable by others (a warning says so).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
