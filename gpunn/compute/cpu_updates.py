@@ -154,25 +154,32 @@ def mode() -> str:
     return value
 
 
-#: ``-march`` for each x86-64 level that :func:`_build` may build for (see ``host_updates.cpp``).
-LEVEL_FLAGS = {4: ("-march=x86-64-v4",), 3: ("-march=x86-64-v3",)}
+#: ``-march`` for each x86-64 level the loops are built for (see ``host_updates.cpp``); 1 is the baseline.
+LEVEL_FLAGS = {1: (), 3: ("-march=x86-64-v3",), 4: ("-march=x86-64-v4",)}
 
 
-@functools.cache
-def _build() -> CpuUpdates:
-    """Build the loops for the baseline, ask it this CPU's level, and build them for that level.
+def build(level: int | None = None) -> CpuUpdates:
+    """The loops built (or loaded from the cache) for x86-64 ``level`` (1, 3 or 4), or for this CPU.
 
-    A compiler that does not know the level's ``-march`` (GCC before 11) keeps the baseline.
+    ``None``: build the baseline, ask it this CPU's level, and build for that level; a
+    compiler that does not know the level's ``-march`` (GCC before 11) keeps the
+    baseline.  Errors as :func:`gpunn.compute.host_kernels.compile_cached`.
     """
     source = ks.inline_includes(SOURCE_FILE, ("gpunn_math.cuh",))
-    library = load_library(compile_cached(source, FLAGS, "host_updates"))
-    level = library.gpunn_host_isa_level()
-    if level not in LEVEL_FLAGS:
-        return CpuUpdates(library, 1)
-    try:
+    if level is not None:
         return CpuUpdates(load_library(compile_cached(source, FLAGS + LEVEL_FLAGS[level], "host_updates")), level)
-    except ks.KernelCompileError:
-        return CpuUpdates(library, 1)
+    baseline = load_library(compile_cached(source, FLAGS, "host_updates"))
+    level = baseline.gpunn_host_isa_level()
+    if level in LEVEL_FLAGS and level != 1:
+        try:
+            return build(level)
+        except ks.KernelCompileError:
+            pass
+    return CpuUpdates(baseline, 1)
+
+
+#: The build for this CPU, made once per process.
+_best = functools.cache(build)
 
 
 def cpu_updates() -> CpuUpdates | None:
@@ -187,7 +194,7 @@ def cpu_updates() -> CpuUpdates | None:
     if wanted == "numpy":
         return None
     try:
-        return _build()
+        return _best()
     except (ks.CompilerUnavailable, ks.KernelCompileError, OSError):
         if wanted == "compiled":
             raise
