@@ -3,9 +3,12 @@
 Every optimizer mode (kernel_cases' SGD_MODES and ADAM_MODES), both dtypes, and every
 instruction-set level this CPU can run (the build the trainer picks, and the lower ones
 it could fall back to).  The loops do the twins' IEEE operations in the twins' order,
-so the tolerances are kernel_cases': ``sgd`` and ``adam``.  Needs the host C++
-compiler (skipped without one, failed on CI).
+so the tolerances are kernel_cases': ``sgd`` and ``adam``.  One difference is meant:
+on x86 the float32 loops flush subnormals to zero, as the GPU kernels do (tested below).
+Needs the host C++ compiler (skipped without one, failed on CI).
 """
+
+import platform
 
 import numpy as np
 import pytest
@@ -97,6 +100,32 @@ def test_adam_update_matches_the_twin(updates, rng, mode, size, dtype):
         assert_close(theta, ref[0], atol=8 * eps(dtype) * scale, what="theta")
         assert_close(m, ref[1], atol=8 * eps(dtype) * np.abs(ref[1]).max(), what="m")
         assert_close(v, ref[2], atol=8 * eps(dtype) * np.abs(ref[2]).max(), what="v")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_float32_moments_never_go_subnormal_as_on_the_gpu(best, dtype):
+    """A weight whose gradient is always 0: m shrinks by beta1 per step towards the subnormals.
+
+    The twin takes m into the subnormals.  The float32 loops on x86 flush subnormal
+    results to zero, as the GPU does: the step ``0.1 (0 - m)`` becomes 0 once it would
+    be subnormal, so m stays a (tiny) normal number.  float64 keeps IEEE subnormals.
+    Either way m differs by a few smallest normals, and theta not at all.
+    """
+    tiny = np.finfo(dtype).smallest_normal
+    theta, grad = np.ones(64, dtype), np.zeros(64, dtype)
+    m, v = np.full(64, tiny * 40, dtype), np.full(64, 1e-6, dtype)
+    ref = [theta.copy(), m.copy(), v.copy()]
+    step = np.array(50, np.int32)
+    for _ in range(60):  # m *= 0.9 per step: below the smallest normal after ~35 steps
+        NumpyKernels().adam_update(ref[0], grad.copy(), ref[1], ref[2], step, 1.0, 1e-3, 0.9, 0.999, 1e-8)
+        best.adam_update(theta, grad, m, v, step, 1.0, 1e-3, 0.9, 0.999, 1e-8)
+    assert (0 < ref[1]).all() and (ref[1] < tiny).all(), "the twin keeps subnormal moments"
+    if dtype == np.float32 and platform.machine().lower() in ("x86_64", "amd64"):
+        assert (m >= tiny).all() and (m < 10 * tiny).all(), "m stops at the smallest normals"
+    else:
+        np.testing.assert_array_equal(m, ref[1])
+    np.testing.assert_array_equal(theta, ref[0])
+    np.testing.assert_array_equal(v, ref[2])
 
 
 def test_adam_update_takes_the_twins_arguments(best, rng):

@@ -7,7 +7,10 @@ methods, ``sgd_update`` and ``adam_update``, with the same arguments and meaning
 each runs one loop (``kernels/host_updates.cpp``) that reads every parameter, gradient
 and moment once and writes each once.  The loop's arithmetic is the CUDA kernels'
 (``gpunn_math.cuh``), which does the twins' operations in the twins' order, so both
-paths agree to float rounding (they are tested as twins, both dtypes).
+paths agree to float rounding (they are tested as twins, both dtypes).  One meant
+difference: on x86 the float32 loops flush subnormals to zero, as the GPU kernels do
+(an always-zero gradient drives Adam's m into the subnormals, where every operation
+is slow; ``host_updates.cpp`` says more); a flushed value is off by less than 1.2e-38.
 
 The loops are compiled by the host C++ compiler (``$CXX`` or ``g++``, as the
 ``emulated`` backend is; cached, see :func:`gpunn.compute.host_kernels.compile_cached`)
