@@ -10,12 +10,18 @@ Every file a command writes (``--output`` and its checkpoints, ``--plot``, ``plo
 --out``) is checked by :func:`check_output` before any work starts, and
 :func:`check_distinct` refuses an output that would replace one of the run's inputs,
 so that a long run cannot end by failing to save, or by overwriting the user's data.
+
+Files are written atomically (:func:`atomic_write`): a crash or a full disk while writing
+leaves the previous file intact.  :func:`cache_root` is the folder gpunn keeps downloads and
+measurements in.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
@@ -109,3 +115,56 @@ def check_distinct(outputs: dict, inputs: dict) -> None:
                 raise GpunnError(
                     f"{name} {path} is the {other} file: writing there would replace it; give another file name"
                 )
+
+
+def atomic_write(path, write) -> None:
+    """Write a file by calling ``write(binary_file)``; the file appears whole or not at all.
+
+    The data goes to a temporary file in the same folder, is flushed and fsynced,
+    and then renamed over ``path`` with :func:`os.replace` (atomic on POSIX and
+    Windows).  On any failure the temporary file is removed and ``path`` keeps its
+    previous contents.  The new file gets the usual permissions (0666 minus umask).
+    """
+    path = Path(path)
+    folder = path.parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: there is no folder {folder}; create it first")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+    _fsync_folder(folder)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable where the platform allows opening a folder (POSIX)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):  # not every file system syncs folders
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def cache_root() -> Path:
+    """The folder holding gpunn's caches: ``$XDG_CACHE_HOME/gpunn``, else ``~/.cache/gpunn``."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "gpunn"

@@ -34,12 +34,13 @@ __device__ void bias_act(T* z, const T* b, int rows, int cols) {
 }
 
 // g[i] <- g[i] * act'(z[i]), with act' taken from the saved output a[i], in place:
-// the chain rule through one layer.
+// the chain rule through one layer.  Exactly tested against the twin, so the
+// product is rounded explicitly (mul_rn: never contracted, see gpunn_math.cuh).
 template <typename T, typename Act>
 __device__ void act_backward(T* g, const T* a, int n) {
     const int stride = gridDim.x * blockDim.x;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-        g[i] = g[i] * Act::grad_from_output(a[i]);
+        g[i] = mul_rn(g[i], Act::grad_from_output(a[i]));
     }
 }
 
@@ -52,8 +53,11 @@ __device__ void act_backward(T* g, const T* a, int n) {
 // *correct, so the totals are the same bits whatever order the blocks run in.
 // Objective: 0 quadratic, 1 cross-entropy (both on sigmoid outputs),
 // 2 softmax cross-entropy (a holds the logits and receives the probabilities).
+// weights: NULL, or one weight per sample (sample_weight): the column's delta
+// is multiplied by it (rounded, never contracted) and so is its loss; the
+// correct count is not weighted.
 template <typename T, int Objective>
-__device__ void output_delta(T* a, const int* labels, T* delta, double* loss_sum,
+__device__ void output_delta(T* a, const int* labels, const T* weights, T* delta, double* loss_sum,
                              unsigned long long* correct, double* block_loss,
                              unsigned long long* block_hits, unsigned int* arrivals, int rows,
                              int cols) {
@@ -63,8 +67,9 @@ __device__ void output_delta(T* a, const int* labels, T* delta, double* loss_sum
     for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += stride) {
         const int label = labels[c];
         int best = 0;
+        double column = 0.0;
         if constexpr (Objective == 2) {
-            loss += double(softmax_cross_entropy(a + c, delta + c, rows, cols, label, best));
+            column = double(softmax_cross_entropy(a + c, delta + c, rows, cols, label, best));
         } else {
             T best_a = T(0);
             for (int j = 0; j < rows; ++j) {
@@ -73,10 +78,10 @@ __device__ void output_delta(T* a, const int* labels, T* delta, double* loss_sum
                 const T t = T(label == j ? 1 : 0);
                 if constexpr (Objective == 0) {
                     delta[i] = quadratic_delta(aj, t);
-                    loss += quadratic_loss(aj, t);
+                    column += quadratic_loss(aj, t);
                 } else {
                     delta[i] = cross_entropy_delta(aj, t);
-                    loss += double(cross_entropy_loss(aj, t));
+                    column += double(cross_entropy_loss(aj, t));
                 }
                 if (j == 0 || beats_max(aj, best_a)) {
                     best = j;
@@ -84,7 +89,64 @@ __device__ void output_delta(T* a, const int* labels, T* delta, double* loss_sum
                 }
             }
         }
+        if (weights != nullptr) {
+            const T w = weights[c];
+            for (int j = 0; j < rows; ++j) {
+                delta[j * cols + c] = mul_rn(delta[j * cols + c], w);
+            }
+            column = mul_rn(column, double(w));
+        }
+        loss += column;
         hits += (best == label) ? 1ULL : 0ULL;
+    }
+    sum_over_blocks(loss, hits, loss_sum, correct, block_loss, block_hits, arrivals);
+}
+
+// The output delta of a regression network: identity outputs and the squared
+// error against float targets t (rows x cols, like a; rows = the targets per
+// sample).  delta = a - t, times the sample's weight when weights is not NULL;
+// the loss 1/2 (a - t)^2 (times the weight) is added up per column in double and
+// summed over the launch like output_delta's; *correct gets 0 added (regression
+// has no correct answers).  Every operation is explicitly rounded, so the delta
+// is the twin's (ops.NumpyKernels.output_delta, objective squared_error) bit for
+// bit; the loss agrees to the rounding of a sum.
+//
+// Objective 1 (multilabel_cross_entropy) is the same walk for sigmoid outputs and
+// 0/1 targets of several labels at once: delta = a - t, the loss the binary
+// cross-entropy of every output (cross_entropy_loss), and a sample counts as
+// correct when every output is on the right side of 0.5 (subset accuracy).
+template <typename T, int Objective>
+__device__ void float_target_delta(const T* a, const T* targets, const T* weights, T* delta, double* loss_sum,
+                                   unsigned long long* correct, double* block_loss,
+                                   unsigned long long* block_hits, unsigned int* arrivals, int rows, int cols) {
+    const int stride = gridDim.x * blockDim.x;
+    double loss = 0.0;
+    unsigned long long hits = 0;
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += stride) {
+        double column = 0.0;
+        bool all_right = true;
+        for (int j = 0; j < rows; ++j) {
+            const int i = j * cols + c;
+            const T d = sub_rn(a[i], targets[i]);
+            delta[i] = d;
+            if constexpr (Objective == 0) {
+                column = add_rn(column, mul_rn(0.5, mul_rn(double(d), double(d))));
+            } else {
+                column += double(cross_entropy_loss(a[i], targets[i]));
+                all_right = all_right && ((a[i] > T(0.5)) == (targets[i] > T(0.5)));
+            }
+        }
+        if constexpr (Objective == 1) {
+            hits += all_right ? 1ULL : 0ULL;
+        }
+        if (weights != nullptr) {
+            const T w = weights[c];
+            for (int j = 0; j < rows; ++j) {
+                delta[j * cols + c] = mul_rn(delta[j * cols + c], w);
+            }
+            column = mul_rn(column, double(w));
+        }
+        loss += column;
     }
     sum_over_blocks(loss, hits, loss_sum, correct, block_loss, block_hits, arrivals);
 }
@@ -237,6 +299,23 @@ __device__ void gather_batch(const T* src, const int* labels_src, const long lon
     }
 }
 
+
+// gather_batch without labels: out[r, c] = src[r, order[*step * batch + first + c]],
+// for the float rows a step needs beside its inputs (a regression network's
+// targets, the samples' weights).
+template <typename T>
+__device__ void gather_columns(const T* src, const long long* order, const int* step, T* out, int rows,
+                               int cols, int n_total, int batch, int first) {
+    const long long offset = (long long)(*step) * batch + first;
+    const int n = rows * cols;
+    const int stride = gridDim.x * blockDim.x;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        const int r = i / cols;
+        const int c = i - r * cols;
+        out[i] = src[(long long)r * n_total + order[offset + c]];
+    }
+}
+
 }  // namespace gpunn
 
 // The step counter of a graph-replayed epoch: *step += 1, by one thread.
@@ -273,18 +352,18 @@ extern "C" __global__ void advance_step(int* step) {
 
 #define GPUNN_EXPORT_OUTPUT_DELTA(T, SUFFIX, NAME, OBJECTIVE)                                  \
     extern "C" __global__ void output_delta_##NAME##SUFFIX(                                    \
-        T* a, const int* labels, T* delta, double* loss_sum, unsigned long long* correct,     \
-        double* block_loss, unsigned long long* block_hits, unsigned int* arrivals, int rows, \
-        int cols) {                                                                           \
-        gpunn::output_delta<T, OBJECTIVE>(a, labels, delta, loss_sum, correct, block_loss,    \
-                                          block_hits, arrivals, rows, cols);                  \
+        T* a, const int* labels, const T* weights, T* delta, double* loss_sum,                \
+        unsigned long long* correct, double* block_loss, unsigned long long* block_hits,      \
+        unsigned int* arrivals, int rows, int cols) {                                         \
+        gpunn::output_delta<T, OBJECTIVE>(a, labels, weights, delta, loss_sum, correct,       \
+                                          block_loss, block_hits, arrivals, rows, cols);      \
     }
 
 #define GPUNN_EXPORT_KERNELS(T, SUFFIX)                                                       \
     GPUNN_EXPORT_ACTIVATION(T, SUFFIX, sigmoid, Sigmoid)                                      \
     GPUNN_EXPORT_ACTIVATION(T, SUFFIX, tanh, Tanh)                                            \
     GPUNN_EXPORT_ACTIVATION(T, SUFFIX, relu, Relu)                                            \
-    GPUNN_EXPORT_FORWARD(T, SUFFIX, identity, Identity)                                       \
+    GPUNN_EXPORT_ACTIVATION(T, SUFFIX, identity, Identity)                                    \
     extern "C" __global__ void dense_weight_grad##SUFFIX(                                      \
         const T* a_in, const T* delta, T* grad, int n_in_plus_1, int n_out, int m) {          \
         gpunn::dense_weight_grad<T>(a_in, delta, grad, n_in_plus_1, n_out, m);                \
@@ -292,6 +371,20 @@ extern "C" __global__ void advance_step(int* step) {
     GPUNN_EXPORT_OUTPUT_DELTA(T, SUFFIX, quadratic, 0)                                        \
     GPUNN_EXPORT_OUTPUT_DELTA(T, SUFFIX, cross_entropy, 1)                                    \
     GPUNN_EXPORT_OUTPUT_DELTA(T, SUFFIX, softmax_cross_entropy, 2)                            \
+    extern "C" __global__ void output_delta_squared_error##SUFFIX(                             \
+        const T* a, const T* targets, const T* weights, T* delta, double* loss_sum,           \
+        unsigned long long* correct, double* block_loss, unsigned long long* block_hits,      \
+        unsigned int* arrivals, int rows, int cols) {                                         \
+        gpunn::float_target_delta<T, 0>(a, targets, weights, delta, loss_sum, correct,        \
+                                        block_loss, block_hits, arrivals, rows, cols);        \
+    }                                                                                         \
+    extern "C" __global__ void output_delta_multilabel_cross_entropy##SUFFIX(                  \
+        const T* a, const T* targets, const T* weights, T* delta, double* loss_sum,           \
+        unsigned long long* correct, double* block_loss, unsigned long long* block_hits,      \
+        unsigned int* arrivals, int rows, int cols) {                                         \
+        gpunn::float_target_delta<T, 1>(a, targets, weights, delta, loss_sum, correct,        \
+                                        block_loss, block_hits, arrivals, rows, cols);        \
+    }                                                                                         \
     extern "C" __global__ void softmax_columns##SUFFIX(T* z, int rows, int cols) {            \
         gpunn::softmax_columns<T>(z, rows, cols);                                             \
     }                                                                                         \
@@ -312,6 +405,11 @@ extern "C" __global__ void advance_step(int* step) {
         T* out, int* labels_out, int rows, int cols, int n_total, int batch, int first) {     \
         gpunn::gather_batch<T>(src, labels_src, order, step, out, labels_out, rows, cols,     \
                                n_total, batch, first);                                        \
+    }                                                                                         \
+    extern "C" __global__ void gather_columns##SUFFIX(                                        \
+        const T* src, const long long* order, const int* step, T* out, int rows, int cols,    \
+        int n_total, int batch, int first) {                                                  \
+        gpunn::gather_columns<T>(src, order, step, out, rows, cols, n_total, batch, first);   \
     }
 
 GPUNN_EXPORT_KERNELS(float, _f32)

@@ -9,6 +9,22 @@
 // and in the SGD step without momentum or decay, which the twin rounds as
 // grad * (lr * inv_m) and sgd_step as (grad * inv_m) * lr.
 //
+// FMA contraction: NVRTC compiles with --fmad=true unless told otherwise, and
+// neither gpunn (kernel_source.RAWMODULE_OPTIONS) nor CuPy (-ftz=true) turns it
+// off, so a*b + c may be rounded once instead of twice.  The arithmetic whose
+// twin test is exact (the activations' derivatives, the sigmoid outputs'
+// deltas: the `exact` cases of tests/kernel_cases.py) is therefore written with
+// the explicitly rounded operations mul_rn / add_rn / sub_rn below: CUDA's
+// __fmul_rn, __fadd_rn, __fsub_rn, __dmul_rn, ... , which compile to PTX
+// mul.rn / add.rn / sub.rn and are never merged into an FMA (CUDA Math API,
+// "Single/Double Precision Intrinsics"; PTX ISA: an instruction with an
+// explicit rounding modifier is not contracted).  On the host, the shim
+// (host_shim.cuh) defines them as the plain operation, compiled with
+// -ffp-contract=off.  tests/test_kernels_compile.py reads the PTX and fails if
+// an exactly tested kernel holds an fma, or an unrounded mul feeding an
+// unrounded add/sub.  The tiled products (gpunn_tiles.cuh) keep their FMAs
+// for speed; their tests are tolerance-based.
+//
 // Never compile this with fast-math options: the sigmoid relies on tanh
 // saturating exactly to +-1, and the losses on IEEE log.
 
@@ -34,6 +50,14 @@ __host__ __device__ __forceinline__ double exp_(double x) { return exp(x); }
 __host__ __device__ __forceinline__ float sqrt_(float x) { return sqrtf(x); }
 __host__ __device__ __forceinline__ double sqrt_(double x) { return sqrt(x); }
 
+// Explicitly rounded arithmetic, never contracted into an FMA (see the top of this file).
+__host__ __device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__host__ __device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+__host__ __device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
+__host__ __device__ __forceinline__ double add_rn(double a, double b) { return __dadd_rn(a, b); }
+__host__ __device__ __forceinline__ float sub_rn(float a, float b) { return __fsub_rn(a, b); }
+__host__ __device__ __forceinline__ double sub_rn(double a, double b) { return __dsub_rn(a, b); }
+
 // Floor for 1 - |a - t| inside the cross-entropy's log (ops.CROSS_ENTROPY_FLOOR).
 #define GPUNN_CROSS_ENTROPY_FLOOR 1e-12
 
@@ -45,10 +69,11 @@ __host__ __device__ __forceinline__ T sigmoid(T z) {
 }
 
 // sigma'(z) from the saved output a = sigma(z), computed as a (1 - a) like
-// the twin's `(1 - a) * a` (same rounding: multiplication commutes exactly).
+// the twin's `(1 - a) * a` (same rounding: multiplication commutes exactly),
+// with rounded operations (exactly tested).
 template <typename T>
 __host__ __device__ __forceinline__ T sigmoid_grad_from_output(T a) {
-    return a * (T(1) - a);
+    return mul_rn(a, sub_rn(T(1), a));
 }
 
 // ---- activations ------------------------------------------------------------
@@ -68,12 +93,14 @@ struct Sigmoid {
     __host__ __device__ __forceinline__ static T grad_from_output(T a) { return sigmoid_grad_from_output(a); }
 };
 
-// tanh'(z) = 1 - tanh(z)^2 = 1 - a^2.
+// tanh'(z) = 1 - tanh(z)^2 = 1 - a^2, the twin's `1 - a * a` rounded twice: written
+// as T(1) - a * a, NVRTC's PTX held mul.ftz.f32 feeding sub.ftz.f32, which ptxas fuses
+// into one FFMA (about 2/3 of float32 results then differ from the twin by an ulp).
 struct Tanh {
     template <typename T>
     __host__ __device__ __forceinline__ static T apply(T z) { return tanh_(z); }
     template <typename T>
-    __host__ __device__ __forceinline__ static T grad_from_output(T a) { return T(1) - a * a; }
+    __host__ __device__ __forceinline__ static T grad_from_output(T a) { return sub_rn(T(1), mul_rn(a, a)); }
 };
 
 // relu(z) = max(z, 0), NaN kept (like np.maximum); relu'(z) = 1 where a > 0, else 0.
@@ -101,10 +128,11 @@ __host__ __device__ __forceinline__ double quadratic_loss(T a, T t) {
 }
 
 // dE/dz of one output unit for the quadratic loss: (a - t) * [a (1 - a)],
-// grouped as the twin groups it, so the float result is bit-identical.
+// grouped as the twin groups it and rounded operation by operation, so the
+// float result is bit-identical.
 template <typename T>
 __host__ __device__ __forceinline__ T quadratic_delta(T a, T t) {
-    return (a - t) * sigmoid_grad_from_output(a);
+    return mul_rn(sub_rn(a, t), sigmoid_grad_from_output(a));
 }
 
 // Cross-entropy of one output unit for a one-hot target t:
@@ -121,7 +149,7 @@ __host__ __device__ __forceinline__ T cross_entropy_loss(T a, T t) {
 // dE/dz of one output unit for cross-entropy on a sigmoid output: a - t.
 template <typename T>
 __host__ __device__ __forceinline__ T cross_entropy_delta(T a, T t) {
-    return a - t;
+    return sub_rn(a, t);
 }
 
 // Whether x replaces the running maximum m of an argmax scan, with np.argmax's

@@ -16,6 +16,8 @@
 // * provides atomicAdd, atomicInc and __threadfence with their CUDA meaning for
 //   one thread at a time (launches are serialized and fibers switch only at
 //   barriers, see below);
+// * provides the rounded arithmetic intrinsics (__fmul_rn, __fadd_rn, __fsub_rn and
+//   their double twins __dmul_rn, ...) as plain IEEE operations;
 // * runs the blocks of a launch in order, or, after gpunn_host_shuffle_blocks(seed)
 //   with a seed other than 0, in a pseudo-random order that changes from launch to
 //   launch (CUDA promises no block order; a kernel whose result depends on it shows
@@ -130,6 +132,16 @@ inline unsigned int atomicInc(unsigned int* address, unsigned int limit) {
 
 // One thread runs at a time, so its writes are seen by every later reader already.
 inline void __threadfence() {}
+
+// CUDA's explicitly rounded arithmetic (round to nearest even, never contracted into an
+// FMA): on the host the plain IEEE operation, since gpunn/host_kernels.py compiles with
+// -ffp-contract=off.  (No flush to zero here, unlike the GPU under CuPy's -ftz=true.)
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dsub_rn(double a, double b) { return a - b; }
 
 namespace gpunn_host {
 

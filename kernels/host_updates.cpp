@@ -24,6 +24,16 @@
 #define __device__
 #define __forceinline__ inline
 
+// CUDA's explicitly rounded arithmetic, which gpunn_math.cuh uses where its twin test
+// is exact: the plain IEEE operations here (compiled with -ffp-contract=off), as in
+// host_shim.cuh.
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dsub_rn(double a, double b) { return a - b; }
+
 #include "gpunn_math.cuh"
 
 #if defined(__x86_64__) || defined(__SSE__)

@@ -30,11 +30,17 @@ def host_kernels():
 
 @pytest.fixture(scope="session")
 def nvrtc_archs():
-    """The sm_XX numbers the installed NVRTC supports (no GPU needed)."""
-    from gpunn.compute.kernel_source import CompilerUnavailable, supported_archs
+    """The sm_XX numbers the installed NVRTC supports (no GPU needed), once CuPy finds the CUDA headers.
+
+    A missing NVRTC or missing headers (CudaHeadersUnavailable, a CompilerUnavailable) skip the
+    tests that compile with NVRTC, and fail them under CI.
+    """
+    from gpunn.compute.kernel_source import CompilerUnavailable, nvrtc_options, supported_archs
 
     try:
-        return supported_archs()
+        archs = supported_archs()
+        nvrtc_options(f"sm_{archs[-1]}")  # finds the headers, as every compilation must
+        return archs
     except CompilerUnavailable as exc:
         missing_tool(str(exc))
 

@@ -5,7 +5,7 @@ Usage: ``mpiexec -n K python tests/dist_worker.py OUT_DIR RUNS_JSON``
 ``RUNS_JSON`` is a list of runs, each a dict: ``name`` (files are ``OUT_DIR/name.npy``
 with the final flat parameters and ``OUT_DIR/name.json`` with the loss history,
 written by rank 0 only), ``dtype``, ``batch_size``, ``epochs``, and optionally
-``momentum``, ``load`` (a model file to resume from, via gpunn.saving.model_file) and ``save`` (a
+``momentum``, ``load`` (a model file to resume from, via gpunn.network) and ``save`` (a
 model file rank 0 writes at the end, via gpunn.saving.model_file).  Every run trains the embedded
 digits on a 64-30-10 network with seed 1 on NumPy, exactly as the test's
 single-process reference does.
@@ -48,7 +48,7 @@ class Fault(Callback):
 def train(run: dict, communicator, backend: str, data):
     """Train one run on this rank; returns the network."""
     if run.get("load"):
-        from gpunn.saving.model_file import load
+        from gpunn.network import load
 
         net = load(run["load"], backend=backend)
     else:

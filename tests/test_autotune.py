@@ -28,7 +28,8 @@ def gpu_network(monkeypatch):
     monkeypatch.setattr(autotune, "device_key", lambda backend: backend.device_name)
     monkeypatch.delenv(dense.ENV_VAR, raising=False)
     backend = SimpleNamespace(is_gpu=True, device_name=DEVICE)
-    return SimpleNamespace(fold_bias=False, backend=backend, sizes=(784, 30, 10), dtype=np.dtype("float32"))
+    return SimpleNamespace(sample_layout=SimpleNamespace(device_steps=True), backend=backend, sizes=(784, 30, 10),
+                           dtype=np.dtype("float32"))
 
 
 class FakeTimer:
@@ -233,3 +234,124 @@ def test_measuring_trains_a_throwaway_network_with_each_path_and_leaves_the_real
     assert set(seconds) == set(dense.PATHS) and all(s > 0 for s in seconds.values())
     np.testing.assert_array_equal(net.params, before)
     assert net.dense == "fused" and net.optimizer is None
+
+
+# -- the order of the device work around the captured step ---------------------------------
+# On a GPU, work on the legacy default stream and work on a non-blocking stream are not ordered
+# (CUDA's cudaStreamNonBlocking; CuPy 14.2, cupy/cuda/stream.pyx: Stream(non_blocking=True), and
+# `with stream` makes it the current stream that CuPy's array operations launch on).  So every
+# write measure_on_device enqueues before a step runs on the replay stream must be on that stream,
+# or a device synchronization must come between.  The host fake below logs each write with the
+# stream that was current, each device synchronization and each step, in order.
+
+
+class _StreamLog:
+    events: list = []
+    current: list = [None]  # the stack of current streams; None: the legacy default stream
+
+
+class _LoggedArray(np.ndarray):
+    """A NumPy array whose element writes are logged with the current stream (as CuPy enqueues them)."""
+
+    def __setitem__(self, key, value):
+        _StreamLog.events.append(("write", _StreamLog.current[-1]))
+        super().__setitem__(key, value)
+
+    def fill(self, value):
+        _StreamLog.events.append(("write", _StreamLog.current[-1]))
+        super().fill(value)
+
+
+class _LoggingCuda(_FakeCuda):
+    class Stream(_FakeCuda.Stream):
+        def __enter__(self):
+            _StreamLog.current.append(self)
+            return self
+
+        def __exit__(self, *exc):
+            _StreamLog.current.pop()
+            return False
+
+        def end_capture(self):
+            return _LoggingGraph()
+
+    class Device:
+        def synchronize(self):
+            _StreamLog.events.append(("synchronize device",))
+
+
+class _LoggingGraph:
+    body = None  # the captured DeviceStep
+
+    def upload(self, stream):
+        pass
+
+    def launch(self, stream=None):
+        _StreamLog.events.append(("step", stream))
+        _LoggingGraph.run(_LoggingGraph.body)
+
+
+class _LoggingCupy(_FakeCupy):
+    """NumPy whose array-making functions log the writes they enqueue (``empty`` writes nothing)."""
+
+    cuda = _LoggingCuda
+    _WRITING = {"zeros", "ones", "full", "arange", "asarray", "array", "ascontiguousarray", "zeros_like",
+                "ones_like", "full_like", "copy"}
+
+    def __getattr__(self, name):
+        function = getattr(np, name)
+        if name not in self._WRITING | {"empty", "empty_like"}:
+            return function
+
+        def logged(*args, **kwargs):
+            if name in self._WRITING:
+                _StreamLog.events.append(("write", _StreamLog.current[-1]))
+            result = function(*args, **kwargs)
+            return result.view(_LoggedArray) if isinstance(result, np.ndarray) else result
+
+        return logged
+
+
+def test_the_timed_steps_run_after_their_set_up_on_the_same_stream(monkeypatch):
+    """The step counter's zero and the workspace's row of ones (network.py) must be in place before
+    the captured step replays on the non-blocking stream: written on that stream, or synchronized."""
+    from gpunn.training import cuda_graph
+    from gpunn.compute.backend import get_backend
+    from gpunn.training.device_step import DeviceStep
+
+    monkeypatch.setattr(_StreamLog, "events", [])
+    monkeypatch.setattr(_StreamLog, "current", [None])
+    run = DeviceStep.__call__
+
+    def logged_step(self):  # a step launched call by call (the cublas path), on the current stream
+        _StreamLog.events.append(("step", _StreamLog.current[-1]))
+        run(self)
+
+    monkeypatch.setattr(DeviceStep, "__call__", logged_step)
+    monkeypatch.setattr(_LoggingGraph, "run", staticmethod(run), raising=False)
+
+    def capture(self):  # a real capture records the step on self.stream; this runs it there once
+        with self.stream:
+            _StreamLog.events.append(("step", self.stream))
+            run(self.body)
+        self.graph = _LoggingGraph()
+        _LoggingGraph.body = self.body
+
+    monkeypatch.setattr(cuda_graph.GraphedStep, "capture", capture)
+    backend = get_backend("emulated")
+    backend.xp = _LoggingCupy()
+    net = gpunn.Network([12, 7, 5], activation="tanh", backend=backend, seed=1)
+    autotune.measure_on_device(net, 6, warmup=1, timed=2)
+
+    steps = [event for event in _StreamLog.events if event[0] == "step"]
+    assert len(steps) == 2 * (1 + 2) + 1, "each path's warm-up and timed steps, plus the fused capture"
+    unsynchronized = set()  # streams written on since the last device synchronization
+    for index, event in enumerate(_StreamLog.events):
+        if event[0] == "synchronize device":
+            unsynchronized.clear()
+        elif event[0] == "write":
+            unsynchronized.add(event[1])
+        else:
+            others = unsynchronized - {event[1]}
+            assert not others, (f"event {index}: a step on {event[1]!r} may run before writes on "
+                                f"{', '.join('the default stream' if s is None else repr(s) for s in others)}")

@@ -179,6 +179,8 @@ def samples():
 
 
 def expected_labels(model_path, X):
+    """The labels the tests' ``predict --backend numpy`` must print, exactly: the same backend, and the same
+    samples in one batch of the same size, run the same code path."""
     return gpunn.load(model_path, backend="numpy").predict(X).tolist()
 
 

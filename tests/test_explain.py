@@ -9,6 +9,7 @@ from click.testing import CliRunner
 import gpunn
 from gpunn.cli.main import cli
 from gpunn.explain.step import explain_step, parameter_name
+from rounding import assert_labels_agree, network_terms
 
 WIDTH = 100
 COMBINATIONS = [(activation, output, loss) for activation in ("sigmoid", "tanh", "relu")
@@ -79,7 +80,9 @@ def test_json_is_the_mathematics(activation, output, loss, layers):
     for layer, v, y in zip(step["layers"], vs, ys):
         assert_same(layer["v"], v)
         assert_same(layer["y"], y)
-    assert step["answer"] == int(np.argmax(ys[-1]))
+    # the command and this forward pass add up in their own orders: the rounding rule (one sample, no near-tie)
+    assert_labels_agree([step["answer"]], [int(np.argmax(ys[-1]))], np.reshape(ys[-1], (1, -1)), "float64",
+                        network_terms(sizes), other_scores=np.reshape(step["layers"][-1]["y"], (1, -1)))
     assert_same(step["error"], error(output, loss, ys[-1], t))
     assert_same(sum(step["errors"]), error(output, loss, ys[-1], t))
 
@@ -166,7 +169,9 @@ def test_model_explains_one_real_sample(digits_model):
     np.testing.assert_array_equal(Ws[0], net.get_weights()[0].astype(np.float64))
     _, ys = forward(Ws, [np.array(layer["b"]) for layer in step["layers"]], data.X_test[5], "sigmoid", "sigmoid")
     assert_same(step["layers"][-1]["y"], ys[-1])
-    assert step["answer"] == net.predict(data.X_test[5:6])[0]
+    # explain computes in float64, predict in the network's float32: the rounding rule (one sample, no near-tie)
+    assert_labels_agree([step["answer"]], net.predict(data.X_test[5:6]), net.predict_proba(data.X_test[5:6]),
+                        net.dtype, network_terms(net.sizes))
     assert step["fd_max_rel_err"] <= 1e-6
 
     result = run("--model", digits_model, "--sample", 5)
@@ -239,4 +244,8 @@ def test_model_with_scaled_inputs_and_its_own_classes(tmp_path):
     assert step["classes"] == [3, 7] and step["label"] == [3, 7].index(data.y_test[2])
     text = run("--model", model, "--sample", 2).output
     assert "scaled (standard)" in text and f"the true label is {data.y_test[2]}" in text
-    assert f"the network says {net.predict(data.X_test[2:3])[0]}" in text
+    said = step["classes"][step["answer"]]
+    assert f"the network says {said}" in text
+    # explain computes in float64, predict in the network's float32: the rounding rule (the scaling: 2 more terms)
+    assert_labels_agree([said], net.predict(data.X_test[2:3]), net.predict_proba(data.X_test[2:3]), net.dtype,
+                        network_terms(net.sizes) + 2)

@@ -104,3 +104,13 @@ def test_fit_takes_lists_on_a_kernel_backend():
     net = gpunn.Network([2, 3, 2], backend="emulated", seed=0)
     history = net.fit([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], [1, 1, 0], epochs=1, batch_size=2)
     assert np.isfinite(history.history["loss"][0])
+
+
+def test_a_batch_size_above_the_sample_count_makes_no_larger_workspace():
+    """batch_size 1000 on 12 samples: one batch of 12, so every buffer holds 12 columns, not 1000
+    (the full-batch step's workspace was made for batch_size)."""
+    rng = np.random.default_rng(4)
+    net = gpunn.Network([6, 5, 4], backend="emulated", seed=2)
+    net.fit(rng.random((12, 6)), rng.integers(0, 4, 12), epochs=1, batch_size=1000)
+    assert sorted(net._workspaces) == [(12, False)]  # keyed by (columns, weighted)
+    assert all(a.shape[1] == 12 for a in net._workspaces[(12, False)].acts)

@@ -11,7 +11,9 @@ import pytest
 
 import gpunn
 from gpunn import ModelFileError, Network
-from gpunn.saving.model_file import FORMAT_VERSION, load_with_metadata, save
+from gpunn.network import load_with_metadata
+from gpunn.saving.metadata import FORMAT_VERSION
+from gpunn.saving.model_file import save
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +66,7 @@ def test_round_trip_restores_everything(digits, tmp_path):
     assert metadata["format"] == "gpunn-model" and metadata["format_version"] == FORMAT_VERSION
     assert metadata["training"] == {"lr": 2.0, "momentum": 0.9, "weight_decay": 1e-4, "batch_size": 50,
                                     "optimizer": "sgd", "nesterov": False, "lr_scaling": "none"}
-    assert np.array_equal(loaded.predict_proba(digits.X_test), net.predict_proba(digits.X_test))
+    assert np.array_equal(loaded.predict_proba(digits.X_test), net.predict_proba(digits.X_test))  # exact: same weights, same path
     assert gpunn.load(path, backend="numpy").epochs_done == 3
 
 

@@ -41,7 +41,8 @@ def test_output_delta_needs_its_reduction_scratch():
     a = np.zeros((3, 5), np.float32)
     args = (a, np.zeros(5, np.int32), a.copy(), np.zeros((), np.float64), np.zeros((), np.int64))
     launch = ks.plan_output_delta(*args, ks.ReductionScratch.zeros(np), "quadratic")
-    assert launch.grid == 1 and launch.block == 32 and len(launch.args) == 10
+    assert launch.grid == 1 and launch.block == 32 and len(launch.args) == 11  # weights: NULL between labels and delta
+    assert launch.args[2] is None
     bad = ks.ReductionScratch(np.zeros(3), np.zeros(ks.REDUCE_BLOCKS, np.int64), np.zeros(1, np.uint32))
     with pytest.raises(ValueError, match="block_loss has shape"):
         ks.plan_output_delta(*args, bad, "quadratic")

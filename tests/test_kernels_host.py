@@ -28,7 +28,8 @@ def test_emulated_backend_serves_host_kernels(host_kernels):
 
 
 
-@pytest.mark.parametrize("objective", ["quadratic", "softmax_cross_entropy"])
+@pytest.mark.parametrize("objective", ["quadratic", "softmax_cross_entropy", "squared_error",
+                                       "multilabel_cross_entropy"])
 def test_output_delta_totals_do_not_depend_on_the_order_of_the_blocks(host_kernels, objective):
     """12 blocks of 256 samples, run in four different orders: the same loss to the last bit.
 
@@ -39,12 +40,15 @@ def test_output_delta_totals_do_not_depend_on_the_order_of_the_blocks(host_kerne
     shape = (10, 3000)
     a = logits(rng, shape, np.float64) if objective == "softmax_cross_entropy" else activations(rng, shape, np.float64)
     labels = rng.integers(0, 10, shape[1]).astype(np.int32)
+    targets = rng.integers(0, 2, shape).astype(np.float64)  # the float-target objectives' (0/1 fits both)
+    weights = rng.uniform(0, 2, shape[1])
     totals = set()
     try:
         for seed in (0, 1, 2, 3):
             host_kernels.shuffle_blocks(seed)
             loss_sum, correct = np.array(0.25), np.array(3, np.int64)
-            host_kernels.output_delta(a.copy(), labels, np.empty_like(a), loss_sum, correct, objective)
+            host_kernels.output_delta(a.copy(), labels, np.empty_like(a), loss_sum, correct, objective,
+                                      targets=targets, weights=weights)
             totals.add((float(loss_sum).hex(), int(correct)))
     finally:
         host_kernels.shuffle_blocks(0)

@@ -11,6 +11,7 @@ from gpunn.explain import landscape
 from gpunn.cli.main import cli
 from gpunn.training.trajectory import Trajectory, TrajectoryRecorder
 
+from rounding import assert_accuracies_agree, assert_values_agree, network_terms
 from test_cli_model import PNG_MAGIC, assert_one_line_error, needs_matplotlib
 
 
@@ -125,15 +126,20 @@ def test_batched_losses_equal_the_networks_own(digits, output, loss, monkeypatch
                         backend="numpy", seed=4)
     thetas = net.params + np.random.default_rng(5).normal(scale=0.5, size=(6, net.layout.size))
     X, y = digits
-    want = []
+    want, scores = [], []
     for theta in thetas:
         net.params[...] = theta
         want.append(net.evaluate(X, y))
+        scores.append(net.predict_proba(X))
+    # batched products against the network's own: two computations, the rounding rule (the mean loss adds
+    # up one term per sample)
+    terms = network_terms(net.sizes) + len(X)
     got_loss, got_accuracy = landscape.losses(net, thetas, X, y)  # all six vectors in one chunk
-    np.testing.assert_allclose(got_loss, [w["loss"] for w in want], rtol=1e-10)
-    np.testing.assert_array_equal(got_accuracy, [w["accuracy"] for w in want])
-    monkeypatch.setattr(landscape, "CHUNK_BYTES", 1)  # one vector per chunk: the same numbers
-    np.testing.assert_allclose(landscape.losses(net, thetas, X, y)[0], got_loss, rtol=1e-12)
+    assert_values_agree(got_loss, [w["loss"] for w in want], net.dtype, terms, what="losses")
+    for got, w, s in zip(got_accuracy, want, scores):
+        assert_accuracies_agree(got, w["accuracy"], s, net.dtype, terms)
+    monkeypatch.setattr(landscape, "CHUNK_BYTES", 1)  # one vector per chunk: other GEMM shapes, the same numbers
+    assert_values_agree(landscape.losses(net, thetas, X, y)[0], got_loss, net.dtype, terms, what="losses")
 
 
 def test_without_a_trajectory_the_plane_is_random_and_filter_normalised(digits):

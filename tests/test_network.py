@@ -10,6 +10,7 @@ from gpunn.nn.losses import one_hot, softmax_cross_entropy
 from gpunn.compute.ops import ACTIVATIONS, NumpyKernels, sigmoid
 
 from helpers import batch_gradient, reference_loss
+from rounding import assert_labels_agree, assert_values_agree, network_terms
 
 
 def min_hidden_margin(net, X):
@@ -112,6 +113,7 @@ def test_digits_learned_and_history_keys():
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert history.history["val_accuracy"][-1] > 0.9
     result = net.evaluate(data.X_test, data.y_test)
+    # exact: evaluate, the validation record and predict run the same forward pass on the same chunks
     assert result["accuracy"] == history.history["val_accuracy"][-1]
     assert result["accuracy"] == np.mean(net.predict(data.X_test) == data.y_test)
 
@@ -302,5 +304,26 @@ def test_predict_matches_reference_forward():
     weights = net.get_weights()
     for W, b in zip(weights[::2], weights[1::2]):
         a = sigmoid(W.T @ a + b[:, None])
-    np.testing.assert_allclose(net.predict_proba(X), a.T, rtol=1e-12)
-    assert np.array_equal(net.predict(X), a.argmax(axis=0))
+    # two computations (the bias folded into one GEMM, or added after it): the rounding rule
+    terms = network_terms(net.sizes)
+    assert_values_agree(net.predict_proba(X), a.T, net.dtype, terms)
+    assert_labels_agree(net.predict(X), a.argmax(axis=0), a.T, net.dtype, terms)
+
+
+def test_a_float64_inference_copy_answers_each_sample_whatever_the_others():
+    """float32 outputs may move by an ulp with a sample's place in the batch (a BLAS's edge columns); a
+    float64 copy's stay within float64's rounding, and it computes the float32 network's function."""
+    data = gpunn.load_dataset("digits")
+    net = gpunn.Network([64, 24, 10], backend="numpy", seed=2, scale="standard")
+    net.fit(data.X_train[:300], data.y_train[:300], epochs=2)
+    copy = net.inference_copy("float64")
+    assert copy.dtype == np.float64 and net.inference_copy(np.float32) is net and copy.scaler is net.scaler
+    np.testing.assert_array_equal(copy.params, net.params.astype(np.float64))  # float32 -> float64 is exact
+    X = np.concatenate([data.X_test] * 3)[:1025]  # two evaluation chunks, the second of one sample
+    order = np.random.default_rng(0).permutation(len(X))
+    terms = network_terms(net.sizes)
+    proba = copy.predict_proba(X)
+    assert proba.dtype == np.float64
+    assert_values_agree(copy.predict_proba(X[order]), proba[order], "float64", terms)
+    assert_values_agree(proba, net.predict_proba(X), "float32", terms)
+    assert_labels_agree(copy.predict(X), net.predict(X), proba, "float32", terms)

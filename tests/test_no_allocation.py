@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import gpunn
-from gpunn.training.loop import numpy_train_step
+from gpunn.training.loop import train_step
 
 NUMPY_DOMAIN = np.lib.tracemalloc_domain
 
@@ -76,10 +76,11 @@ def test_steps_make_no_temporary_arrays(kind, updates, monkeypatch):
 
     data = net.device_samples(X, y)
     index = np.arange(64)
-    record = np.empty((10, 64))
+    zero = np.zeros((), dtype=np.float64), np.zeros((), dtype=np.int64)
+    tally = net.sample_layout.epoch_tally(net, [(index, 64)], *zero)  # the NumPy layout records the outputs
 
     def step():
-        numpy_train_step(net, data, index, 64, record)
+        train_step(net, data, index, 64, tally, 0)
 
     step()
     tracemalloc.start()

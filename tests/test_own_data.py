@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 import gpunn
 from gpunn.cli.main import cli
+from rounding import assert_labels_agree, network_terms
 
 
 def run(*args, **kwargs):
@@ -83,7 +84,9 @@ def test_uint8_pixels_train_like_pixels_scaled_to_one_and_predict_from_raw_rows(
     raw_rows = images.reshape(300, 64)[:20].astype(np.float64)
     scaled_model = gpunn.Network(model.sizes, backend="numpy", dtype="float64")
     scaled_model.set_weights(model.get_weights())
-    assert np.array_equal(model.predict(raw_rows), scaled_model.predict(raw_rows / 255))
+    # two computations (the model's scaling, or a division first): the rounding rule, the scaling one more term
+    assert_labels_agree(model.predict(raw_rows), scaled_model.predict(raw_rows / 255),
+                        scaled_model.predict_proba(raw_rows / 255), model.dtype, network_terms(model.sizes) + 2)
 
 
 def test_python_api_does_not_scale_unasked_and_scales_when_asked():
@@ -105,7 +108,7 @@ def test_the_scaler_is_fitted_on_the_training_set_only_and_kept_in_the_model(tmp
     net.save(tmp_path / "m.npz")
     loaded = gpunn.load(tmp_path / "m.npz", backend="numpy")
     assert loaded.scaler.method == "minmax"
-    np.testing.assert_array_equal(loaded.predict_proba(X), net.predict_proba(X))
+    np.testing.assert_array_equal(loaded.predict_proba(X), net.predict_proba(X))  # exact: same weights and path
 
 
 # -- labels as written ------------------------------------------------------------------------------
@@ -128,6 +131,7 @@ def test_string_labels_round_trip_through_python(tmp_path):
     net.fit(X, names, epochs=30, batch_size=16)
     assert list(net.classes) == ["setosa", "versicolor", "virginica"]
     assert np.mean(net.predict(X) == names) > 0.9
+    # exact: evaluate and predict run the same forward pass; a loaded copy the same weights on the same path
     assert net.evaluate(X, names)["accuracy"] == np.mean(net.predict(X) == names)
     net.save(tmp_path / "m.npz")
     assert np.array_equal(gpunn.load(tmp_path / "m.npz", backend="numpy").predict(X), net.predict(X))
@@ -282,10 +286,15 @@ def test_predict_and_evaluate_read_the_training_csv_itself_header_and_all(tmp_pa
     assert predicted.exit_code == 0, predicted.output
     answer = last_json(predicted.stdout)
     assert len(answer["labels"]) == 80 and set(answer["labels"]) <= {1, 2, 3} and answer["classes"] == [1, 2, 3]
+    # the command's backend is "auto" (a GPU where there is one): the rounding rule against NumPy, on the
+    # values the file holds
     model = gpunn.load(tmp_path / "m.npz", backend="numpy")
-    assert answer["labels"] == model.predict(X).tolist()
+    written = np.array([[float(f"{v:.6g}") for v in row] for row in X])
+    assert_labels_agree(answer["labels"], model.predict(written), model.predict_proba(written), model.dtype,
+                        network_terms(model.sizes))
     with open(tmp_path / "features.csv", "w") as f:  # the same rows without their labels
         f.writelines(",".join(f"{v:.6g}" for v in row) + "\n" for row in X)
+    # exact: the same values through the same command, backend and code path
     assert last_json(run("predict", tmp_path / "m.npz", tmp_path / "features.csv", "--json").stdout) == answer
     evaluated = run("evaluate", tmp_path / "m.npz", "--dataset", tmp_path / "train.csv", "--json")
     assert evaluated.exit_code == 0 and last_json(evaluated.stdout)["samples"] == 80
@@ -313,11 +322,14 @@ def test_predict_flattens_trailing_shapes_as_train_does(tmp_path):
     np.save(tmp_path / "three.npy", images)
     np.save(tmp_path / "one.npy", images[0])
     np.savez(tmp_path / "three.npz", X=images, y=digits.y_test[:3])
-    want = gpunn.load(model, backend="numpy").predict(digits.X_test[:3]).tolist()
-    for name, expected in (("three.npy", want), ("one.npy", want[:1]), ("three.npz", want)):
+    net = gpunn.load(model, backend="numpy")
+    want, scores = net.predict(digits.X_test[:3]), net.predict_proba(digits.X_test[:3])
+    for name, count in (("three.npy", 3), ("one.npy", 1), ("three.npz", 3)):
         result = run("predict", model, tmp_path / name, "--json")
         assert result.exit_code == 0, result.output
-        assert last_json(result.stdout)["labels"] == expected, name
+        # the command's backend is "auto" (a GPU where there is one): the rounding rule against NumPy
+        assert_labels_agree(last_json(result.stdout)["labels"], want[:count], scores[:count], net.dtype,
+                            network_terms(net.sizes), what=name)
 
 
 def test_python_predict_takes_one_sample_as_a_1d_row():
@@ -325,7 +337,7 @@ def test_python_predict_takes_one_sample_as_a_1d_row():
     net = gpunn.Network([64, 16, 10], backend="numpy")
     net.fit(digits.X_train[:100], digits.y_train[:100], epochs=1)
     assert net.predict(digits.X_test[0]).shape == (1,)
-    assert net.predict(digits.X_test[0])[0] == net.predict(digits.X_test[:1])[0]
+    assert net.predict(digits.X_test[0])[0] == net.predict(digits.X_test[:1])[0]  # exact: the same one-sample pass
 
 
 def test_scaling_never_overflows_on_features_near_the_float_limits(tmp_path):

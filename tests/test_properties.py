@@ -51,7 +51,7 @@ import gpunn
 from gpunn import DataError, ModelFileError, Network, TrainingDiverged
 from gpunn.cli.main import cli
 from gpunn.data.idx import read_idx
-from gpunn.saving.model_file import load_with_metadata
+from gpunn.network import load_with_metadata
 from gpunn.safe_npz import ArchiveError, read_npy
 from hostile_files import metadata_of, npy_with_header, read_members, write_model
 

@@ -55,6 +55,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gpunn.compute.backend import get_backend
+from gpunn.network import Network
+
 DTYPE = np.float32
 
 
@@ -193,8 +196,6 @@ class GpunnPeer(Peer):
 
     def __init__(self, problem: Problem):
         super().__init__(problem)
-        from gpunn.network import Network
-
         config = problem.config
         self.net = Network(config.sizes, activation=config.activation, output_activation=config.output_activation,
                            loss=config.loss, backend=self.backend_spec, dtype="float32", seed=problem.seed)
@@ -220,8 +221,6 @@ class GpunnPeer(Peer):
         fit also decides its classes), and ``X.astype(float32)`` (one copy of X in
         memory).  Medians of ``repeats`` calls each; ``ratio`` is fit's over the copy's.
         """
-        from gpunn.network import Network
-
         config, X, labels = self.problem.config, self.problem.X, self.problem.labels
         net = Network(config.sizes, activation=config.activation, output_activation=config.output_activation,
                       loss=config.loss, backend=self.backend_spec, dtype="float32", seed=self.problem.seed)
@@ -250,8 +249,6 @@ class GpunnCupyPeer(GpunnPeer):
 
     @classmethod
     def unavailable(cls) -> str | None:
-        from gpunn.compute.backend import get_backend
-
         try:
             get_backend(cls.backend_spec).kernels  # noqa: B018 - builds the kernels or says why not
         except Exception as exc:  # any failure here means "cannot run here", with its reason

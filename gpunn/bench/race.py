@@ -35,6 +35,7 @@ import numpy as np
 
 from gpunn._version import __version__
 from gpunn.bench.peers import CONFIGS, PEER_ALIASES, PEERS, GpunnPeer, Problem
+from gpunn.network import Network
 
 DEFAULT_SAMPLES = 50_000
 DEFAULT_EPOCHS = 3
@@ -63,8 +64,6 @@ def data_description(samples: int, seed: int) -> str:
 def initial_weights(config, seed: int) -> list[np.ndarray]:
     """The parameters every peer starts from: gpunn's default draw for the configuration, float32
     (``scaled`` for the sigmoid configurations, ``he`` for ReLU)."""
-    from gpunn.network import Network
-
     net = Network(config.sizes, activation=config.activation, output_activation=config.output_activation,
                   loss=config.loss, backend="numpy", dtype="float32", seed=seed)
     return [np.ascontiguousarray(part, dtype=np.float32) for part in net.get_weights()]

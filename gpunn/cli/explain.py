@@ -9,10 +9,10 @@ import json
 import click
 import numpy as np
 
-from gpunn.cli.main import LayerSizes
+from gpunn.cli.options import LayerSizes
 from gpunn.errors import GpunnError
 from gpunn.explain.step import DEFAULT_LR, default_input, default_target, explain_step, network_input, one_hot_target
-from gpunn.network import INITS
+from gpunn.nn.parameters import INITS
 from gpunn.compute.ops import ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS
 
 DEFAULT_LAYERS = "2,2,2"
@@ -141,15 +141,18 @@ def _model_sample(model, dataset, data_dir, sample):
     """The saved network, test sample ``sample`` of its data set as the network sees it (scaled as in
     training) with its one-hot target, the index of its label, and a description of where it came from."""
     from gpunn.cli.model import _check_width, _model_dataset
-    from gpunn.saving.model_file import load_with_metadata
+    from gpunn.network import load_with_metadata
 
     net, metadata = load_with_metadata(model, backend="numpy")
-    data = _model_dataset(model, metadata, dataset, data_dir, None)
+    data = _model_dataset(model, metadata, dataset, data_dir, None, net.task)
     _check_width(net, data.n_features, f"data set {data.name}")
     if sample >= len(data.y_test):
         raise GpunnError(f"--sample {sample} is beyond the {len(data.y_test)} test samples of {data.name}; "
                          f"give 0 to {len(data.y_test) - 1}")
-    label = int(net.label_indices(data.y_test[sample:sample + 1], 1)[0])
     scaled = net.scaler is not None and net.scaler.method != "none"
     source = f"sample {sample} of the {data.name} test set" + (f", scaled ({net.scaler.method})" if scaled else "")
+    if net.task == "regression":  # the target as the network learns it: standardised (see gpunn.nn.targets)
+        target = net.target_scaling.apply(np.asarray(data.y_test[sample], np.float64).reshape(1, -1))[0]
+        return net, network_input(net, data.X_test[sample]), target, None, source + ", target standardised"
+    label = int(net.label_indices(data.y_test[sample:sample + 1], 1)[0])
     return net, network_input(net, data.X_test[sample]), one_hot_target(label, net.sizes[-1]), label, source

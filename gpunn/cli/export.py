@@ -36,12 +36,14 @@ def export(model, out):
     and its class labels; ONNX Runtime runs it and gives the probabilities and labels
     that the model gives in gpunn.  Needs `pip install "gpunn[onnx]"`.
     """
-    from gpunn.saving.model_file import load_with_metadata
+    from gpunn.network import load_with_metadata
     from gpunn.saving.onnx_export import OPSET, export as write_onnx, require_onnx
 
     check_onnx_path(out)
     require_onnx()
     net, _ = load_with_metadata(model, backend="numpy")
     write_onnx(net, out)
-    click.echo(f"wrote {out}: ONNX opset {OPSET}, {net.dtype.name}, input (batch, {net.sizes[0]}), "
-               f"outputs probabilities (batch, {net.sizes[-1]}) and label", err=True)
+    outputs = (f"output prediction (batch{', ' + str(net.sizes[-1]) if net.target_scaling.ndim == 2 else ''})"
+               if net.task == "regression" else f"outputs probabilities (batch, {net.sizes[-1]}) and label")
+    click.echo(f"wrote {out}: ONNX opset {OPSET}, {net.dtype.name}, input (batch, {net.sizes[0]}), {outputs}",
+               err=True)

@@ -18,45 +18,17 @@ import numpy as np
 
 from gpunn._version import __version__
 from gpunn.compute.backend import BackendError, get_backend, parse_spec
-from gpunn.cli.options import FiniteRange
+from gpunn.cli.options import FiniteRange, LayerSizes
 from gpunn.errors import GpunnError, command_line_interface
 from gpunn.nn.labels import classes_to_json
-from gpunn.limits import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_LAYERS, MAX_LR, MAX_SEED, MAX_UNITS, MAX_WEIGHT_DECAY
-from gpunn.network import INITS
+from gpunn.limits import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_LR, MAX_SEED, MAX_WEIGHT_DECAY
+from gpunn.nn.parameters import INITS
 from gpunn.compute.ops import ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS
+from gpunn.data.userdata import TASKS
 from gpunn.training.optim import LR_SCALINGS, OPTIMIZERS
 from gpunn.nn.preprocessing import SCALINGS, Scaler
 
 DEFAULT_HIDDEN = 64
-
-
-class LayerSizes(click.ParamType):
-    """``784,30,10``; ``,30,`` or ``30`` leave the input and output sizes to the data."""
-
-    name = "SIZES"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, (list, tuple)):
-            return list(value)
-        parts = [p.strip() for p in str(value).split(",")]
-        if len(parts) == 1:  # only hidden layers given, e.g. "30"
-            parts = ["", parts[0], ""]
-        sizes = []
-        for i, part in enumerate(parts):
-            if part == "" and i in (0, len(parts) - 1):
-                sizes.append(None)
-                continue
-            # ASCII digits only: str.isdigit() also takes superscripts and other scripts' digits
-            if not (part.isascii() and part.isdigit()) or len(part) > 10 or not 1 <= int(part) <= MAX_UNITS:
-                self.fail(f"{value!r:.60}: each layer size must be a positive integer up to {MAX_UNITS:,}, "
-                          f"e.g. 784,30,10", param, ctx)
-            sizes.append(int(part))
-        if len(sizes) < 2:
-            self.fail(f"{value!r}: give at least an input and an output size, e.g. 64,10", param, ctx)
-        if len(sizes) > MAX_LAYERS:
-            self.fail(f"{len(sizes)} layers: at most {MAX_LAYERS} (input and output included); sigmoid networks "
-                      f"stop learning long before that depth", param, ctx)
-        return sizes
 
 
 class BackendSpec(click.ParamType):
@@ -111,15 +83,15 @@ def cli():
     """gpunn: sigmoid networks trained by backprop, on NumPy or NVIDIA GPUs."""
 
 
-def resolve_sizes(sizes, n_features: int, n_classes: int) -> list[int]:
+def resolve_sizes(sizes, n_features: int, n_classes: int, regression: bool = False) -> list[int]:
     """Fill in inferred input/output sizes and check them against the data.
 
-    The output layer has one unit per class.  A mismatch is an error whose suggestion is
-    always a valid network: the typed sizes that cannot be the input or the output
-    layer are kept as hidden layers.
+    The output layer has one unit per class (a regression network: per target column,
+    ``n_classes``).  A mismatch is an error whose suggestion is always a valid network:
+    the typed sizes that cannot be the input or the output layer are kept as hidden layers.
     """
     sizes = list(sizes) if sizes else [None, DEFAULT_HIDDEN, None]
-    n_outputs = max(n_classes, 2)  # one class only still needs two answers to choose from
+    n_outputs = n_classes if regression else max(n_classes, 2)  # one class only still needs two answers
     if sizes[0] is None:
         sizes[0] = n_features
     if sizes[-1] is None:
@@ -134,7 +106,8 @@ def resolve_sizes(sizes, n_features: int, n_classes: int) -> list[int]:
     fixed = ",".join(str(s) for s in [n_features, *hidden, n_outputs])
     raise click.UsageError(
         f"--layers {','.join(map(str, sizes))} does not fit the data, which has {n_features} features per sample "
-        f"and {n_classes} classes: the first size must be {n_features} and the last {n_outputs}; "
+        f"and {n_classes} {'targets' if regression else 'classes'}: the first size must be {n_features} and the "
+        f"last {n_outputs}; "
         f"e.g. --layers {fixed}"
     )
 
@@ -162,8 +135,12 @@ def _epoch_printer(progress, samples: int, epochs: int, quiet: bool):
 @click.option("--batch-size", type=click.IntRange(1, MAX_BATCH_SIZE), default=10, show_default=True)
 @click.option("--activation", type=click.Choice(ACTIVATIONS), default="sigmoid", show_default=True,
               help="The hidden layers' activation.")
-@click.option("--output-activation", type=click.Choice(OUTPUT_ACTIVATIONS), default="sigmoid", show_default=True,
-              help="sigmoid: every output squashed on its own (the tutorial's); softmax: class probabilities.")
+@click.option("--task", type=click.Choice(TASKS), default="classification", show_default=True,
+              help="regression: the first column of a .csv (or y of a .npz) holds float targets, learned by "
+                   "identity outputs and the squared error (targets standardised inside the model).")
+@click.option("--output-activation", type=click.Choice(OUTPUT_ACTIVATIONS), default=None,
+              help="sigmoid: every output squashed on its own (the tutorial's); softmax: class probabilities; "
+                   "identity: values (--task regression) [default: sigmoid; identity for --task regression].")
 @click.option("--loss", type=click.Choice(LOSSES), default=None,
               help="quadratic (the tutorial's 1/2 (t - y)^2) or cross_entropy [default: quadratic for sigmoid "
                    "outputs, cross_entropy for softmax].")
@@ -175,8 +152,8 @@ def _epoch_printer(progress, samples: int, epochs: int, quiet: bool):
                    "he: N(0,2/n_in) [default: scaled for sigmoid, xavier for tanh, he for relu].")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="sgd", show_default=True)
 @click.option("--lr", type=FiniteRange(0, MAX_LR, min_open=True), default=None,
-              help="Learning rate eta [default: 3.0 for sgd, with per-layer step sizes (--lr-scaling); "
-                   "0.001 for adam and adamw].")
+              help="Learning rate eta [default: 3.0 for sgd, with per-layer step sizes (--lr-scaling), 0.1 for "
+                   "--task regression; 0.001 for adam and adamw].")
 @click.option("--lr-scaling", type=click.Choice(["auto", *LR_SCALINGS]), default="auto", show_default=True,
               help="SGD only. fan_in: each layer's step is --lr times min(1, 64/fan_in), so wide layers do "
                    "not saturate; none: --lr everywhere (plain SGD); auto: fan_in when --lr is left out.")
@@ -230,7 +207,7 @@ def train(distributed, backend, **options):
         _train(backend=backend, communicator=communicator, **options)
 
 
-def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation, output_activation, loss, scale,
+def _train(dataset, data_dir, test_split, layers, epochs, batch_size, task, activation, output_activation, loss, scale,
            init, optimizer, lr, lr_scaling, momentum, nesterov, beta1, beta2, eps, weight_decay, seed, backend, dtype,
            output, checkpoint_every, patience, min_delta, resume, plot_path, as_json, quiet, record_trajectory,
            communicator=None):
@@ -246,6 +223,7 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation
         raise click.UsageError("--checkpoint-every needs --output, the file the checkpoints go to")
     if record_trajectory and not output:
         raise click.UsageError("--record-trajectory keeps the path in the model file; give --output")
+    output_activation = _output_for_task(task, output_activation)
     _check_combinations(output_activation, loss, optimizer, momentum, nesterov, lr_scaling)
     if plot_path:
         from gpunn.explain.plotting import check_output_path, require_matplotlib
@@ -259,6 +237,7 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation
     if resume:
         net, saved = _load_for_resume(resume, backend, activation=activation, output_activation=output_activation,
                                       loss=loss, init=init, dtype=dtype, seed=seed, scale=scale)
+        task = net.task
         from gpunn.cli.model import recorded_data, recorded_extra
 
         recorded = recorded_extra(resume, saved)
@@ -277,12 +256,13 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation
     if problem:
         raise click.UsageError(problem)
     _check_outputs(output, plot_path, dataset, resume)
-    data = load_dataset(dataset, **_data_options(data_dir, test_split))
+    data = load_dataset(dataset, task=task, **_data_options(data_dir, test_split))
+    regression = task == "regression"
     if net is None:
-        sizes = resolve_sizes(layers, data.n_features, len(data.classes))
+        sizes = resolve_sizes(layers, data.n_features, data.n_outputs, regression)
         net = Network(sizes, activation=activation, output_activation=output_activation, loss=loss, init=init,
                       backend=backend, dtype=dtype, seed=seed, scale=scale,
-                      classes=data.classes if len(data.classes) == sizes[-1] else None)
+                      classes=data.classes if not regression and len(data.classes) == sizes[-1] else None)
     else:
         sizes = _resumed_sizes(resume, net, layers, data)
     for split in ("train", "test"):
@@ -335,11 +315,10 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation
         "optimizer": history.params["optimizer"],
         "lr": history.params["lr"],
         "scaling": net.scaler.method,
-        "classes": classes_to_json(net.classes),
+        "task": net.task,
+        "classes": None if regression else classes_to_json(net.classes),
         "epochs": net.epochs_done,
-        "test_accuracy": logs["val_accuracy"][-1],
         "test_loss": logs["val_loss"][-1],
-        "train_accuracy": train_result["accuracy"],
         "train_loss": train_result["loss"],
         "seconds": round(seconds, 4),
         "samples_per_second": round(len(data.X_train) * len(logs["seconds"]) / train_seconds, 1),
@@ -350,6 +329,11 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation
         "step": history.params.get("step"),
         "warnings": list(history.warnings),
     }
+    if regression:  # the test figures in the targets' units, as evaluate --json gives them
+        summary.update(test_r2=logs["val_r2"][-1], test_mse=logs["val_mse"][-1], test_mae=logs["val_mae"][-1],
+                       train_r2=train_result["r2"])
+    else:
+        summary.update(test_accuracy=logs["val_accuracy"][-1], train_accuracy=train_result["accuracy"])
     if communicator is not None:
         summary.update(ranks=communicator.size, communicator=communicator.name)
     if not root:
@@ -362,10 +346,16 @@ def _train(dataset, data_dir, test_split, layers, epochs, batch_size, activation
     if plot_path:
         from gpunn.explain.plotting import plot_model
 
-        plot_model(net, plot_path, val_label="test")
+        predictions = (data.y_test, net.predict(data.X_test)) if regression else None
+        plot_model(net, plot_path, val_label="test", predictions=predictions)
         summary["plot"] = plot_path
     if as_json:
         click.echo(json.dumps(summary))
+    elif regression:
+        click.echo(
+            f"test R2 {summary['test_r2']:.4f}  test MAE {summary['test_mae']:.5g}  train R2 {summary['train_r2']:.4f} "
+            f"(after training)  {summary['seconds']:.2f} s  [{summary['backend']}, {summary['dtype']}]"
+        )
     else:
         click.echo(
             f"test accuracy {summary['test_accuracy']:.4f}  train accuracy {summary['train_accuracy']:.4f} "
@@ -404,6 +394,18 @@ def _resumed_epochs(path, net, recorded: dict, metadata: dict, epochs: int) -> i
     return epochs
 
 
+def _output_for_task(task: str, output_activation):
+    """The output layer a task trains (--output-activation, checked against --task)."""
+    if task == "regression":
+        if output_activation not in (None, "identity"):
+            raise click.UsageError(f"--task regression trains identity outputs, not --output-activation "
+                                   f"{output_activation}; leave --output-activation out")
+        return "identity"
+    if output_activation == "identity":
+        raise click.UsageError("--output-activation identity is a regression network's: add --task regression")
+    return output_activation or "sigmoid"
+
+
 def _check_combinations(output_activation, loss, optimizer, momentum, nesterov, lr_scaling) -> None:
     """Usage errors for options that make no sense together (before any data is read)."""
     from gpunn.compute.ops import default_loss, objective
@@ -440,7 +442,7 @@ def _given(name: str) -> bool:
 
 def _load_for_resume(path, backend, **architecture):
     """Load the model to resume; architecture options typed on the command line must agree with it."""
-    from gpunn.saving.model_file import load_with_metadata
+    from gpunn.network import load_with_metadata
 
     net, metadata = load_with_metadata(path, backend=backend)
     saved = {"activation": net.activation, "output_activation": net.output_activation, "loss": net.loss,

@@ -1,7 +1,7 @@
 """The commands that use a saved model: ``gpunn evaluate``, ``gpunn predict`` and ``gpunn plot``.
 
 Each takes a model file written by ``gpunn train --output`` (or ``Network.save``)
-and reads it with :func:`gpunn.saving.model_file.load_with_metadata`, which refuses anything that is
+and reads it with :func:`gpunn.network.load_with_metadata`, which refuses anything that is
 not a sound gpunn model with a one-line error.  The data set a model was trained on
 is recorded in the file, so ``gpunn evaluate model.npz`` needs nothing else.
 """
@@ -74,15 +74,15 @@ def recorded_data(model, extra: dict, data_dir, test_split):
     return dataset, data_dir, test_split
 
 
-def _model_dataset(model: str, metadata: dict, dataset, data_dir, test_split):
-    """The data set named on the command line, else the one recorded in the model file."""
+def _model_dataset(model: str, metadata: dict, dataset, data_dir, test_split, task: str = "classification"):
+    """The data set named on the command line, else the one recorded in the model file (read for ``task``)."""
     from gpunn.data.datasets import load_dataset
 
     if dataset is None:
         dataset, data_dir, test_split = recorded_data(model, recorded_extra(model, metadata), data_dir, test_split)
     options = {key: value for key, value in (("data_dir", data_dir), ("test_split", test_split))
                if value is not None}
-    return load_dataset(dataset, **options)
+    return load_dataset(dataset, task=task, **options)
 
 
 def _check_width(net, n_features: int, what: str) -> None:
@@ -113,16 +113,19 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n_classes: int) 
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary as the last line of stdout.")
 def evaluate(model, dataset, data_dir, test_split, backend, as_json):
     """Loss, accuracy and confusion matrix of MODEL on a data set (by default the test set it was trained with)."""
-    from gpunn.saving.model_file import load_with_metadata
+    from gpunn.network import load_with_metadata
 
     net, metadata = load_with_metadata(model, backend=backend)
     whole_file = dataset is not None and dataset.lower().endswith(USER_SUFFIXES) and test_split in (None, 1.0)
-    data = _model_dataset(model, metadata, dataset, data_dir, None if test_split == 1.0 else test_split)
+    data = _model_dataset(model, metadata, dataset, data_dir, None if test_split == 1.0 else test_split, net.task)
     _check_width(net, data.n_features, f"data set {data.name}")
     X, y, part = data.X_test, data.y_test, "test set"
     if whole_file:
         X, y, part = np.concatenate([data.X_train, data.X_test]), np.concatenate([data.y_train, data.y_test]), "all"
     check_representable(X, net.dtype, f"data set {data.name}")
+    if net.task == "regression":
+        _evaluate_regression(net, model, data, X, y, part, as_json)
+        return
     classes = net.classes if net.classes is not None else np.arange(net.sizes[-1])
     with finite_arithmetic(f"data set {data.name}"):
         result = net.evaluate(X, y)
@@ -145,6 +148,19 @@ def evaluate(model, dataset, data_dir, test_split, backend, as_json):
         click.echo(f"{name:>{label_width}} " + "".join(f"{count:>{width}}" for count in row))
 
 
+def _evaluate_regression(net, model, data, X, y, part: str, as_json: bool) -> None:
+    """``evaluate`` for a regression model: loss, MSE, MAE and R^2 in the targets' units."""
+    with finite_arithmetic(f"data set {data.name}"):
+        result = net.evaluate(X, y)
+    if as_json:
+        click.echo(json.dumps({"model": model, "dataset": data.name, "samples": len(y), "task": "regression",
+                               **{key: result[key] for key in ("loss", "mse", "mae", "r2")}}))
+        return
+    click.echo(f"{model}: {list(net.sizes)} regression network, {net.epochs_done} epochs; "
+               f"{part} of {data.name}: {len(y)} samples")
+    click.echo(f"loss {result['loss']:.5f}  MSE {result['mse']:.6g}  MAE {result['mae']:.6g}  R2 {result['r2']:.4f}")
+
+
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
@@ -153,7 +169,8 @@ def evaluate(model, dataset, data_dir, test_split, backend, as_json):
               help='Print one JSON object {"labels": [...], "classes": [...], "outputs": [[...]]} as the last '
                    'line of stdout.')
 def predict(model, input_path, backend, as_json):
-    """Classify the samples in INPUT with MODEL: a .csv, .npy or .npz file, or an image.
+    """Classify the samples in INPUT with MODEL (a regression model: predict their values): a .csv, .npy or
+    .npz file, or an image.
 
     Reads what ``gpunn train`` reads: a .csv of feature rows, with or without the label
     column in front (told apart by the model's input width) and a header row; a .npy
@@ -163,12 +180,22 @@ def predict(model, input_path, backend, as_json):
     Prints a header naming the classes, then one line per sample: the predicted class
     (as the model was trained with it) and the output of each class.
     """
-    from gpunn.saving.model_file import load
+    from gpunn.network import load
 
     net = load(model, backend=backend)
     X = read_samples(input_path, net.sizes[0])
     _check_width(net, X.shape[1], str(input_path))
     check_representable(X, net.dtype, str(input_path))
+    if net.task == "regression":  # values in the targets' units, one line (of one value per target) per sample
+        with finite_arithmetic(str(input_path)):
+            values = np.asarray(net.predict(X), dtype=np.float64).reshape(len(X), -1)
+        if as_json:
+            click.echo(json.dumps({"predictions": values[:, 0].tolist() if net.target_scaling.ndim == 1
+                                   else values.tolist()}))
+            return
+        for row in values:
+            click.echo(" ".join(f"{value:.6g}" for value in row))
+        return
     with finite_arithmetic(str(input_path)):
         outputs = net.predict_proba(X).astype(np.float64)
     classes = net.classes if net.classes is not None else np.arange(net.sizes[-1])
@@ -307,8 +334,9 @@ def _decode_grey(file, path) -> np.ndarray:
 @click.option("--dataset", default=None,
               help="Points drawn on the surface; the data the landscape is measured on [default: the model's].")
 def plot(model, out, curves, weights, surface, landscape, dataset):
-    """Draw MODEL's learning curves, first-layer weights, decision surface and/or loss landscape."""
-    from gpunn.saving.model_file import load_with_metadata
+    """Draw MODEL's learning curves, first-layer weights, decision surface and/or loss landscape
+    (a regression model: also its predictions against the true values of its test set)."""
+    from gpunn.network import load_with_metadata
     from gpunn.explain.plotting import check_output_path, plot_model, require_matplotlib
 
     check_output_path(out)
@@ -334,9 +362,15 @@ def plot(model, out, curves, weights, surface, landscape, dataset):
         _check_width(net, data.n_features, f"data set {data.name}")
         check_representable(data.X_train, net.dtype, f"data set {data.name}")
         measured = compute(net, data.X_train, data.y_train, seed=net.seed)
+    predictions = None
+    if net.task == "regression" and (dataset or recorded.get("dataset")):  # predicted against true values
+        data = _model_dataset(model, metadata, dataset, None, None, "regression")
+        _check_width(net, data.n_features, f"data set {data.name}")
+        check_representable(data.X_test, net.dtype, f"data set {data.name}")
+        predictions = (data.y_test, net.predict(data.X_test))
     val_label = "test" if recorded.get("dataset") else "validation"  # the CLI validates on the test set
     plot_model(net, out, curves=curves, weights=weights, surface=surface, points=points, val_label=val_label,
-               landscape=measured)
+               landscape=measured, predictions=predictions)
     click.echo(f"wrote {out}", err=True)
 
 

@@ -26,8 +26,13 @@ def _kernel_functions(device_id: int) -> dict[str, object]:
     functions = _MODULES.get(device_id)
     if functions is None:
         with cupy.cuda.Device(device_id):
-            module = cupy.RawModule(code=ks.kernel_code(), options=ks.RAWMODULE_OPTIONS)
-            functions = {name: module.get_function(name) for name in ks.KERNEL_NAMES}
+            try:
+                module = cupy.RawModule(code=ks.kernel_code(), options=ks.RAWMODULE_OPTIONS)
+                functions = {name: module.get_function(name) for name in ks.KERNEL_NAMES}
+            except RuntimeError as exc:
+                if ks.is_missing_headers(exc):  # no cuda_runtime.h: say what to install
+                    raise ks.missing_headers_error(exc) from None
+                raise
         _MODULES[device_id] = functions
     return functions
 

@@ -8,7 +8,7 @@ each followed by a cheap elementwise epilogue:
 * the weight gradient: ``grad = [A_prev; 1] delta^T`` (the bias gradient as its last row).
 
 Two ways to run them on the kernel backends (``cupy`` and ``emulated``), chosen per
-network (:attr:`gpunn.network.Network.dense`):
+network (:attr:`gpunn.nn.mlp.MLP.dense`):
 
 ``fused`` (:class:`FusedProducts`)
     gpunn's own kernels (``dense_forward_<act>``, ``dense_backward_<act>``,
@@ -26,7 +26,7 @@ network (:attr:`gpunn.network.Network.dense`):
 
 Which one a GPU uses is measured on the device (:mod:`gpunn.training.autotune`) or forced
 with ``GPUNN_DENSE=fused|cublas``.  The NumPy backend has neither: it folds the bias
-into its own BLAS products (:class:`gpunn.network.Network`).
+into its own BLAS products (:class:`gpunn.nn.layout.RowLayout`).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from typing import NamedTuple
 import numpy as np
 
 from gpunn.errors import GpunnError
-from gpunn.compute.ops import ACTIVATIONS, OBJECTIVES
+from gpunn.compute.ops import ACTIVATIONS, OBJECTIVES, TARGET_OBJECTIVES
 
 KERNEL_FILE = "gpunn_kernels.cu"
 #: The headers ``gpunn_kernels.cu`` includes, inlined by :func:`kernel_code`.
@@ -43,9 +43,9 @@ HOST_SHIM_FILE = "host_shim.cuh"
 
 #: The kernels in ``gpunn_kernels.cu``, each exported as ``<op>_f32`` and ``<op>_f64``.
 OPS = (
-    *(f"bias_{name}" for name in (*ACTIVATIONS, "identity")),
+    *(f"bias_{name}" for name in ACTIVATIONS),
     *(f"{name}_backward" for name in ACTIVATIONS),
-    *(f"dense_forward_{name}" for name in (*ACTIVATIONS, "identity")),
+    *(f"dense_forward_{name}" for name in ACTIVATIONS),
     *(f"dense_backward_{name}" for name in ACTIVATIONS),
     "dense_weight_grad",
     *(f"output_delta_{name}" for name in OBJECTIVES),
@@ -53,6 +53,7 @@ OPS = (
     "sgd_update",
     "adam_update",
     "gather_batch",
+    "gather_columns",
 )
 #: Kernels with no float type, exported under their plain name.
 UNTYPED_KERNELS = ("advance_step",)
@@ -78,6 +79,34 @@ _INT32_MAX = 2**31 - 1
 
 class CompilerUnavailable(GpunnError, RuntimeError):
     """The compiler that a kernel build needs (NVRTC or the host C++ compiler) is missing."""
+
+
+class CudaHeadersUnavailable(CompilerUnavailable):
+    """CuPy finds no CUDA runtime headers (``cuda_runtime.h``) to compile gpunn's kernels against."""
+
+
+#: What to install when CuPy finds no CUDA headers: the ``gpu`` extra brings them as wheels.
+CUDA_HEADERS_HINT = (
+    'install them with `pip install "gpunn[gpu]"` (it brings cuda-toolkit[cudart,nvrtc,cublas,curand], '
+    "the headers and libraries as wheels), or install a CUDA toolkit and set CUDA_PATH to it"
+)
+
+
+def is_missing_headers(exc: BaseException) -> bool:
+    """Whether ``exc`` is CuPy's error for missing CUDA headers (see :func:`missing_headers_error`)."""
+    return isinstance(exc, RuntimeError) and "Failed to find CUDA headers" in str(exc)
+
+
+def missing_headers_error(exc: BaseException) -> CudaHeadersUnavailable:
+    """gpunn's error for CuPy's ``RuntimeError: Failed to find CUDA headers ...``.
+
+    CuPy 14.2 raises that from ``assemble_cupy_compiler_options`` (cupy/_core/core.pyx), on
+    every RawModule compilation, when neither the header wheels (found by cuda-pathfinder's
+    ``find_nvidia_header_directory('cudart')``) nor a CUDA toolkit (or ``$CUDA_PATH``) give it
+    ``cuda_runtime.h``.  Its hint names ``cupy-cuda12x[ctk]``, the wrong CUDA major for gpunn.
+    """
+    return CudaHeadersUnavailable(f"CuPy cannot compile gpunn's CUDA kernels: no CUDA headers found; "
+                                  f"{CUDA_HEADERS_HINT} (CuPy said: {exc})")
 
 
 class KernelCompileError(RuntimeError):
@@ -158,7 +187,7 @@ def _nvrtc():
     except Exception as exc:  # ImportError, or the library failing to load
         raise CompilerUnavailable(
             f"NVRTC is not available ({type(exc).__name__}: {exc}); install it with "
-            '`pip install "gpunn[kernels]"` (cupy-cuda13x and nvidia-cuda-nvrtc 13)'
+            '`pip install "gpunn[kernels]"` (cupy-cuda13x and cuda-toolkit[cudart,nvrtc] 13)'
         ) from None
     return nvrtc
 
@@ -181,19 +210,21 @@ def nvrtc_options(arch: str) -> tuple[str, ...]:
     number = re.fullmatch(r"(?:sm_)?(\d+)", arch)
     if number is None:
         raise ValueError(f"bad GPU architecture {arch!r}: use sm_XX, e.g. sm_80")
-    return core.assemble_cupy_compiler_options(RAWMODULE_OPTIONS) + (
+    try:
+        cupy_options = core.assemble_cupy_compiler_options(RAWMODULE_OPTIONS)
+    except RuntimeError as exc:
+        if is_missing_headers(exc):
+            raise missing_headers_error(exc) from None
+        raise
+    return cupy_options + (
         "-ftz=true",
         f"--gpu-architecture=sm_{number.group(1)}",
         "--device-as-default-execution-space",
     )
 
 
-def compile_for_arch(arch: str, code: str | None = None) -> bytes:
-    """Compile the kernels (or ``code``) with NVRTC for ``arch`` (``"sm_80"``); return the CUBIN.
-
-    Needs NVRTC but no GPU or driver.  Raises :class:`CompilerUnavailable` when NVRTC is
-    missing and :class:`KernelCompileError`, carrying NVRTC's log, when compilation fails.
-    """
+def _compile(arch: str, code: str | None, result):
+    """Compile with NVRTC for ``arch`` and return ``result(nvrtc, program)`` (its CUBIN or its PTX)."""
     nvrtc = _nvrtc()
     options = nvrtc_options(arch)
     program = nvrtc.createProgram(kernel_code() if code is None else code, KERNEL_FILE, (), ())
@@ -205,9 +236,29 @@ def compile_for_arch(arch: str, code: str | None = None) -> bytes:
             raise KernelCompileError(
                 f"NVRTC failed to compile {KERNEL_FILE} for {arch} ({exc}):\n{log}"
             ) from None
-        return nvrtc.getCUBIN(program)
+        return result(nvrtc, program)
     finally:
         nvrtc.destroyProgram(program)
+
+
+def compile_for_arch(arch: str, code: str | None = None) -> bytes:
+    """Compile the kernels (or ``code``) with NVRTC for ``arch`` (``"sm_80"``); return the CUBIN.
+
+    Needs NVRTC and the CUDA headers but no GPU or driver.  Raises :class:`CompilerUnavailable`
+    when NVRTC is missing (:class:`CudaHeadersUnavailable` when the headers are) and
+    :class:`KernelCompileError`, carrying NVRTC's log, when compilation fails.
+    """
+    return _compile(arch, code, lambda nvrtc, program: nvrtc.getCUBIN(program))
+
+
+def compile_to_ptx(arch: str, code: str | None = None) -> str:
+    """The PTX of the kernels (or ``code``) for ``arch``, compiled as :func:`compile_for_arch` compiles.
+
+    The PTX shows what the compiler did to the arithmetic: ``fma`` instructions, and
+    multiplications and additions without a rounding modifier such as ``.rn`` (which ptxas
+    may still fuse into one FMA); tests/test_kernels_compile.py reads it.
+    """
+    return _compile(arch, code, lambda nvrtc, program: nvrtc.getPTX(program).decode())
 
 
 class KernelResources(NamedTuple):
@@ -324,7 +375,7 @@ def _check_activation(activation: str, allowed) -> None:
 
 def plan_bias_act(z, b, activation: str) -> Launch:
     """z <- act(z + b[:, None]) in place; z (units, samples), b (units,); act may be ``identity``."""
-    _check_activation(activation, (*ACTIVATIONS, "identity"))
+    _check_activation(activation, ACTIVATIONS)
     suffix = _suffix(z, b)
     rows, cols = _matrix_shape(z, "z")
     _check(z, "z")
@@ -377,10 +428,13 @@ def reduce_launch(cols: int) -> tuple[int, int]:
 
 
 def plan_output_delta(a, labels, delta, loss_sum, correct, scratch: ReductionScratch,
-                      objective="quadratic") -> Launch:
+                      objective="quadratic", targets=None, weights=None) -> Launch:
     """The output layer's delta with the loss sum and correct count: one thread per sample.
 
     The totals are added over the launch in a fixed order through ``scratch``.
+    ``squared_error`` (a regression network) reads the float ``targets`` (shaped like
+    ``a``) instead of ``labels`` (which may then be None) and adds no correct answers.
+    ``weights``: optional (samples,) per-sample weights of the delta and the loss.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}: use one of {', '.join(OBJECTIVES)}")
@@ -388,7 +442,18 @@ def plan_output_delta(a, labels, delta, loss_sum, correct, scratch: ReductionScr
     rows, cols = _matrix_shape(a, "a")
     _check(a, "a")
     _check(delta, "delta", (rows, cols))
-    _check(labels, "labels", (cols,), np.int32)
+    if objective in TARGET_OBJECTIVES:
+        if targets is None:
+            raise ValueError(f"the {objective} objective needs float targets shaped like a")
+        _suffix(a, targets)
+        _check(targets, "targets", (rows, cols))
+        answers = targets
+    else:
+        _check(labels, "labels", (cols,), np.int32)
+        answers = labels
+    if weights is not None:
+        _suffix(a, weights)
+        _check(weights, "weights", (cols,))
     _check(loss_sum, "loss_sum", (), np.float64)
     _check(correct, "correct", (), np.int64)
     _check(scratch.block_loss, "block_loss", (REDUCE_BLOCKS,), np.float64)
@@ -400,7 +465,7 @@ def plan_output_delta(a, labels, delta, loss_sum, correct, scratch: ReductionScr
         f"output_delta_{objective}{suffix}",
         grid,
         threads,
-        (a, labels, delta, loss_sum, correct, *scratch, np.int32(rows), np.int32(cols)),
+        (a, answers, weights, delta, loss_sum, correct, *scratch, np.int32(rows), np.int32(cols)),
     )
 
 
@@ -427,7 +492,7 @@ def plan_dense_forward(wb, a_in, z, activation: str) -> Launch:
     layer's activations with their row of ones, (inputs + 1, samples); ``z``: the
     output, (units, samples).  ``activation`` may be ``identity`` (a softmax layer's logits).
     """
-    _check_activation(activation, (*ACTIVATIONS, "identity"))
+    _check_activation(activation, ACTIVATIONS)
     suffix = _suffix(wb, a_in, z)
     depth, units = _matrix_shape(wb, "wb")
     _check(wb, "wb")
@@ -590,6 +655,31 @@ def plan_gather_batch(src, labels_src, order, step, out, labels_out, batch, firs
     )
 
 
+def plan_gather_columns(src, order, step, out, batch, first=0) -> Launch:
+    """``out[:, c] = src[:, order[step * batch + first + c]]``: :func:`plan_gather_batch` without labels.
+
+    For the float rows a graph-replayed step gathers beside its inputs: a regression
+    network's targets and the samples' weights.
+    """
+    suffix = _suffix(src, out)
+    rows, n_total = _matrix_shape(src, "src")
+    _check(src, "src")
+    _check(out, "out")
+    if out.shape[0] != rows:
+        raise ValueError(f"out has {out.shape[0]} rows but src has {rows}")
+    cols = out.shape[1]
+    _check(order, "order", (n_total,), np.int64)
+    _check(step, "step", (), np.int32)
+    if not (0 <= first and first + cols <= batch):
+        raise ValueError(f"columns {first}..{first + cols} do not fit in a batch of {batch}")
+    grid = grid_for(out.size)
+    _check_index_range(out.size, grid, "out")
+    _check_index_range(n_total, 0, "src's samples")
+    return Launch("gather_columns" + suffix, grid, BLOCK,
+                  (src, order, step, out, np.int32(rows), np.int32(cols), np.int32(n_total), np.int32(batch),
+                   np.int32(first)))
+
+
 def plan_advance_step(step) -> Launch:
     """``step += 1`` on the device (the last launch of a graph-replayed step)."""
     _check(step, "step", (), np.int32)
@@ -623,9 +713,14 @@ class PlannedKernels:
         """Each column of z (logits) becomes its softmax probabilities, in place."""
         self._run(plan_softmax_columns(z))
 
-    def output_delta(self, a, labels, delta, loss_sum, correct, objective="quadratic", targets=None):
-        """The output layer's delta, added to the loss sum and correct count (``targets`` is not needed)."""
-        self._run(plan_output_delta(a, labels, delta, loss_sum, correct, self._scratch, objective))
+    def output_delta(self, a, labels, delta, loss_sum, correct, objective="quadratic", targets=None,
+                     weights=None):
+        """The output layer's delta, added to the loss sum and correct count (see :func:`plan_output_delta`).
+
+        ``targets`` is read by the float-target objectives only (the label objectives take ``labels``).
+        """
+        self._run(plan_output_delta(a, labels, delta, loss_sum, correct, self._scratch, objective,
+                                    targets if objective in TARGET_OBJECTIVES else None, weights))
 
     def dense_forward(self, wb, a_in, z, activation) -> None:
         """z <- act([W; b]^T [A_prev; 1]) in one kernel (see :func:`plan_dense_forward`)."""
@@ -653,6 +748,10 @@ class PlannedKernels:
     def gather_batch(self, src, labels_src, order, step, out, labels_out, batch, first=0):
         """Gather the batch the device counter ``step`` points at (see :func:`plan_gather_batch`)."""
         self._run(plan_gather_batch(src, labels_src, order, step, out, labels_out, batch, first))
+
+    def gather_columns(self, src, order, step, out, batch, first=0):
+        """Gather the float rows of the batch the counter ``step`` points at (see :func:`plan_gather_columns`)."""
+        self._run(plan_gather_columns(src, order, step, out, batch, first))
 
     def advance_step(self, step):
         """step += 1 on the device."""

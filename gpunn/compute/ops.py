@@ -23,13 +23,19 @@ from __future__ import annotations
 import numpy as np
 
 #: Hidden-layer activations; each has a fused kernel pair bias_<name> / <name>_backward.
-ACTIVATIONS = ("sigmoid", "tanh", "relu")
+#: ``identity`` (no squashing: a linear layer, scikit-learn's ``activation="identity"``) is
+#: also what a softmax or regression output layer computes before its output delta.
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "identity")
 #: Output-layer activations.  A softmax layer's kernels keep its logits until the output
-#: delta (or :meth:`NumpyKernels.softmax_`) turns them into probabilities.
-OUTPUT_ACTIVATIONS = ("sigmoid", "softmax")
+#: delta (or :meth:`NumpyKernels.softmax_`) turns them into probabilities; ``identity``
+#: is a regression network's output: the weighted sums themselves.
+OUTPUT_ACTIVATIONS = ("sigmoid", "softmax", "identity")
 LOSSES = ("quadratic", "cross_entropy")
 #: What the output-delta kernels compute, one per sensible (output activation, loss) pair.
-OBJECTIVES = ("quadratic", "cross_entropy", "softmax_cross_entropy")
+OBJECTIVES = ("quadratic", "cross_entropy", "softmax_cross_entropy", "squared_error", "multilabel_cross_entropy")
+#: The objectives that score float targets (a regression network's, or multilabel 0/1 rows)
+#: instead of class labels.
+TARGET_OBJECTIVES = ("squared_error", "multilabel_cross_entropy")
 
 #: Floor for ``1 - |a - t|`` inside the cross-entropy's logarithm, so that a
 #: saturated wrong answer costs ``-log(1e-12) ~ 27.6`` instead of infinity.
@@ -41,9 +47,12 @@ def objective(output_activation: str, loss: str) -> str:
 
     sigmoid + quadratic: the tutorial's ``1/2 (t - y)^2``; sigmoid + cross_entropy: the
     binary cross-entropy of every output unit; softmax + cross_entropy: the categorical
-    cross-entropy ``-log p_label``.  Softmax with the quadratic loss is refused: its
-    delta would need the softmax's full Jacobian, and the quadratic loss on
-    probabilities learns slowly for the same reason it does on saturated sigmoids.
+    cross-entropy ``-log p_label``; identity + quadratic: regression, the squared
+    error ``1/2 |y - t|^2`` against float targets (``squared_error``).  Softmax with
+    the quadratic loss is refused: its delta would need the softmax's full Jacobian,
+    and the quadratic loss on probabilities learns slowly for the same reason it does
+    on saturated sigmoids.  Identity with the cross-entropy is refused: an unbounded
+    output is no probability.
     """
     if output_activation not in OUTPUT_ACTIVATIONS:
         raise ValueError(f"unknown output activation {output_activation!r}: use one of "
@@ -55,11 +64,21 @@ def objective(output_activation: str, loss: str) -> str:
             raise ValueError("a softmax output layer is trained with loss cross_entropy, not "
                              f"{loss}; use the sigmoid output layer for the quadratic loss")
         return "softmax_cross_entropy"
+    if output_activation == "identity":
+        if loss != "quadratic":
+            raise ValueError(f"an identity output layer (regression) is trained with loss quadratic, not {loss}; "
+                             "use the sigmoid or softmax output layer for the cross-entropy")
+        return "squared_error"
     return loss
 
 
+def task(output_activation: str) -> str:
+    """``"regression"`` for an identity output layer, else ``"classification"``."""
+    return "regression" if output_activation == "identity" else "classification"
+
+
 def default_loss(output_activation: str) -> str:
-    """The loss a network gets when none is given: the tutorial's for sigmoid outputs."""
+    """The loss a network gets when none is given: quadratic, except cross-entropy for softmax outputs."""
     return "cross_entropy" if output_activation == "softmax" else "quadratic"
 
 
@@ -86,6 +105,7 @@ REFERENCE_ACTIVATIONS = {
     "sigmoid": (sigmoid, lambda a: a * (1 - a)),
     "tanh": (np.tanh, lambda a: 1 - a * a),
     "relu": (lambda z: np.maximum(z, 0), lambda a: (a > 0).astype(a.dtype)),
+    "identity": (lambda z: z, np.ones_like),
 }
 
 
@@ -109,7 +129,7 @@ class NumpyKernels:
         """z <- act(z), in place, for ``sigmoid``, ``tanh``, ``relu`` or ``identity``.
 
         NumPy only: here the bias is already folded into the matrix product
-        (:meth:`gpunn.network.Network.forward`); the GPU path uses :meth:`bias_act`.
+        (:meth:`gpunn.nn.layout.RowLayout.forward`); the GPU path uses :meth:`bias_act`.
         """
         if activation == "sigmoid":
             half = _HALF[z.dtype]
@@ -214,41 +234,55 @@ class NumpyKernels:
             mask = self._buffer(a.shape, np.bool_, "relu")
             np.greater(a, _ZERO[a.dtype], out=mask)
             np.copyto(tmp, mask)
+        elif activation == "identity":  # identity' = 1: g is already the answer
+            return
         else:
             raise ValueError(f"unknown activation {activation!r}: use one of {', '.join(ACTIVATIONS)}")
         np.multiply(g, tmp, g)
 
-    def output_delta(self, a, labels, delta, loss_sum, correct, objective="quadratic", targets=None):
+    def output_delta(self, a, labels, delta, loss_sum, correct, objective="quadratic", targets=None,
+                     weights=None):
         """The output layer's error, fused with the batch's loss and correct-answer count.
 
         Args:
             a: (classes, samples) output activations; for ``softmax_cross_entropy`` the
                 logits, which become the probabilities in place.
-            labels: (samples,) int32 true classes.
+            labels: (samples,) int32 true classes (unused by ``squared_error``).
             delta: (classes, samples) buffer that receives dE/dz of the output layer:
                 quadratic ``(a - t) a (1 - a)``; cross-entropy (sigmoid) and softmax
-                cross-entropy ``a - t`` (``p - t``).
+                cross-entropy ``a - t`` (``p - t``); squared error ``a - t``.
             loss_sum: 0-d float64 array; the batch's summed loss is added to it
-                (quadratic ``1/2 |a - t|^2`` per sample; cross-entropy
+                (quadratic and squared error ``1/2 |a - t|^2`` per sample; cross-entropy
                 ``-sum[t log a + (1 - t) log(1 - a)]``, with the log's argument floored at
                 :data:`CROSS_ENTROPY_FLOOR`; softmax cross-entropy ``-log p_label``,
                 computed as ``log sum_j exp(z_j - max) - (z_label - max)``).
             correct: 0-d int64 array; the number of samples whose most active output
-                (first one on ties) equals the label is added to it.
+                (first one on ties) equals the label is added to it (nothing for
+                ``squared_error``).
             objective: one of :data:`OBJECTIVES` (see :func:`objective`).
-            targets: optional (classes, samples) one-hot of ``labels``; saves building it.
+            targets: (classes, samples) float targets: required by ``squared_error``;
+                for the label objectives the optional one-hot of ``labels`` (saves building it).
+            weights: optional (samples,) weights: each sample's delta and loss are
+                multiplied by its weight (after they are computed, as the kernels do).
         """
         classes, samples = a.shape
+        tmp = self._buffer(a.shape, a.dtype, "od")
+        if objective in TARGET_OBJECTIVES:
+            self._float_target_delta(a, targets, delta, loss_sum, correct, objective, weights, tmp)
+            return
         if objective == "softmax_cross_entropy":
-            self._softmax_loss(a, labels, loss_sum)
+            self._softmax_loss(a, labels, loss_sum, weights)
         if targets is None:
             targets = self._one_hot(labels, classes, a.dtype)
         np.subtract(a, targets, out=delta)
-        tmp = self._buffer(a.shape, a.dtype, "od")
         if objective == "quadratic":
-            # vdot sums in the array's dtype (the kernels sum in float64): one call
-            # instead of two, and float32 is ample for a per-epoch loss report.
-            np.add(loss_sum, 0.5 * np.vdot(delta, delta), out=loss_sum)
+            if weights is None:
+                # vdot sums in the array's dtype (the kernels sum in float64): one call
+                # instead of two, and float32 is ample for a per-epoch loss report.
+                np.add(loss_sum, 0.5 * np.vdot(delta, delta), out=loss_sum)
+            else:
+                np.multiply(delta, delta, out=tmp)
+                self._add_loss(loss_sum, tmp, weights, 0.5)
             np.subtract(1.0, a, out=tmp)
             np.multiply(tmp, a, out=tmp)
             np.multiply(delta, tmp, out=delta)
@@ -258,9 +292,11 @@ class NumpyKernels:
             np.subtract(1.0, tmp, out=tmp)
             np.maximum(tmp, CROSS_ENTROPY_FLOOR, out=tmp)
             np.log(tmp, out=tmp)
-            np.subtract(loss_sum, tmp.sum(dtype=np.float64), out=loss_sum)
+            self._add_loss(loss_sum, tmp, weights, -1.0)
         elif objective != "softmax_cross_entropy":
             raise ValueError(f"unknown objective {objective!r}: use one of {', '.join(OBJECTIVES)}")
+        if weights is not None:
+            np.multiply(delta, weights, out=delta)
         # np.argmax over axis 0 copies its input; a transposed copy into a scratch buffer
         # followed by a row-wise argmax allocates nothing.
         by_sample = self._buffer((samples, classes), a.dtype, "byrow")
@@ -271,11 +307,44 @@ class NumpyKernels:
         np.equal(predicted, labels, out=hits)
         np.add(correct, np.count_nonzero(hits), out=correct)
 
-    def _softmax_loss(self, z, labels, loss_sum) -> None:
+    def _float_target_delta(self, a, targets, delta, loss_sum, correct, objective, weights, tmp) -> None:
+        """:meth:`output_delta` for float targets: ``delta = a - t`` (times the weights); the loss is
+        ``squared_error``'s 1/2 (a - t)^2 or ``multilabel_cross_entropy``'s per-output binary
+        cross-entropy, which also counts the samples whose every output is on the right side of 0.5."""
+        np.subtract(a, targets, out=delta)
+        if objective == "squared_error":
+            np.multiply(delta, delta, out=tmp)
+            self._add_loss(loss_sum, tmp, weights, 0.5)
+        else:
+            np.abs(delta, out=tmp)  # t a + (1 - t)(1 - a) == 1 - |a - t| for t of 0 or 1
+            np.subtract(1.0, tmp, out=tmp)
+            np.maximum(tmp, CROSS_ENTROPY_FLOOR, out=tmp)
+            np.log(tmp, out=tmp)
+            self._add_loss(loss_sum, tmp, weights, -1.0)
+            above = self._buffer(a.shape, np.bool_, "ml_a")
+            wanted = self._buffer(a.shape, np.bool_, "ml_t")
+            np.greater(a, a.dtype.type(0.5), out=above)
+            np.greater(targets, a.dtype.type(0.5), out=wanted)
+            np.equal(above, wanted, out=above)
+            hits = self._buffer((a.shape[1],), np.bool_, "ml_hits")
+            np.logical_and.reduce(above, axis=0, out=hits)
+            np.add(correct, np.count_nonzero(hits), out=correct)
+        if weights is not None:
+            np.multiply(delta, weights, out=delta)
+
+    @staticmethod
+    def _add_loss(loss_sum, terms, weights, factor: float) -> None:
+        """loss_sum += factor * (the sum of ``terms``, each column weighted by ``weights`` when given)."""
+        if weights is not None:
+            np.multiply(terms, weights, out=terms)
+        np.add(loss_sum, factor * terms.sum(dtype=np.float64), out=loss_sum)
+
+    def _softmax_loss(self, z, labels, loss_sum, weights=None) -> None:
         """z (logits) <- softmax(z) in place, adding the samples' -log p_label to ``loss_sum``.
 
         The loss comes from the max-shifted logits, ``log sum exp(z - max) - (z_label - max)``,
-        so it stays finite where p_label itself would underflow to 0.
+        so it stays finite where p_label itself would underflow to 0.  ``weights``: optional
+        per-sample weights of the loss.
         """
         classes, samples = z.shape
         column = self._buffer((samples,), z.dtype, "sl_max")
@@ -288,17 +357,19 @@ class NumpyKernels:
         np.divide(z, self._spread(column, z.shape), out=z)
         np.log(column, out=column)
         np.subtract(column, at_label, out=column)
-        np.add(loss_sum, column.sum(dtype=np.float64), out=loss_sum)
+        self._add_loss(loss_sum, column, weights, 1.0)
 
-    def output_error(self, a, targets, delta, objective="quadratic", scale=1.0, tmp=None):
+    def output_error(self, a, targets, delta, objective="quadratic", scale=1.0, tmp=None, weights=None):
         """delta <- scale * dE/dz of the output layer, without the loss and accuracy bookkeeping.
 
         The NumPy trainer's cheaper variant of :meth:`output_delta`: it keeps the batch's
         outputs and works out the epoch's loss and accuracy from them once, at the end
-        of the epoch (:class:`gpunn.training.loop.OutputRecord`).  ``scale`` folds the SGD step
+        of the epoch (:class:`gpunn.nn.layout.OutputRecord`).  ``scale`` folds the SGD step
         size eta/m into the (small) delta, so the update of the (large) parameter buffer
         is a single subtraction.  ``tmp``: optional scratch shaped like ``a``.  For
         ``softmax_cross_entropy`` ``a`` holds the logits and receives the probabilities.
+        ``targets``: one-hot, or for ``squared_error`` the float targets; ``weights``:
+        optional per-sample weights, multiplied into each sample's delta last.
         """
         if objective == "softmax_cross_entropy":
             self.softmax_(a)
@@ -315,11 +386,13 @@ class NumpyKernels:
             if scale != 1:
                 np.multiply(tmp, scale, tmp)
             np.multiply(delta, tmp, delta)
-        elif objective in ("cross_entropy", "softmax_cross_entropy"):
+        elif objective in ("cross_entropy", "softmax_cross_entropy", *TARGET_OBJECTIVES):
             if scale != 1:
                 np.multiply(delta, scale, delta)
         else:
             raise ValueError(f"unknown objective {objective!r}: use one of {', '.join(OBJECTIVES)}")
+        if weights is not None:
+            np.multiply(delta, weights, delta)
 
     def _flat_index(self, labels, samples):
         """labels * samples + column: where each sample's label sits in a flattened (classes, samples) array."""
@@ -424,6 +497,12 @@ class NumpyKernels:
         index = order[offset : offset + out.shape[1]]
         np.take(src, index, axis=1, out=out, mode="clip")
         np.take(labels_src, index, out=labels_out, mode="clip")
+
+    @staticmethod
+    def gather_columns(src, order, step, out, batch, first=0):
+        """out[:, c] = src[:, order[step*batch + first + c]]: the twin of the ``gather_columns`` kernel."""
+        offset = int(step) * batch + first
+        np.take(src, order[offset : offset + out.shape[1]], axis=1, out=out, mode="clip")
 
     @staticmethod
     def advance_step(step):

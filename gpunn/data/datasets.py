@@ -55,10 +55,19 @@ class Dataset:
     y_test: np.ndarray
     n_classes: int
     known_classes: np.ndarray | None = None
+    #: ``"regression"``: ``y`` holds float targets (no classes), see :func:`load_dataset`
+    task: str = "classification"
 
     @property
     def n_features(self) -> int:
         return self.X_train.shape[1]
+
+    @property
+    def n_outputs(self) -> int:
+        """The output layer's size: one unit per class, or per target column."""
+        if self.task == "regression":
+            return 1 if self.y_train.ndim == 1 else self.y_train.shape[1]
+        return len(self.classes)
 
     @property
     def classes(self) -> np.ndarray:
@@ -117,9 +126,11 @@ def _local_idx_files(name: str, folder: Path) -> list[Path]:
     return found
 
 
-def load_user_data(path: str, test_split: float | None = None) -> Dataset:
+def load_user_data(path: str, test_split: float | None = None, task: str = "classification") -> Dataset:
     """The user's ``.npz`` or ``.csv`` file as a Dataset named after the file; features are not rescaled."""
-    X_train, y_train, X_test, y_test = load_user_arrays(path, test_split)
+    X_train, y_train, X_test, y_test = load_user_arrays(path, test_split, task)
+    if task == "regression":
+        return Dataset(Path(path).name, X_train, y_train, X_test, y_test, 0, np.array([]), task)
     return Dataset(Path(path).name, X_train, y_train, X_test, y_test, _count_classes(y_train, y_test))
 
 
@@ -138,6 +149,7 @@ def load_dataset(
     data_dir: str | Path | None = None,
     test_split: float | None = None,
     n_classes: int | None = None,
+    task: str = "classification",
 ) -> Dataset:
     """Load a data set and validate it.
 
@@ -146,7 +158,8 @@ def load_dataset(
     ``test_split`` to user files without a test set only; either given elsewhere is
     an error rather than silently ignored.  ``n_classes``, when given, is the size
     of the network's output layer: the data must not have more distinct labels, and
-    it becomes the dataset's ``n_classes``.
+    it becomes the dataset's ``n_classes``.  ``task="regression"`` reads a user file's
+    first column (or ``y``) as float targets; the built-in data sets are classification.
     """
     _check_arguments(name, data_dir, test_split)
     is_user_file = name.lower().endswith(USER_SUFFIXES)
@@ -159,10 +172,13 @@ def load_dataset(
     elif name in MNIST_FAMILY:
         data = load_mnist_family(name, data_dir)
     elif is_user_file:
-        data = load_user_data(name, test_split)
+        data = load_user_data(name, test_split, task)
     else:
         known = ", ".join([*BUILTIN, *MNIST_FAMILY])
         raise DataError(f"unknown dataset {name!r}: use one of {known}, or a path to a .npz or .csv file")
+    if task == "regression" and data.task != "regression":
+        raise DataError(f"{name} is a classification data set; --task regression needs a .csv or .npz file of "
+                        f"numeric targets")
     return validate(data, n_classes)
 
 
@@ -215,20 +231,26 @@ def validate(data: Dataset, n_classes: int | None = None) -> Dataset:
             raise DataError(f"{data.name}: {split} features must be 2-D (samples, features), got shape {X.shape}")
         if len(X) == 0:
             raise DataError(f"{data.name}: the {split} set is empty; give it at least one sample")
-        if y.ndim != 1:
-            raise DataError(f"{data.name}: {split} labels must be 1-D (one per sample), got shape {y.shape}")
         if len(X) != len(y):
             raise DataError(
                 f"{data.name}: {len(X)} {split} samples but {len(y)} labels; they must match"
             )
-        if not (np.issubdtype(y.dtype, np.integer) or y.dtype.kind == "U"):
-            raise DataError(f"{data.name}: {split} labels must be integers or strings, got dtype {y.dtype}")
         if not np.isfinite(X).all():
             raise DataError(f"{data.name}: {split} features contain NaN or infinite values; clean them first")
+        if data.task == "regression":  # float targets, checked when read
+            continue
+        if y.ndim != 1:
+            raise DataError(f"{data.name}: {split} labels must be 1-D (one per sample), got shape {y.shape}")
+        if not (np.issubdtype(y.dtype, np.integer) or y.dtype.kind == "U"):
+            raise DataError(f"{data.name}: {split} labels must be integers or strings, got dtype {y.dtype}")
     if data.X_test.shape[1] != data.X_train.shape[1]:
         raise DataError(
             f"{data.name}: train has {data.X_train.shape[1]} features but test has {data.X_test.shape[1]}"
         )
+    if data.task == "regression":
+        if data.y_train.shape[1:] != data.y_test.shape[1:]:
+            raise DataError(f"{data.name}: the train and test targets must have the same number of columns")
+        return data
     if (data.y_train.dtype.kind == "U") != (data.y_test.dtype.kind == "U"):
         raise DataError(f"{data.name}: the train labels and the test labels must both be numbers or both strings")
     needed = _count_classes(data.y_train, data.y_test)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Callable
 
 from gpunn.errors import DataError
+from gpunn.files import cache_root
 
 #: The four files of every MNIST-family dataset: train images, train labels, test images, test labels.
 MNIST_FILES = (
@@ -87,13 +88,6 @@ class CachedFile:
 
 class _TransferFailed(Exception):
     """One mirror could not deliver a verified file; the message says why."""
-
-
-def cache_root() -> Path:
-    """The folder holding every dataset's cache folder."""
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "gpunn"
 
 
 def cache_dir(dataset: str) -> Path:

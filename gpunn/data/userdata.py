@@ -12,6 +12,10 @@ taken as a header and skipped.  No quoting, no missing values.  :func:`read_csv`
 :func:`csv_samples` are also what ``gpunn predict`` reads CSV files with, so the file
 ``train`` read is one ``predict`` and ``evaluate`` read too.
 
+For a regression network (``task="regression"``, ``gpunn train --task regression``) the
+first column, or ``y``, holds the float targets instead (``y`` of a ``.npz`` may have
+several columns): finite numbers, checked by :func:`_targets`.
+
 Labels are kept as written: whole numbers of any values (floats such as ``3.0`` are
 accepted, checked before they are converted) or strings; the network maps them to its
 classes (:mod:`gpunn.nn.labels`).  Features are only cast to float64 here; the scaling
@@ -42,13 +46,20 @@ PICKLE_START = b"\x80"  # pickle protocols 2 and later
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
-def load_user_arrays(path: str | Path, test_split: float | None = None) -> Arrays:
-    """``(X_train, y_train, X_test, y_test)`` from a ``.npz`` or ``.csv`` file, split when it has no test set."""
+TASKS = ("classification", "regression")
+
+
+def load_user_arrays(path: str | Path, test_split: float | None = None, task: str = "classification") -> Arrays:
+    """``(X_train, y_train, X_test, y_test)`` from a ``.npz`` or ``.csv`` file, split when it has no test set.
+
+    ``task="regression"`` reads float targets where classification reads labels.
+    """
     path = Path(path)
+    answers = _targets if task == "regression" else _labels
     if path.suffix.lower() == ".npz":
-        X, y, tests = _read_npz(path)
+        X, y, tests = _read_npz(path, answers)
     else:
-        X, y = _read_csv(path)
+        X, y = _read_csv(path, answers)
         tests = None
     if len(X) != len(y):
         raise DataError(f"{path}: {len(X)} samples but {len(y)} labels; they must match")
@@ -76,7 +87,7 @@ def split(X: np.ndarray, y: np.ndarray, fraction: float, source: str | Path) -> 
     return X[train], y[train], X[test], y[test]
 
 
-def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+def _read_npz(path: Path, answers=None) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
     """Features, labels and (when present) the test pair from an archive."""
     with open_input(path, DataError) as file:
         start = file.read(6)
@@ -94,11 +105,12 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.
                 have, lack = ("X_test", "y_test") if "X_test" in names else ("y_test", "X_test")
                 raise DataError(f"{path}: has {have} but no {lack}; give both or neither")
             X = _features(archive.read("X", hints=_FEATURES), f"{path}: X")
-            y = _labels(archive.read("y", hints=_LABELS, text=True), f"{path}: y")
+            answers = answers or _labels
+            y = answers(archive.read("y", hints=_LABELS, text=True), f"{path}: y")
             if "X_test" not in names:
                 return X, y, None
             X_test = _features(archive.read("X_test", hints=_FEATURES), f"{path}: X_test")
-            y_test = _labels(archive.read("y_test", hints=_LABELS, text=True), f"{path}: y_test")
+            y_test = answers(archive.read("y_test", hints=_LABELS, text=True), f"{path}: y_test")
     if len(X_test) != len(y_test):
         raise DataError(f"{path}: X_test has {len(X_test)} samples but y_test {len(y_test)} labels; they must match")
     return X, y, (X_test, y_test)
@@ -187,14 +199,14 @@ def csv_samples(table: CsvTable, n_inputs: int) -> np.ndarray:
                     f"{n_inputs} features, or of a label and {n_inputs} features")
 
 
-def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Features and labels from a CSV file (label first), skipping a header row."""
+def _read_csv(path: Path, answers=None) -> tuple[np.ndarray, np.ndarray]:
+    """Features and labels (or ``answers``' targets) from a CSV file (label first), skipping a header row."""
     table = read_csv(path)
     if table.width < 2:
         raise DataError(f"{path}: one column only; put the label in the first column and the features after it")
     labels = [fields[0] for _, fields in table.rows]
     y = np.array(labels, dtype=np.float64) if _all_numbers(labels) else np.array(labels, dtype=str)
-    return csv_numbers(table, 1), _labels(y, f"{path}, column 1")
+    return csv_numbers(table, 1), (answers or _labels)(y, f"{path}, column 1")
 
 
 def _all_numbers(fields: list[str]) -> bool:
@@ -218,6 +230,19 @@ def _features(X: np.ndarray, where: str) -> np.ndarray:
         raise DataError(f"{where} has no features (shape {X.shape}); give each sample at least one value")
     require(X.size * 8, f"{where} as float64", _SMALLER)
     return X.reshape(len(X), -1).astype(np.float64)
+
+
+def _targets(y: np.ndarray, where: str) -> np.ndarray:
+    """A regression network's targets: finite numbers, one per sample (or one row per sample), as float64."""
+    if y.dtype.kind not in "biuf":
+        raise DataError(f"{where} must hold numbers to regress on, not {y.dtype}; for class labels leave out "
+                        f"--task regression")
+    if y.ndim not in (1, 2):
+        raise DataError(f"{where} must be 1-D (one target per sample) or 2-D (samples, targets), got shape {y.shape}")
+    y = y.astype(np.float64)
+    if not np.isfinite(y).all():
+        raise DataError(f"{where} contains NaN or infinite targets; clean them first")
+    return y
 
 
 def _labels(y: np.ndarray, where: str) -> np.ndarray:

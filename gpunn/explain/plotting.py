@@ -3,7 +3,7 @@
 Drawn with matplotlib's Agg renderer through :class:`matplotlib.figure.Figure`
 directly, so no GUI backend is touched and pyplot's global state is never used;
 matplotlib is an optional extra (``pip install "gpunn[plot]"``) imported only when
-a picture is asked for.  Files are written atomically (:func:`gpunn.saving.model_file.atomic_write`),
+a picture is asked for.  Files are written atomically (:func:`gpunn.files.atomic_write`),
 as PNG, SVG or PDF according to their suffix.
 
 The loss landscape (:mod:`gpunn.explain.landscape`, computed by the caller) is drawn as the
@@ -24,7 +24,7 @@ import numpy as np
 
 from gpunn.data.datasets import finite_arithmetic
 from gpunn.errors import GpunnError
-from gpunn.saving.model_file import atomic_write
+from gpunn.files import atomic_write
 
 FORMATS = (".png", ".svg", ".pdf")
 MAX_WEIGHT_IMAGES = 100
@@ -51,7 +51,7 @@ def check_output_path(path) -> None:
 
 
 def plot_model(net, path, curves: bool = True, weights: bool = False, surface: bool = False,
-               points=None, val_label: str = "validation", landscape=None) -> None:
+               points=None, val_label: str = "validation", landscape=None, predictions=None) -> None:
     """Draw the chosen panels of ``net`` into one picture at ``path``.
 
     Args:
@@ -62,6 +62,8 @@ def plot_model(net, path, curves: bool = True, weights: bool = False, surface: b
             (else the unit square).
         val_label: the legend's name for the validation data (the CLI's is the test set).
         landscape: a :class:`gpunn.explain.landscape.Landscape` to draw (see :func:`gpunn.explain.landscape.compute`).
+        predictions: a regression network's ``(true, predicted)`` values, drawn one against
+            the other (one panel per target, at most four), the diagonal y = x beside them.
     """
     check_output_path(path)
     Figure, FigureCanvasAgg = require_matplotlib()
@@ -77,6 +79,8 @@ def plot_model(net, path, curves: bool = True, weights: bool = False, surface: b
         panels.append((lambda fig: _draw_surface(fig, net, points), 5.5))
     if landscape is not None:
         panels.append((lambda fig: _draw_landscape(fig, net, landscape, val_label), 8.5))
+    if predictions is not None:
+        panels.append((lambda fig: _draw_predictions(fig, *predictions, val_label), 4.2))
     if not panels:
         raise GpunnError("nothing to draw: ask for the curves, --weights, --surface or --landscape")
 
@@ -107,17 +111,36 @@ def _draw_curves(fig, net, val_label: str) -> None:
     from matplotlib.ticker import MaxNLocator
 
     marker = "o" if len(epochs) <= 40 else None
-    for ax, metric in zip(fig.subplots(1, 2), ("loss", "accuracy")):
-        ax.plot(epochs, history[metric], label="train", color="tab:blue", marker=marker, markersize=3)
+    second = "r2" if net.task == "regression" else "accuracy"  # regression: R^2 of the validation data
+    for ax, metric in zip(fig.subplots(1, 2), ("loss", second)):
+        if metric in history:
+            ax.plot(epochs, history[metric], label="train", color="tab:blue", marker=marker, markersize=3)
         if f"val_{metric}" in history:
             ax.plot(epochs, history[f"val_{metric}"], label=val_label, color="tab:orange",
                     marker=marker, markersize=3)
-        ax.set_title(f"loss ({net.loss})" if metric == "loss" else "accuracy")
+        ax.set_title({"loss": f"loss ({net.loss})", "accuracy": "accuracy", "r2": "R²"}[metric])
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(f"{list(net.sizes)} network, {net.epochs_done} epochs")
+
+
+def _draw_predictions(fig, true, predicted, val_label: str) -> None:
+    """Predicted against true values, per target column (at most four), with the line y = x."""
+    true = np.asarray(true, dtype=np.float64).reshape(len(true), -1)
+    predicted = np.asarray(predicted, dtype=np.float64).reshape(len(true), -1)
+    columns = min(true.shape[1], 4)
+    for k, ax in enumerate(np.atleast_1d(fig.subplots(1, columns))):
+        ax.scatter(true[:, k], predicted[:, k], s=8, alpha=0.6, color="tab:blue")
+        low, high = float(min(true[:, k].min(), predicted[:, k].min())), float(max(true[:, k].max(),
+                                                                                   predicted[:, k].max()))
+        ax.plot([low, high], [low, high], color="tab:gray", linestyle="--", label="y = x")
+        ax.set_xlabel("true value")
+        ax.set_ylabel("predicted")
+        ax.set_title(f"target {k + 1} ({val_label})" if columns > 1 else f"predicted against true ({val_label})")
+        ax.grid(alpha=0.3)
+        ax.legend()
 
 
 def _weight_grid(net) -> tuple[int, int, int, int]:

@@ -133,6 +133,7 @@ def float64_copy(net: Network) -> Network:
     """
     copy = Network(net.sizes, activation=net.activation, output_activation=net.output_activation, loss=net.loss,
                    init=net.init, backend="numpy", dtype="float64", seed=net.seed, classes=net.classes)
+    copy.target_scaling = net.target_scaling
     copy.set_weights(net.get_weights())
     return copy
 
@@ -149,11 +150,14 @@ def default_input(n_inputs: int) -> np.ndarray:
 
 
 def default_target(net: Network) -> np.ndarray:
-    """The tutorial's target (0.01, 0.99) for the quadratic error; for cross-entropy, the last class."""
+    """The tutorial's target (0.01, 0.99) for the quadratic error; for cross-entropy, the last class;
+    for a regression network 0.5 per output (targets as the network sees them: standardised)."""
     if net.objective == "quadratic":
         t = np.full(net.sizes[-1], 0.01)
         t[-1] = 0.99
         return t
+    if net.objective == "squared_error":  # a regression network's (standardised) target
+        return np.full(net.sizes[-1], 0.5)
     return one_hot_target(net.sizes[-1] - 1, net.sizes[-1])
 
 

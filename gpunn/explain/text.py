@@ -29,13 +29,16 @@ LISTED = 8
 SHADES = " .:-=+*#%@"
 
 ACTIVATION_FORMULA = {"sigmoid": "σ(v) = 1/(1 + e^-v)", "tanh": "tanh(v)", "relu": "max(0, v)",
-                      "softmax": "e^v / Σ e^v (softmax)"}
+                      "identity": "v", "softmax": "e^v / Σ e^v (softmax)"}
 ERROR_FORMULA = {"quadratic": "E = Σ ½(t - y)²", "cross_entropy": "E = -Σ ln(t·y + (1 - t)(1 - y))",
-                 "softmax_cross_entropy": "E = -ln p, p the output of the target class"}
+                 "softmax_cross_entropy": "E = -ln p, p the output of the target class",
+                 "squared_error": "E = Σ ½(t - y)², y = v (identity outputs: regression)"}
 OUTPUT_DELTA = {"quadratic": "δ = ∂E/∂y · ∂y/∂v = (y - t) · y(1 - y)",
                 "cross_entropy": "δ = ∂E/∂y · ∂y/∂v = y - t (the sigmoid's slope cancels out)",
-                "softmax_cross_entropy": "δ = ∂E/∂v = p - t"}
-DERIVATIVE = {"sigmoid": "σ'(v) = y(1 - y)", "tanh": "tanh'(v) = 1 - y²", "relu": "relu'(v) = 1 if v > 0, else 0"}
+                "softmax_cross_entropy": "δ = ∂E/∂v = p - t",
+                "squared_error": "δ = ∂E/∂y · ∂y/∂v = (y - t) · 1"}
+DERIVATIVE = {"sigmoid": "σ'(v) = y(1 - y)", "tanh": "tanh'(v) = 1 - y²", "relu": "relu'(v) = 1 if v > 0, else 0",
+              "identity": "f'(v) = 1"}
 
 
 def num(value: float) -> str:
@@ -141,7 +144,7 @@ def _error(step: Step) -> list[str]:
     y, t = step.layers[-1].y, step.t
     objective = _objective(step)
     for j, name in enumerate(names):
-        if objective == "quadratic":
+        if objective in ("quadratic", "squared_error"):
             term = f"½({num(t[j])} - {num(y[j])})²"
         elif objective == "cross_entropy":
             term = f"-ln({num(y[j])})" if t[j] == 1 else f"-ln(1 - {num(y[j])})"
@@ -241,6 +244,8 @@ def _check(step: Step) -> list[str]:
 def _objective(step: Step) -> str:
     if step.output_activation == "softmax":
         return "softmax_cross_entropy"
+    if step.output_activation == "identity":
+        return "squared_error"
     return step.loss
 
 
@@ -251,13 +256,15 @@ def _activation(kind: str, v: float, y: float, softmax_total) -> str:
         return f"tanh({num(v)}) = {num(y)}"
     if kind == "relu":
         return f"max(0, {num(v)}) = {num(y)}"
+    if kind == "identity":
+        return f"{num(v)}"
     if softmax_total is None:
         return f"softmax = {num(y)}"
     return f"e^{factor(v)} / {num(softmax_total)} = {num(y)}"
 
 
 def _derivative(kind: str, y: float) -> float:
-    return {"sigmoid": y * (1 - y), "tanh": 1 - y * y, "relu": float(y > 0)}[kind]
+    return {"sigmoid": y * (1 - y), "tanh": 1 - y * y, "relu": float(y > 0), "identity": 1.0}[kind]
 
 
 def _derivative_text(kind: str, y: float) -> str:

@@ -14,6 +14,8 @@ inputs ``z`` of the output layer (``a = sigma(z)`` for sigmoid outputs):
   learn fast;
 * softmax cross-entropy: ``p = softmax(z)``, ``E = -ln p_label``, ``dE/dz = p - t``.
   (Its reference takes the logits ``z``, not ``p``.)
+* squared error (regression: identity outputs ``a = z``, float targets ``t``):
+  ``E = 1/2 sum (a - t)^2``, ``dE/dz = a - t``.
 """
 
 from __future__ import annotations
@@ -71,9 +73,19 @@ def softmax_cross_entropy(z, t):
     return -np.sum(t * log_p), np.exp(log_p) - t
 
 
+def squared_error_terms(a, t):
+    """Each output's share of the regression loss, ``1/2 (a - t)^2`` (identity outputs, float targets)."""
+    return 0.5 * (a - t) ** 2
+
+
+def squared_error(a, t):
+    """Summed loss and dE/dz for identity outputs and the squared error: ``a - t``."""
+    return np.sum(squared_error_terms(a, t)), a - t
+
+
 #: Reference formulas by objective (see :func:`gpunn.compute.ops.objective`).
 LOSS_FUNCTIONS = {"quadratic": quadratic, "cross_entropy": cross_entropy,
-                  "softmax_cross_entropy": softmax_cross_entropy}
+                  "softmax_cross_entropy": softmax_cross_entropy, "squared_error": squared_error}
 #: Each output unit's share of the loss, by objective (they add up to the loss above).
 LOSS_TERMS = {"quadratic": quadratic_terms, "cross_entropy": cross_entropy_terms,
-              "softmax_cross_entropy": softmax_cross_entropy_terms}
+              "softmax_cross_entropy": softmax_cross_entropy_terms, "squared_error": squared_error_terms}

@@ -1,6 +1,6 @@
 """The rules a model file's metadata must follow, one table for reading and writing alike.
 
-:func:`gpunn.saving.model_file.load` checks the JSON it reads with :func:`check`, and
+:func:`gpunn.saving.model_file.read` checks the JSON it reads with :func:`check`, and
 :func:`gpunn.saving.model_file.save` checks the JSON it is about to write with the same function,
 so that what ``save`` writes ``load`` accepts, and a file ``load`` accepts ``save``
 can write back.  Each field has one rule in :data:`METADATA_RULES` (nested fields in
@@ -21,14 +21,16 @@ import re
 import numpy as np
 
 from gpunn.limits import MAX_UNITS
-from gpunn.network import DTYPES, INITS
+from gpunn.nn.parameters import DTYPES, INITS
 from gpunn.compute.ops import ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS, objective
 from gpunn.training.optim import LR_SCALINGS, OPTIMIZERS
 from gpunn.nn.preprocessing import METHODS, SCALINGS
 
 FORMAT_NAME = "gpunn-model"
-#: Format 2 added the activations, the optimizers and their state, the classes and the scaling.
-FORMAT_VERSION = 2
+#: Format 2 added the activations, the optimizers and their state, the classes and the scaling;
+#: format 3 regression networks (the identity output layer and ``targets``, the targets' standardisation)
+#: and ``multilabel`` networks.
+FORMAT_VERSION = 3
 
 #: Deepest nesting of lists and dicts in the metadata (the format itself needs 4; the rest is ``extra``'s).
 MAX_JSON_DEPTH = 32
@@ -219,9 +221,9 @@ def _optimizer(value):
     _mapping(rules, required)(value)
 
 
-#: Metrics every trained epoch records, and metrics recorded together or not at all.
-REQUIRED_METRICS = ("loss", "accuracy", "seconds")
-PAIRED_METRICS = ("val_loss", "val_accuracy")
+#: Metrics every trained epoch records, and metrics recorded together or not at all, by task.
+REQUIRED_METRICS = {"classification": ("loss", "accuracy", "seconds"), "regression": ("loss", "seconds")}
+PAIRED_METRICS = {"classification": ("val_loss", "val_accuracy"), "regression": ("val_loss", "val_r2")}
 
 
 def _history(value):
@@ -233,13 +235,19 @@ def _history(value):
         if len(values) != epochs:
             raise Invalid(f"has {len(values)} values for {epochs} epochs: every metric needs one value per epoch "
                            f"(was fit called both with and without validation_data?)", ("history", key))
-    if epochs:
-        for key in REQUIRED_METRICS:
+
+
+def _check_metrics(history: dict, task: str) -> None:
+    """The metrics every epoch of a ``task`` network records are there, the paired ones together."""
+    metrics = history["history"]
+    if history["epoch"]:
+        for key in REQUIRED_METRICS[task]:
             if key not in metrics:
-                raise Invalid(f"is missing; every trained epoch records {', '.join(REQUIRED_METRICS)}",
-                               ("history", key))
-        if (PAIRED_METRICS[0] in metrics) != (PAIRED_METRICS[1] in metrics):
-            raise Invalid(f"holds one of {' and '.join(PAIRED_METRICS)} without the other", ("history",))
+                raise Invalid(f"is missing; every trained epoch of a {task} network records "
+                              f"{', '.join(REQUIRED_METRICS[task])}", ("history", "history", key))
+        paired = PAIRED_METRICS[task]
+        if (paired[0] in metrics) != (paired[1] in metrics):
+            raise Invalid(f"holds one of {' and '.join(paired)} without the other", ("history", "history"))
 
 
 def _epochs(value):
@@ -269,6 +277,13 @@ def _history_params(value):
             raise Invalid(f"must be a number, a string or a list of numbers, got {show(option)}", (key,))
 
 
+def _targets(value):
+    """A regression network's target standardisation: per output, a mean and a positive std; ndim 1 or 2."""
+    _mapping({"mean": _list_of(_real(-math.inf, math.inf, True, True), what="finite means"),
+              "std": _list_of(_real(0, math.inf, True, True), what="positive standard deviations"),
+              "ndim": _integer(1, 2)}, required=("mean", "std", "ndim"))(value)
+
+
 def _text_line(value):
     if not isinstance(value, str) or len(value) > 10_000:
         raise Invalid(f"must be a line of text, got {show(value)}")
@@ -288,6 +303,8 @@ METADATA_RULES = {
     "seed": _integer(0, 2**64 - 1),
     "epochs_done": _integer(0, 2**63 - 1),
     "classes": _optional(_classes),
+    "targets": _optional(_targets),
+    "multilabel": _boolean,
     "scale": _mapping({"requested": _one_of(SCALINGS), "method": _optional(_one_of(METHODS))},
                       required=("requested", "method")),
     "training": _mapping(TRAINING_RULES),
@@ -313,10 +330,29 @@ def check(metadata) -> None:
     classes = metadata.get("classes")
     if classes is not None and len(classes) != metadata["sizes"][-1]:
         raise Invalid(f"lists {len(classes)} classes for {metadata['sizes'][-1]} output units", ("classes",))
+    regression = metadata.get("output_activation") == "identity"
+    if metadata.get("multilabel") and (metadata.get("output_activation", "sigmoid"), metadata["loss"]) != (
+            "sigmoid", "cross_entropy"):
+        raise Invalid("is set, but a multilabel network has sigmoid outputs and the cross_entropy loss",
+                      ("multilabel",))
+    targets = metadata.get("targets")
+    if regression and classes is not None:
+        raise Invalid("are listed for a regression network (identity outputs), which has none", ("classes",))
+    if targets is not None and not regression:
+        raise Invalid("standardise a regression network's targets; this network classifies", ("targets",))
+    if targets is not None and not len(targets["mean"]) == len(targets["std"]) == metadata["sizes"][-1]:
+        raise Invalid(f"lists {len(targets['mean'])} means and {len(targets['std'])} standard deviations for "
+                      f"{metadata['sizes'][-1]} output units", ("targets",))
+    if targets is not None and targets["ndim"] == 1 and metadata["sizes"][-1] != 1:
+        raise Invalid("say the targets were 1-D, but the network has several outputs", ("targets", "ndim"))
     rates = (metadata["optimizer"] or {}).get("layer_rates")
     if rates is not None and len(rates) != len(metadata["sizes"]) - 1:
         raise Invalid(f"lists {len(rates)} rates for {len(metadata['sizes']) - 1} layers", ("optimizer", "layer_rates"))
     history = metadata["history"]
+    if history is not None:
+        _check_metrics(history, "regression" if regression else "classification")
+    if regression and history is not None and history["epoch"] and targets is None:
+        raise Invalid("is missing: a trained regression network keeps its targets' standardisation", ("targets",))
     if history is not None and history["epoch"] and history["epoch"][-1] >= metadata["epochs_done"]:
         raise Invalid(f"records epoch {history['epoch'][-1] + 1} but epochs_done is {metadata['epochs_done']}",
                        ("history",))

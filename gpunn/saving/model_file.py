@@ -1,4 +1,10 @@
-"""Save a network to one ``.npz`` file and load it back, safely and completely.
+"""A network's parts in one ``.npz`` file, written and read back safely and completely.
+
+:func:`save` and :func:`to_bytes` take the parts from any network object (an
+:class:`~gpunn.nn.mlp.MLP`); :func:`read` and :func:`read_bytes` return them checked
+(:class:`ModelParts`), and :func:`restore` puts them into a network the caller made.  This module
+never needs the public :class:`gpunn.Network`: :func:`gpunn.load` (in :mod:`gpunn.network`)
+assembles one from the parts.
 
 A model file is a NumPy ``.npz`` archive holding these arrays and nothing else:
 
@@ -14,7 +20,9 @@ the feature scaling (see :mod:`gpunn.nn.preprocessing`), when there is one
     a ``uint8`` array holding UTF-8 JSON: the format name ``"gpunn-model"`` and
     version, the gpunn version that wrote it, the architecture (sizes, activation,
     output_activation, loss, init, dtype, seed), the classes (what each output unit
-    stands for) and the scaling method, ``epochs_done``, the training options, the
+    stands for) or, for a regression network, ``targets`` (each target's mean and
+    standard deviation, and whether they were 1-D), ``multilabel``, the scaling method,
+    ``epochs_done``, the training options, the
     optimizer's name and settings, the per-epoch history, and ``extra`` (whatever the
     caller passed, e.g. the CLI's dataset name and data folder);
 ``trajectory`` and ``trajectory_epochs`` (optional)
@@ -22,11 +30,12 @@ the feature scaling (see :mod:`gpunn.nn.preprocessing`), when there is one
     (snapshots, parameters) array in the model's dtype and the epochs done at each
     snapshot (int64, increasing, at most ``epochs_done``).
 
-Format 2 added the activations, the optimizers, the classes and the scaling; files of
-format 1 (sigmoid networks trained by SGD on class indices, unscaled) still load and
-resume.
+Format 2 added the activations, the optimizers, the classes and the scaling; format 3
+regression and multilabel networks (identity outputs and ``targets``, ``multilabel``).  Files
+of format 1 (sigmoid networks trained by SGD on class indices, unscaled) and 2 still load
+and resume.
 
-Nothing in the file is ever unpickled: :func:`load` refuses pickles by their first
+Nothing in the file is ever unpickled: :func:`read` refuses pickles by their first
 bytes and reads the archive through :mod:`gpunn.safe_npz` (never ``np.load``), which
 checks every member's compression, ``.npy`` header and size before inflating it.
 Every metadata field is checked for type and range by one table,
@@ -42,34 +51,35 @@ back; the JSON's nesting depth is bounded before it is parsed.
 Resuming is exact.  The shuffling order of epoch ``e`` is a pure function of
 ``(seed, e)`` (see ``gpunn.training.loop._Batches.reshuffle``), so the seed and
 ``epochs_done`` are all the random state there is; with the parameters and the
-optimizer's state restored, ``load(path).fit(X, y, epochs=k)`` produces bit for bit
+optimizer's state restored, ``gpunn.load(path).fit(X, y, epochs=k)`` produces bit for bit
 the weights of an uninterrupted run ``k`` epochs longer, on the same backend.
 
-Files are written atomically (:func:`atomic_write`): a crash or a full disk while
+Files are written atomically (:func:`gpunn.files.atomic_write`): a crash or a full disk while
 saving leaves the previous file intact.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
-import tempfile
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
+from gpunn._version import __version__
 from gpunn.compute.backend import to_numpy
 from gpunn.errors import ModelFileError
-from gpunn.files import open_input
+from gpunn.files import atomic_write, open_input
 from gpunn.nn.labels import classes_from_json, classes_to_json
-from gpunn.saving.metadata import FORMAT_NAME, FORMAT_VERSION, Invalid, check, decode, is_int, show
-from gpunn.network import Network, ParameterLayout
-from gpunn.training.optim import make_optimizer
+from gpunn.nn.parameters import ParameterLayout
 from gpunn.nn.preprocessing import Scaler
+from gpunn.nn.targets import TargetScaling
 from gpunn.safe_npz import ArchiveError, Hints, NpzReader
+from gpunn.saving.metadata import FORMAT_NAME, FORMAT_VERSION, Invalid, check, decode, is_int, show
 from gpunn.training.loop import History
+from gpunn.training.optim import make_optimizer
+from gpunn.training.trajectory import MAX_TRAJECTORY_BYTES, Trajectory
 
 #: The optimizer state arrays a file may hold: name -> (shape is the parameters'?, dtype or None for the model's).
 STATE_ARRAYS = {"velocity": (True, None), "adam_m": (True, None), "adam_v": (True, None),
@@ -82,57 +92,11 @@ _REWRITE = "save the model again (gpunn train --output, or Network.save)"
 
 
 # -- writing ---------------------------------------------------------------------------------
-def atomic_write(path, write) -> None:
-    """Write a file by calling ``write(binary_file)``; the file appears whole or not at all.
-
-    The data goes to a temporary file in the same folder, is flushed and fsynced,
-    and then renamed over ``path`` with :func:`os.replace` (atomic on POSIX and
-    Windows).  On any failure the temporary file is removed and ``path`` keeps its
-    previous contents.  The new file gets the usual permissions (0666 minus umask).
-    """
-    path = Path(path)
-    folder = path.parent
-    if not folder.is_dir():
-        raise FileNotFoundError(f"cannot write {path}: there is no folder {folder}; create it first")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
-    _fsync_folder(folder)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable where the platform allows opening a folder (POSIX)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):  # not every file system syncs folders
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def save(net: Network, path, extra=None) -> None:
+def save(net, path, extra=None) -> None:
     """Save ``net`` (parameters, momentum, history, settings) to ``path`` as one ``.npz`` file.
 
     ``path`` is used exactly as given (no ``.npz`` is appended).  ``extra`` is any
-    JSON-serialisable value stored alongside, returned by :func:`load_with_metadata`.
+    JSON-serialisable value stored alongside, returned by :func:`gpunn.network.load_with_metadata`.
     """
     try:
         arrays = _model_arrays(net, extra)
@@ -142,17 +106,15 @@ def save(net: Network, path, extra=None) -> None:
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def to_bytes(net: Network, extra=None) -> bytes:
+def to_bytes(net, extra=None) -> bytes:
     """The model file :func:`save` would write, as bytes (what pickling a Network stores)."""
     buffer = io.BytesIO()
     np.savez(buffer, **_model_arrays(net, extra))
     return buffer.getvalue()
 
 
-def _model_arrays(net: Network, extra) -> dict:
+def _model_arrays(net, extra) -> dict:
     """The arrays of a model file (see the module docstring), metadata included."""
-    from gpunn._version import __version__
-
     history = net.history
     training = {key: history.params[key] for key in TRAINING_KEYS
                 if history is not None and key in history.params}
@@ -169,6 +131,8 @@ def _model_arrays(net: Network, extra) -> dict:
         "dtype": net.dtype.name,
         "seed": net.seed,
         "classes": None if net.classes is None else classes_to_json(net.classes),
+        "targets": None if net.target_scaling is None else net.target_scaling.to_json(),
+        "multilabel": net.multilabel,
         "scale": {"requested": net.scale, "method": None if net.scaler is None else net.scaler.method},
         "epochs_done": net.epochs_done,
         "training": training,
@@ -225,37 +189,45 @@ def _plain_number(value):
 
 
 # -- reading ---------------------------------------------------------------------------------
-def load(path, backend=None) -> Network:
-    """Load a network saved by :func:`save` onto ``backend``, ready to predict or to resume training.
+@dataclass
+class ModelParts:
+    """What a model file holds, every part checked: the metadata (format 1 filled in to format 2's
+    fields), the arrays (``params``, the optimizer state, ``scaler``: its two arrays) and the
+    :class:`~gpunn.training.trajectory.Trajectory` or None.  ``path`` names the file in errors.
 
-    Restores the parameters, the optimizer (with its saved settings and state), the
-    :class:`~gpunn.training.loop.History`, ``epochs_done`` and any recorded trajectory, so that
-    ``net.fit(X, y, epochs=k, <same options>)`` continues where the saved run stopped.
-    Raises :class:`~gpunn.errors.ModelFileError` for anything that is not a sound
-    gpunn model file.
+    The model layer makes a network of :meth:`architecture` and hands it to :func:`restore`.
     """
-    return load_with_metadata(path, backend)[0]
+
+    metadata: dict
+    arrays: dict
+    trajectory: object
+    path: str
+
+    def architecture(self) -> dict:
+        """The network constructor's arguments the file records (sizes, activations, loss, init, dtype, seed)."""
+        m = self.metadata
+        return {"sizes": m["sizes"], "activation": m["activation"], "output_activation": m["output_activation"],
+                "loss": m["loss"], "init": m["init"], "dtype": m["dtype"], "seed": m["seed"],
+                "multilabel": m.get("multilabel", False)}
 
 
-def load_with_metadata(path, backend=None) -> tuple[Network, dict]:
-    """Like :func:`load`, and also return the file's metadata (``metadata["extra"]`` is the caller's)."""
+def read(path) -> ModelParts:
+    """The checked parts of the model file at ``path``; :class:`~gpunn.errors.ModelFileError` for anything
+    that is not a sound gpunn model file."""
     path = os.fspath(path)
     with open_input(path, ModelFileError, "model file") as file:
-        return _load_file(file, path, backend)
+        return _read_file(file, path)
 
 
-def from_bytes(data: bytes, backend=None, name: str = "the pickled model") -> Network:
-    """The network in a model file's bytes (:func:`to_bytes`), checked as :func:`load` checks a file."""
-    return _load_file(io.BytesIO(data), name, backend)[0]
+def read_bytes(data: bytes, name: str = "the pickled model") -> ModelParts:
+    """The checked parts of a model file's bytes (:func:`to_bytes`), as :func:`read` checks a file."""
+    return _read_file(io.BytesIO(data), name)
 
 
-def _load_file(file, path: str, backend) -> tuple[Network, dict]:
+def _read_file(file, path: str) -> ModelParts:
     _check_container(file.read(8), path)
     file.seek(0)
-    metadata, arrays, trajectory = _read_archive(file, path)
-    net = _build(metadata, arrays, backend, path)
-    net.trajectory = trajectory
-    return net, metadata
+    return ModelParts(*_read_archive(file, path), path)
 
 
 def _read_archive(file, path: str) -> tuple[dict, dict, object]:
@@ -327,8 +299,6 @@ def _parse_metadata(raw: np.ndarray, path: str) -> dict:
     if not is_int(version) or version < 1:
         raise ModelFileError(f"{path} has a bad format version {show(version)}; {_REWRITE}")
     if version > FORMAT_VERSION:
-        from gpunn._version import __version__
-
         raise ModelFileError(
             f"{path} was written by a newer gpunn ({show(metadata.get('gpunn_version', '?'))}, model format "
             f"{version}); gpunn {__version__} reads format {FORMAT_VERSION}: upgrade with pip install -U gpunn"
@@ -390,7 +360,7 @@ def _nonfinite(arrays: dict) -> str | None:
 TRAJECTORY_ARRAYS = ("trajectory", "trajectory_epochs")
 
 
-def _trajectory_arrays(net: Network) -> dict:
+def _trajectory_arrays(net) -> dict:
     """The trajectory's arrays for the file, or none when it was not recorded."""
     trajectory = net.trajectory
     if trajectory is None or not len(trajectory):
@@ -400,8 +370,6 @@ def _trajectory_arrays(net: Network) -> dict:
 
 def _read_trajectory(archive, path: str, n_params: int, dtype: np.dtype, epochs_done: int):
     """The file's Trajectory, None when it has none; ModelFileError when its arrays do not fit the model."""
-    from gpunn.training.trajectory import MAX_TRAJECTORY_BYTES, Trajectory
-
     present = [name for name in TRAJECTORY_ARRAYS if name in archive.names]
     if not present:
         return None
@@ -421,7 +389,7 @@ def _read_trajectory(archive, path: str, n_params: int, dtype: np.dtype, epochs_
     return Trajectory.from_arrays(epochs, params)
 
 
-def _restore_classes_and_scaler(net: Network, metadata: dict, scaler_arrays: dict, path: str) -> None:
+def _restore_classes_and_scaler(net, metadata: dict, scaler_arrays: dict, path: str) -> None:
     """The classes and the fitted scaler a file records (format 1: neither, i.e. indices, unscaled)."""
     classes = metadata.get("classes")
     if classes is not None:
@@ -442,12 +410,14 @@ def _restore_classes_and_scaler(net: Network, metadata: dict, scaler_arrays: dic
         net.scaler = Scaler(method, scaler_arrays["scale_offset"], scaler_arrays["scale_factor"])
 
 
-def _build(metadata: dict, arrays: dict, backend, path: str) -> Network:
-    """A Network with the saved architecture, parameters, optimizer state and history."""
-    net = Network(metadata["sizes"], activation=metadata["activation"],
-                  output_activation=metadata["output_activation"], loss=metadata["loss"], init=metadata["init"],
-                  backend=backend, dtype=metadata["dtype"], seed=metadata["seed"])
+def restore(net, parts: ModelParts) -> None:
+    """Give ``net``, freshly made with ``parts.architecture()``, the file's state: classes, scaling,
+    parameters, ``epochs_done``, the optimizer (its saved settings and state), the history and the
+    trajectory, so that ``net.fit(X, y, epochs=k, <same options>)`` continues where the saved run stopped."""
+    metadata, arrays, path = parts.metadata, parts.arrays, parts.path
     _restore_classes_and_scaler(net, metadata, arrays.get("scaler", {}), path)
+    if metadata.get("targets") is not None:
+        net.target_scaling = TargetScaling.from_json(metadata["targets"])
     xp = net.backend.xp
     with net.backend.device():
         net.params[...] = xp.asarray(arrays["params"])
@@ -479,4 +449,4 @@ def _build(metadata: dict, arrays: dict, backend, path: str) -> Network:
         history.params = dict(saved.get("params", {}))
         history.warnings = [str(w) for w in saved.get("warnings", [])]
         net.history = history
-    return net
+    net.trajectory = parts.trajectory

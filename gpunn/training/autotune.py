@@ -18,7 +18,7 @@ trains a network shape, keeps the faster, and remembers the pick.
    back to ``cublas`` with a warning and caches nothing.
 
 The cache is one JSON file, ``$XDG_CACHE_HOME/gpunn/dense_tuning.json`` (else
-``~/.cache/gpunn/``), written atomically (:func:`gpunn.saving.model_file.atomic_write`)::
+``~/.cache/gpunn/``), written atomically (:func:`gpunn.files.atomic_write`)::
 
     {"format": 1,
      "devices": {"NVIDIA H200 (sm_90), cupy 14.2.0":
@@ -43,6 +43,12 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from gpunn.compute import dense
+from gpunn.files import atomic_write, cache_root
+from gpunn.nn.mlp import MLP
+from gpunn.nn.targets import TargetScaling
+from gpunn.training.cuda_graph import GraphedStep
+from gpunn.training.device_step import DeviceStep
+from gpunn.training.optim import SGD
 
 CACHE_FILE = "dense_tuning.json"
 CACHE_FORMAT = 1
@@ -62,8 +68,6 @@ class Decision(NamedTuple):
 
 def cache_path() -> Path:
     """Where the picks are kept: ``dense_tuning.json`` in gpunn's cache folder."""
-    from gpunn.data.download import cache_root
-
     return cache_root() / CACHE_FILE
 
 
@@ -106,8 +110,6 @@ class TuningCache:
 
     def put(self, device: str, shape: str, record: dict) -> None:
         """Add (or replace) one record, rewriting the file atomically; a write that fails only warns."""
-        from gpunn.saving.model_file import atomic_write
-
         devices = self.load()
         devices.setdefault(device, {})[shape] = record
         text = json.dumps({"format": CACHE_FORMAT, "devices": devices}, indent=1, sort_keys=True)
@@ -133,7 +135,7 @@ def pick_dense(network, batch: int, asked: str | None = None, *, cache: TuningCa
     default :func:`measure_on_device`) are replaceable for tests.  See the module
     docstring for the order of the rules.
     """
-    if network.fold_bias:
+    if not network.sample_layout.device_steps:  # NumPy: no dense paths to choose between
         return None
     path = dense.requested(asked)
     if path != "auto":
@@ -161,27 +163,28 @@ def pick_dense(network, batch: int, asked: str | None = None, *, cache: TuningCa
 def measure_on_device(network, batch: int, warmup: int = WARMUP_STEPS, timed: int = TIMED_STEPS) -> dict:
     """Seconds per training step of each dense path for ``network``'s shape at ``batch``, on its GPU.
 
-    A throwaway network of the same sizes, activations, loss and dtype takes plain
+    A throwaway :class:`~gpunn.nn.mlp.MLP` of the same sizes, activations, loss and dtype takes plain
     SGD steps (a tiny learning rate) on ``batch * (warmup + timed)`` synthetic samples,
     so ``network`` itself is untouched.  The fused step is captured once and replayed
     as a CUDA graph, the cuBLAS step runs call by call: each as training would run it.
     Timed with CUDA events on a non-blocking stream (``cupy.cuda.Event.record`` and
     ``cupy.cuda.get_elapsed_time``, milliseconds; CuPy 14.2, cupy/cuda/stream.pyx).
     """
-    from gpunn.training.cuda_graph import GraphedStep
-    from gpunn.training.device_step import DeviceStep
-    from gpunn.network import Network
-    from gpunn.training.optim import SGD
-
     backend = network.backend
     cupy = backend.xp
-    probe = Network(network.sizes, activation=network.activation, output_activation=network.output_activation,
-                    loss=network.loss, backend=backend, dtype=network.dtype.name, seed=0)
+    probe = MLP(network.sizes, activation=network.activation, output_activation=network.output_activation,
+                loss=network.loss, backend=backend, dtype=network.dtype.name, seed=0,
+                multilabel=network.multilabel)
     probe.optimizer = SGD(backend, probe.layout, probe.dtype, lr=1e-6)
     n = batch * (warmup + timed)
     rng = np.random.default_rng(0)
     X = rng.random((n, network.sizes[0]), dtype=np.float32)
-    y = rng.integers(0, network.sizes[-1], n)
+    if probe.float_targets:  # the same step as training takes: float targets, gathered beside the samples
+        y = rng.integers(0, 2, (n, network.sizes[-1])).astype(np.float64)
+        if probe.task == "regression":
+            probe.target_scaling = TargetScaling.fit(y)
+    else:
+        y = rng.integers(0, network.sizes[-1], n)
     seconds = {}
     with backend.device():
         data = probe.device_samples(X, y)
@@ -191,13 +194,22 @@ def measure_on_device(network, batch: int, warmup: int = WARMUP_STEPS, timed: in
         stream = cupy.cuda.Stream(non_blocking=True)
         for path in dense.PATHS:
             probe.dense = path
-            body = DeviceStep(probe, data, order, batch, loss_sum, correct)
-            step = body
-            if body.capturable:
-                graphed = GraphedStep(body, stream)
-                graphed.capture()
-                step = lambda: graphed.graph.launch(stream)  # noqa: E731 - one replay, as training does
+            # Everything from here on runs on `stream`, the set-up included: building the step
+            # zeroes its step counter and (the first time) fills its workspace's row of ones
+            # (gpunn.nn.layout.Workspace, `a[-1] = 1`), and CuPy enqueues those on the current
+            # stream.  Outside `with stream` that is the legacy default stream, which a non-blocking stream does
+            # not wait for (CUDA's cudaStreamNonBlocking; CuPy's cupy/cuda/stream.pyx:
+            # _BaseStream.__enter__ pushes the stream as the current one, and begin_capture's
+            # docstring captures on Stream(non_blocking=True), as GraphedStep does here), so the
+            # replayed graph could read them unwritten.  training.loop.fit likewise builds its step
+            # inside its work stream.
             with stream:
+                body = DeviceStep(probe, data, order, batch, loss_sum, correct)
+                step = body
+                if body.capturable:
+                    graphed = GraphedStep(body, stream)
+                    graphed.capture()
+                    step = lambda: graphed.graph.launch(stream)  # noqa: E731 - one replay, as training does
                 body.step.fill(0)
                 for _ in range(warmup):
                     step()

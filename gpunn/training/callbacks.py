@@ -63,8 +63,13 @@ class EpochLogger(Callback):
             self.warned = len(found)
         if not self.lines:
             return
-        val = f"  {self.val_label} acc {logs['val_accuracy']:.4f}" if "val_accuracy" in logs else ""
         rate = self.samples / logs["seconds"] if logs["seconds"] > 0 else float("inf")
+        if "accuracy" not in logs:  # a regression network: its loss, and the validation R^2
+            val = f"  {self.val_label} r2 {logs['val_r2']:.4f}" if "val_r2" in logs else ""
+            print(f"epoch {epoch + 1:>3}/{self.epochs}  loss {logs['loss']:.5f}{val}  {rate:,.0f} samples/s",
+                  file=stream, flush=True)
+            return
+        val = f"  {self.val_label} acc {logs['val_accuracy']:.4f}" if "val_accuracy" in logs else ""
         print(f"epoch {epoch + 1:>3}/{self.epochs}  loss {logs['loss']:.5f}  running train acc "
               f"{logs['accuracy']:.4f}{val}  {rate:,.0f} samples/s", file=stream, flush=True)
 

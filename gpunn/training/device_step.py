@@ -29,7 +29,9 @@ class DeviceStep:
 
     Args:
         network: a network on a kernel backend, with its optimizer set.
-        data: ``(samples, labels)`` from :meth:`gpunn.network.Network.device_samples`.
+        data: ``(samples, labels)`` from :meth:`gpunn.nn.mlp.MLP.device_samples`, or
+            ``(samples, answers, weights)`` from :meth:`~gpunn.nn.mlp.MLP.device_data`
+            (a regression or multilabel network's answers are its float targets).
         order: the epoch's sample order, an int64 device array, reshuffled in place.
         batch: samples per step.
         loss_sum, correct: device scalars the steps add their loss and hits to.
@@ -37,25 +39,35 @@ class DeviceStep:
 
     def __init__(self, network, data, order, batch: int, loss_sum, correct):
         self.network = network
-        self.samples, self.labels = data
+        self.samples, self.labels, *rest = data
+        weights = rest[0] if rest else None
         self.order = order
         self.batch = batch
         self.loss_sum, self.correct = loss_sum, correct
         with network.backend.device():
             #: the number of the step being taken, in device memory
             self.step = network.backend.xp.zeros((), dtype=np.int32)
-        self.ws = network.workspace(batch)
+        self.ws = network.workspace(batch, weights is not None)
+        #: the weights and their workspace buffer as (1, n) and (1, batch) rows, for gather_columns
+        self.weight_rows = None if weights is None else (weights.reshape(1, -1), self.ws.weights.reshape(1, -1))
 
     @property
     def capturable(self) -> bool:
         """Whether every call of the step is a gpunn kernel (the ``fused`` dense path)."""
-        return self.network._products.capturable
+        return self.network.sample_layout.products.capturable
 
     def __call__(self) -> None:
         """Take one step: the batch at ``order[step * batch:]``, then ``step += 1``, all on the device."""
         network, ws = self.network, self.ws
         kernels = network.backend.kernels
-        kernels.gather_batch(self.samples, self.labels, self.order, self.step, ws.inputs, ws.labels, self.batch)
+        if ws.targets is not None:  # float targets (regression, multilabel) are gathered like the samples
+            kernels.gather_columns(self.samples, self.order, self.step, ws.inputs, self.batch)
+            kernels.gather_columns(self.labels, self.order, self.step, ws.targets, self.batch)
+        else:
+            kernels.gather_batch(self.samples, self.labels, self.order, self.step, ws.inputs, ws.labels, self.batch)
+        if self.weight_rows is not None:
+            source, buffer = self.weight_rows
+            kernels.gather_columns(source, self.order, self.step, buffer, self.batch)
         network.forward(ws)
         network.backward(ws, self.loss_sum, self.correct)
         network.optimizer.step(network.params, network.grads, self.batch)

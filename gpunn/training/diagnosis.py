@@ -12,6 +12,9 @@ measures how much each output unit varies across them.  The network counts as fl
 when no output varies by more than :data:`FLAT_OUTPUT_SPREAD` (it ignores its input)
 and its training accuracy is no better than always answering the most common class
 (training data of a single class is never diagnosed: there, that answer is right).
+A regression network has no accuracy: it counts as flat when its outputs do not vary
+and its loss is no better than always answering the mean target (on the
+standardised targets training sees, 1/2 per output unit: :data:`MEAN_ANSWER_LOSS`).
 A run is diagnosed as stuck when the network is flat after both of its first two
 epochs (or, for a one-epoch ``fit``, at its end): a one-line diagnosis naming the
 option that fixes it.  (A flat network can escape its plateau later, which happens
@@ -35,6 +38,8 @@ FLAT_OUTPUT_SPREAD = 1e-3
 #: How far above the majority-class share the accuracy may be and still count as chance.
 CHANCE_MARGIN = 0.02
 EPOCHS_WATCHED = 2
+#: The squared-error loss per sample and output of always answering the mean (standardised) target.
+MEAN_ANSWER_LOSS = 0.5
 
 
 class CollapseWatch:
@@ -44,9 +49,17 @@ class CollapseWatch:
         self.network = network
         self.optimizer, self.settings = optimizer, settings
         self.last_watched = min(epochs, EPOCHS_WATCHED) - 1
-        labels = network.label_indices(y, len(y))
-        self.majority_share = np.bincount(labels).max() / len(labels) if len(labels) else 1.0
-        if self.majority_share == 1.0:  # one class only: the same answer for every input is the right one
+        self.regression = network.task == "regression"
+        if self.regression:
+            self.majority_share = 0.0  # unused: regression is judged by its loss
+            constant = len(y) < 2 or bool(np.all(np.ptp(np.asarray(to_numpy(y), np.float64), axis=0) == 0))
+        elif network.multilabel:  # not watched: a constant answer can be right for many labels at once
+            self.majority_share, constant = 1.0, True
+        else:
+            labels = network.label_indices(y, len(y))
+            self.majority_share = np.bincount(labels).max() / len(labels) if len(labels) else 1.0
+            constant = self.majority_share == 1.0
+        if constant:  # one class only: the same answer for every input is the right one
             self.last_watched = -1
         self.probe = to_numpy(X[:PROBE_SAMPLES])
 
@@ -59,12 +72,17 @@ class CollapseWatch:
             return None
         if epoch_in_run < self.last_watched:
             return None
+        level = ("no better than answering the mean target" if self.regression
+                 else f"train accuracy {logs['accuracy']:.3f}: chance level")
         return (f"training is stuck and may not recover: after epoch {self.network.epochs_done} the network "
-                f"gives the same output for every input (loss {logs['loss']:.4g}, train accuracy "
-                f"{logs['accuracy']:.3f}: chance level); {self.advice()}")
+                f"gives the same output for every input (loss {logs['loss']:.4g}, {level}); {self.advice()}")
 
     def _flat(self, logs: dict) -> bool:
-        if logs["accuracy"] > self.majority_share + CHANCE_MARGIN:
+        if self.regression:
+            mean_answer = MEAN_ANSWER_LOSS * self.network.sizes[-1]
+            if logs["loss"] < mean_answer * (1 - CHANCE_MARGIN):  # NaN is not below: it counts as flat
+                return False
+        elif logs["accuracy"] > self.majority_share + CHANCE_MARGIN:
             return False
         with np.errstate(all="ignore"):  # saturated or overflowing outputs are what is being looked for
             outputs = self.network.predict_proba(self.probe)

@@ -22,17 +22,17 @@ import warnings
 
 import numpy as np
 
-from gpunn.training.autotune import pick_dense
-from gpunn.compute.backend import to_numpy
-from gpunn.training.callbacks import Callback, EpochLogger  # noqa: F401 - Callback is also gpunn.training.loop.Callback
-from gpunn.training.diagnosis import CollapseWatch
 from gpunn.errors import DataError, TrainingDiverged
 from gpunn.nn.labels import infer_classes
-from gpunn.training.optim import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, OPTIMIZERS, make_optimizer, lr_scaling_rates
 from gpunn.nn.preprocessing import Scaler
-
-#: Samples scored at a time at the end of a NumPy epoch (keeps the scratch memory small).
-SCORING_CHUNK = 1024
+from gpunn.nn.targets import TargetScaling, normalised_weights, regression_metrics, regression_targets
+from gpunn.training.autotune import pick_dense
+from gpunn.training.callbacks import Callback, EpochLogger  # noqa: F401 - Callback is also gpunn.training.loop.Callback
+from gpunn.training.cuda_graph import GraphedStep
+from gpunn.training.device_step import DeviceStep
+from gpunn.training.diagnosis import CollapseWatch
+from gpunn.training.optim import (DEFAULT_LR, DEFAULT_WEIGHT_DECAY, OPTIMIZERS, REGRESSION_SGD_LR, make_optimizer,
+                                  lr_scaling_rates)
 
 
 class History:
@@ -68,40 +68,6 @@ def rank_share(batch: int, rank: int, ranks: int) -> tuple[int, int]:
     base, extra = divmod(batch, ranks)
     lo = rank * base + min(rank, extra)
     return lo, lo + base + (1 if rank < extra else 0)
-
-
-class OutputRecord:
-    """The NumPy trainer's bookkeeping: every sample's output, for the epoch's loss and accuracy.
-
-    Adding up the loss and the hits at each step is a dozen tiny NumPy calls, which at
-    batch 10 cost as much as the step's arithmetic.  Instead a step copies its output
-    activations here (one call), and at the end of the epoch the fused ``output_delta``
-    twin works out the loss and the number of correct answers for all of them at once.
-    The numbers are the same: each sample is scored on the output the network gave it
-    at its own step, as the GPU kernel does.
-    """
-
-    def __init__(self, classes: int, steps, dtype):
-        n_local = sum(index.shape[0] for index, _ in steps)
-        self.outputs = np.empty((classes, n_local), dtype=dtype)
-        self.views, offset = [], 0
-        for index, _ in steps:
-            self.views.append(self.outputs[:, offset : offset + index.shape[0]])
-            offset += index.shape[0]
-
-    def totals(self, labels, objective: str, loss_sum, correct) -> None:
-        """Set ``loss_sum`` and ``correct`` for the recorded outputs; ``labels`` in the same order."""
-        from gpunn.compute.ops import NumpyKernels  # a fresh one: its scratch buffers go when it goes
-
-        loss_sum.fill(0)
-        correct.fill(0)
-        kernels, labels = NumpyKernels(), labels.astype(np.int32)
-        n = self.outputs.shape[1]
-        for start in range(0, n, SCORING_CHUNK):
-            stop = min(start + SCORING_CHUNK, n)
-            outputs = np.array(self.outputs[:, start:stop])  # a copy: a softmax's logits become probabilities
-            kernels.output_delta(outputs, labels[start:stop], np.empty_like(outputs), loss_sum, correct,
-                                 objective)
 
 
 class _Batches:
@@ -153,7 +119,7 @@ class _Batches:
 def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momentum=0.0, nesterov=False,
         betas=(0.9, 0.999), eps=1e-8, weight_decay=None, lr_scaling=None, validation_data=None,
         validation_split=0.0, callbacks=None, verbose=0, shuffle=True, progress=None, communicator=None,
-        cuda_graph=True, dense=None) -> History:
+        cuda_graph=True, dense=None, sample_weight=None) -> History:
     """Train ``network`` on ``(X, y)`` for ``epochs`` more epochs of minibatch gradient descent.
 
     Calling ``fit`` again trains further: epoch numbers count on in the History, and the
@@ -161,12 +127,16 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
     ``fit(epochs=3)`` gives bit for bit the weights of ``fit(epochs=5)``.
 
     Args:
-        X: (samples, features) array, NumPy or CuPy.
-        y: integer labels (samples,) or one-hot rows (samples, classes).
+        X: (samples, features) array, NumPy or CuPy, or a SciPy sparse matrix (made dense).
+        y: integer labels (samples,) or one-hot rows (samples, classes); for a regression
+            network (``output_activation="identity"``) float targets (samples,) or
+            (samples, outputs), standardised internally (:mod:`gpunn.nn.targets`); for a
+            multilabel network a 0/1 indicator matrix.
         epochs: how many epochs to train in this call.
         batch_size: samples per minibatch (m); gradients are averaged over the batch.
         optimizer: ``"sgd"`` (the tutorial's), ``"adam"`` or ``"adamw"`` (see :mod:`gpunn.training.optim`).
-        lr: learning rate; default 3.0 for SGD (the tutorial's eta), 0.001 for Adam/AdamW.
+        lr: learning rate; default 3.0 for SGD (the tutorial's eta; 0.1 for a regression network),
+            0.001 for Adam/AdamW.
         momentum, nesterov: SGD's (Nesterov) momentum.
         betas, eps: Adam's and AdamW's moment decay rates and denominator term.
         weight_decay: L2 for SGD and Adam, decoupled for AdamW; default 0 (AdamW: 0.01).
@@ -198,13 +168,22 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
         dense: kernel backends: ``"fused"``, ``"cublas"`` or ``"auto"`` (default:
             ``$GPUNN_DENSE``, else ``auto``: measured on the GPU and cached, see
             :mod:`gpunn.training.autotune`); the NumPy backend ignores it.
+        sample_weight: optional (samples,) non-negative weights: each sample's loss and
+            gradient count that many times (rescaled to mean 1, see
+            :func:`gpunn.nn.targets.normalised_weights`); the reported loss is the
+            weighted mean.  Not with ``validation_split`` or a communicator.
 
     ``history.params`` records ``dense`` (the path, None on NumPy), ``dense_source`` (why)
     and ``step``: ``graph`` (one CUDA graph launch per full batch), ``launches`` (kernel
     by kernel) or ``numpy``.
 
     The first ``fit`` of a network also fits its feature scaling (``Network(scale=...)``)
-    on ``X`` and decides its classes from ``y`` (:mod:`gpunn.nn.labels`).
+    on ``X`` and decides its classes from ``y`` (:mod:`gpunn.nn.labels`), or for a
+    regression network the targets' standardisation.
+
+    A regression network's History has ``loss`` (the squared error per sample on the
+    standardised targets) and with validation data ``val_loss``, ``val_mse``, ``val_mae``
+    and ``val_r2`` (in the targets' units); no accuracy.
 
     Returns:
         The network's :class:`History` (continued across calls and resumed runs).
@@ -216,15 +195,21 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
     if verbose not in (0, 1, 2):
         raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
     settings = optimizer_settings(network, optimizer, lr, momentum, nesterov, betas, eps, weight_decay, lr_scaling)
+    if sample_weight is not None and (validation_split or communicator is not None):
+        raise ValueError("sample_weight cannot be combined with validation_split or distributed training")
+    if hasattr(X, "tocsr"):  # a SciPy sparse matrix: made dense once, in chunks (gpunn's layers are dense)
+        X = network._as_samples(X, "X")
     X, y, validation_data = _split_validation(X, y, validation_data, validation_split)
     backend, xp = network.backend, network.backend.xp
-    samples, labels = _first_samples(network, X, y)
+    regression = network.task == "regression"
+    samples, labels, weights = _first_samples(network, X, y, sample_weight)
     n = network.sample_count(samples)
     if n == 0:
         raise DataError("the training set is empty; give fit at least one sample")
     val = None
     if validation_data is not None:
         val = network.device_samples(*validation_data, where="the validation X")
+        val_n = network.sample_count(val[0])
     if network.history is None:
         network.history = History()
     history = network.history
@@ -254,16 +239,18 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
     first_epoch = network.epochs_done
     with backend.device(), _work_stream(backend) as stream:
         batches = _Batches(network, n, min(batch_size, n), shuffle, rank, ranks)
-        data = (samples, labels)
-        record = OutputRecord(network.sizes[-1], batches.steps, network.dtype) if network.fold_bias else None
+        data = (samples, labels) if weights is None else (samples, labels, weights)
         loss_sum = xp.zeros((), dtype=np.float64)
         correct = xp.zeros((), dtype=np.int64)
+        # how the epoch's loss and hits are counted: summed on the device, or recorded and scored at its end
+        tally = network.sample_layout.epoch_tally(network, batches.steps, loss_sum, correct)
         steps = len(batches.steps)
         report_every = max(1, steps // 50)
         full_steps = n // batch_size if batch_size <= n else 0
-        # set-up before the clock: the step of full batches, captured as a graph where it can be
-        full_batches, step_path = _full_batch_step(network, data, batches.order, batch_size, loss_sum, correct,
-                                                   stream, communicator, cuda_graph and full_steps > 0)
+        # set-up before the clock: the step of full batches, captured as a graph where it can be;
+        # its workspace has min(batch_size, n) columns, as every batch here, never more than the data
+        full_batches, step_path = _full_batch_step(network, data, batches.order, min(batch_size, n), loss_sum,
+                                                   correct, stream, communicator, cuda_graph and full_steps > 0)
         history.params.update(dense=network.dense, dense_source=decision.source if decision else None,
                               step=step_path)
 
@@ -283,14 +270,10 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
                     full_batches.run_epoch(full_steps, progress, report_every)
                     first = full_steps
                 for step, (index, m) in enumerate(batches.steps[first:], start=first):
-                    if record is not None:
-                        numpy_train_step(network, data, index, m, record.views[step], communicator)
-                    else:
-                        train_step(network, data, index, m, loss_sum, correct, communicator)
+                    train_step(network, data, index, m, tally, step, communicator)
                     if progress is not None and step % report_every == 0:
                         progress(step, steps)
-                if record is not None:
-                    record.totals(to_numpy(labels)[batches.local_order()], network.objective, loss_sum, correct)
+                tally.finish(data, batches)
             if communicator is not None:
                 communicator.allreduce_sum(loss_sum)
                 communicator.allreduce_sum(correct)
@@ -302,11 +285,18 @@ def fit(network, X, y, epochs=30, batch_size=10, optimizer="sgd", lr=None, momen
                     f"the training loss became {train_loss} in epoch {epoch + 1}; "
                     f"{watch.advice()}"
                 )
-            logs = {"loss": train_loss, "accuracy": train_accuracy}
+            logs = {"loss": train_loss} if regression else {"loss": train_loss, "accuracy": train_accuracy}
             if val is not None:
                 with np.errstate(all="ignore"):  # a diverged network's validation is reported as such
                     result = network.evaluate_device(*val)
-                logs.update(val_loss=result["loss"], val_accuracy=result["accuracy"])
+                    if regression:
+                        val_y = regression_targets(validation_data[1], val_n, network.sizes[-1])
+                        result.update(regression_metrics(network.predict(validation_data[0]), val_y))
+                if regression:
+                    logs.update(val_loss=result["loss"], val_mse=result["mse"], val_mae=result["mae"],
+                                val_r2=result["r2"])
+                else:
+                    logs.update(val_loss=result["loss"], val_accuracy=result["accuracy"])
             logs["seconds"] = seconds
             network.epochs_done = epoch + 1
             history.append(epoch, logs)
@@ -339,20 +329,34 @@ def _split_validation(X, y, validation_data, fraction):
     return X[:cut], y[:cut], (X[cut:], y[cut:])
 
 
-def _first_samples(network, X, y):
-    """:meth:`Network.device_samples` of the training data, fitting the scaling and the classes on first use."""
-    fresh_scaler, fresh_classes = network.scaler is None, network.classes is None
-    if fresh_scaler:
-        network.scaler = Scaler.fit(network._as_samples(X, "X"), network.scale)
-    if fresh_classes:
-        network.classes = infer_classes(y, network.sizes[-1])
+def _first_samples(network, X, y, sample_weight=None):
+    """:meth:`MLP.device_data` of the training data, fitting the scaling and the classes on first use.
+
+    A regression network fits its targets' standardisation (weighted by ``sample_weight``)
+    instead of the classes; a multilabel network has neither.
+    """
+    regression = network.task == "regression"
+    fresh_scaler = network.scaler is None
+    fresh_classes = not network.float_targets and network.classes is None
+    fresh_targets = regression and network.target_scaling is None
     try:
-        return network.device_samples(X, y)
+        if fresh_scaler:
+            network.scaler = Scaler.fit(network._as_samples(X, "X"), network.scale)
+        if fresh_classes:
+            network.classes = infer_classes(y, network.sizes[-1])
+        if fresh_targets:
+            n = network._as_samples(X, "X").shape[0]
+            weights = None if sample_weight is None else normalised_weights(sample_weight, n)
+            network.target_scaling = TargetScaling.fit(regression_targets(y, n, network.sizes[-1]), np.ndim(y),
+                                                       weights)
+        return network.device_data(X, y, sample_weight=sample_weight)
     except Exception:
         if fresh_scaler:
             network.scaler = None
         if fresh_classes:
             network.classes = None
+        if fresh_targets:
+            network.target_scaling = None
         raise
 
 
@@ -365,7 +369,8 @@ def optimizer_settings(network, optimizer, lr, momentum, nesterov, betas, eps, w
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
     lr_given = lr is not None
-    lr = DEFAULT_LR[optimizer] if lr is None else lr
+    if lr is None:
+        lr = REGRESSION_SGD_LR if optimizer == "sgd" and network.task == "regression" else DEFAULT_LR[optimizer]
     weight_decay = DEFAULT_WEIGHT_DECAY[optimizer] if weight_decay is None else weight_decay
     if optimizer != "sgd":
         if momentum or nesterov:
@@ -380,53 +385,27 @@ def optimizer_settings(network, optimizer, lr, momentum, nesterov, betas, eps, w
             "layer_rates": None if lr_scaling == "none" else rates}
 
 
-def train_step(network, data, index, m, loss_sum, correct, communicator=None) -> None:
-    """One minibatch on a kernel backend: gather, forward, backprop, (all-reduce,) update.
-
-    No host synchronisation and no allocation (NumPy has :func:`numpy_train_step`).
+def train_step(network, data, index, m, tally, step: int, communicator=None) -> None:
+    """One minibatch: gather, forward, backprop, (all-reduce,) update; no host sync and no allocation.
 
     Args:
-        data: ``(samples, labels)`` on the device, as made by :meth:`Network.device_samples`.
+        data: ``(samples, labels)`` on the device, as made by :meth:`MLP.device_samples`, or
+            ``(samples, answers, weights)`` (:meth:`MLP.device_data`) when training is weighted.
         index: this rank's sample indices for the batch (a view into the epoch order).
-        m: the global batch size (the SGD step divides by it).
-        loss_sum, correct: device scalars the batch's loss and hits are added to.
+        m: the global batch size (the step divides by it).
+        tally: the layout's epoch bookkeeping (``network.sample_layout.epoch_tally``): it runs the
+            batch forward and backward and counts its loss and hits (in device scalars, or by
+            recording the outputs, step ``step``, for the end of the epoch), then applies the update.
     """
     if index.shape[0]:
-        ws = network.workspace(index.shape[0])
-        ws.gather(network.backend, *data, index)
-        network.forward(ws)
-        network.backward(ws, loss_sum, correct)
+        ws = network.workspace(index.shape[0], weighted=len(data) > 2)
+        network.sample_layout.gather(ws, data, index)
+        tally.learn(ws, step, m)
     else:  # this rank's share of a short last batch is empty
         network.grads.fill(0)
     if communicator is not None:
         communicator.allreduce_sum(network.grads)
-    network.optimizer.step(network.params, network.grads, m)
-
-
-def numpy_train_step(network, data, index, m, record, communicator=None) -> None:
-    """:func:`train_step` for the NumPy backend, with the fewest NumPy calls per step.
-
-    The outputs go to ``record`` (a view into :class:`OutputRecord`) instead of being
-    scored at once, and with plain SGD the factor eta/m (times each layer's rate) rides
-    on the deltas so that the update is one subtraction.  Also no sync and no allocation.
-    """
-    optimizer = network.optimizer
-    plain = getattr(optimizer, "plain", False)
-    scale = optimizer.lr / m if plain else 1.0
-    if index.shape[0]:
-        ws = network.workspace(index.shape[0])
-        data[0].take(index, 0, ws.rows, "clip")  # whole [x, 1, t] rows (see Workspace)
-        network.forward(ws)
-        np.copyto(record, ws.outputs)
-        network.backward(ws, scale=scale, layer_rates=optimizer.layer_rates if plain else None)
-    else:  # this rank's share of a short last batch is empty
-        network.grads.fill(0)
-    if communicator is not None:
-        communicator.allreduce_sum(network.grads)
-    if plain:
-        optimizer.step_prescaled(network.params, network.grads)
-    else:
-        optimizer.step(network.params, network.grads, m)
+    tally.update(m)
 
 
 def _work_stream(backend):
@@ -445,19 +424,17 @@ def _work_stream(backend):
 def _full_batch_step(network, data, order, batch_size, loss_sum, correct, stream, communicator, cuda_graph):
     """How this ``fit`` takes its full-batch steps: ``(runner or None, step path)``.
 
-    NumPy: ``(None, "numpy")``, every step by :func:`numpy_train_step`.  Kernel
+    NumPy: ``(None, "numpy")``, every step by :func:`train_step` from the host.  Kernel
     backends in one process: a :class:`~gpunn.training.device_step.DeviceStep`, which a GPU
     records as a CUDA graph when the step is capturable (the ``fused`` dense path) and
     ``cuda_graph`` allows: ``"graph"``; otherwise it runs call by call: ``"launches"``.
     With a communicator every step takes :func:`train_step` (the all-reduce sits in
     the middle of the step): ``(None, "launches")``.
     """
-    if network.fold_bias:
+    if not network.sample_layout.device_steps:
         return None, "numpy"
     if communicator is not None:
         return None, "launches"
-    from gpunn.training.device_step import DeviceStep
-
     body = DeviceStep(network, data, order, batch_size, loss_sum, correct)
     if not (cuda_graph and network.backend.is_gpu and body.capturable):
         return body, "launches"
@@ -471,8 +448,6 @@ def _capture(body, stream):
     Only a capturable step gets here, so a failure is unexpected (a CUDA error, an
     allocation in the step): training goes on launch by launch and says why.
     """
-    from gpunn.training.cuda_graph import GraphedStep
-
     graphed = GraphedStep(body, stream)
     try:
         graphed.capture()
