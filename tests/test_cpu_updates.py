@@ -198,3 +198,21 @@ def test_training_with_either_update_gives_the_same_network(best, monkeypatch, o
     # a difference (Adam's step is bounded by lr), so 64 ulps of the largest parameter
     scale = np.abs(params["numpy"]).max()
     assert_close(params["compiled"], params["numpy"], atol=64 * eps(np.dtype(dtype)) * scale, what="parameters")
+
+
+@pytest.mark.parametrize("optimizer,options", [("adam", {}), ("sgd", dict(lr=0.1, momentum=0.9))])
+def test_a_changed_hyper_parameter_takes_effect_at_the_next_step(best, monkeypatch, optimizer, options):
+    """scikit-learn's partial_fit sets ``weight_decay`` on a live optimizer: the bound update follows."""
+    rng = np.random.default_rng(5)
+    X, y = rng.random((64, 6)), rng.integers(0, 3, 64)
+    params = {}
+    for mode in ("numpy", "compiled"):
+        monkeypatch.setenv("GPUNN_CPU_UPDATES", mode)
+        net = gpunn.Network([6, 5, 3], backend="numpy", dtype="float64", seed=1)
+        net.fit(X, y, epochs=1, batch_size=16, optimizer=optimizer, **options)
+        net.optimizer.weight_decay = 0.5
+        net.fit(X, y, epochs=1, batch_size=16, optimizer=optimizer, weight_decay=0.5, **options)
+        params[mode] = net.params.copy()
+    assert isinstance(net.optimizer.updates, cu.CpuUpdates)
+    assert net.optimizer._bound[2][-2 if optimizer == "adam" else 2] == 0.5
+    assert_close(params["compiled"], params["numpy"], atol=64 * eps(np.float64) * np.abs(params["numpy"]).max())
