@@ -216,3 +216,13 @@ def test_a_changed_hyper_parameter_takes_effect_at_the_next_step(best, monkeypat
     assert isinstance(net.optimizer.updates, cu.CpuUpdates)
     assert net.optimizer._bound[2][-2 if optimizer == "adam" else 2] == 0.5
     assert_close(params["compiled"], params["numpy"], atol=64 * eps(np.float64) * np.abs(params["numpy"]).max())
+
+
+def test_a_level_the_compiler_refuses_falls_back_to_the_next_one_down(best, monkeypatch):
+    """A compiler without ``-march=x86-64-v4`` (or v3) still gives the fastest build it can make."""
+    if best.isa_level < 3:
+        pytest.skip(f"this CPU runs level {best.isa_level}: no level above the baseline to refuse")
+    monkeypatch.setitem(cu.LEVEL_FLAGS, 4, ("-march=no-such-level-gpunn",))
+    assert cu.build().isa_level == 3
+    monkeypatch.setitem(cu.LEVEL_FLAGS, 3, ("-march=no-such-level-gpunn",))
+    assert cu.build().isa_level == 1

@@ -174,20 +174,20 @@ LEVEL_FLAGS = {1: (), 3: ("-march=x86-64-v3",), 4: ("-march=x86-64-v4",)}
 def build(level: int | None = None) -> CpuUpdates:
     """The loops built (or loaded from the cache) for x86-64 ``level`` (1, 3 or 4), or for this CPU.
 
-    ``None``: build the baseline, ask it this CPU's level, and build for that level; a
-    compiler that does not know the level's ``-march`` (GCC before 11) keeps the
-    baseline.  Errors as :func:`gpunn.compute.host_kernels.compile_cached`.
+    ``None``: build the baseline, ask it this CPU's level, and build for the highest level
+    up to that one that the compiler accepts (GCC before 11 knows no ``-march=x86-64-v3``:
+    the baseline then).  Errors as :func:`gpunn.compute.host_kernels.compile_cached`.
     """
     source = ks.inline_includes(SOURCE_FILE, ("gpunn_math.cuh",))
     if level is not None:
         return CpuUpdates(load_library(compile_cached(source, FLAGS + LEVEL_FLAGS[level], "host_updates")), level)
     baseline = load_library(compile_cached(source, FLAGS, "host_updates"))
-    level = baseline.gpunn_host_isa_level()
-    if level in LEVEL_FLAGS and level != 1:
+    supported = baseline.gpunn_host_isa_level()
+    for candidate in sorted((known for known in LEVEL_FLAGS if 1 < known <= supported), reverse=True):
         try:
-            return build(level)
+            return build(candidate)
         except ks.KernelCompileError:
-            pass
+            continue
     return CpuUpdates(baseline, 1)
 
 
