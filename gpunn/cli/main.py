@@ -595,14 +595,15 @@ def _echo_dense_paths() -> None:
 
 
 def _add_commands() -> None:
-    """The commands that live in their own modules: data, evaluate/predict/plot, explain, export, bench."""
+    """The commands that live in their own modules: data, evaluate/predict/plot, explain, export, bench, playground."""
     from gpunn.bench.race import bench
     from gpunn.cli.data import data_group
     from gpunn.cli.explain import explain
     from gpunn.cli.export import export
     from gpunn.cli.model import model_commands
+    from gpunn.cli.playground import playground
 
-    for command in (data_group, *model_commands, explain, export, bench):
+    for command in (data_group, *model_commands, explain, export, bench, playground):
         cli.add_command(command)
 
 
