@@ -43,6 +43,12 @@ def test_quick_bench_runs_every_peer_and_writes_json(tmp_path):
         assert name in result.stdout  # the table names every peer
     assert peers["textbook"]["samples"] == [report["configs"]["A"]["textbook_samples_per_epoch"]]
     assert report["configs"]["A"]["gpunn_time_over_floor"]["cpu"] > 0
+    cost = peers["gpunn-numpy"]["fit_fixed_cost"]
+    assert cost["fit_epochs0_seconds"] > 0 and cost["astype_copy_seconds"] > 0
+    assert cost["ratio"] == pytest.approx(cost["fit_epochs0_seconds"] / cost["astype_copy_seconds"])
+    summary = next(line for line in result.stdout.splitlines() if line.startswith("  gpunn-numpy:"))
+    assert "x the GEMM floor" in summary and "x numpy-obvious" in summary
+    assert f"{cost['ratio']:.1f}x one X.astype(float32) copy" in summary
 
 
 def test_unknown_peer_or_config_is_a_usage_error():

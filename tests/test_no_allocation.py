@@ -51,13 +51,28 @@ def test_steady_state_steps_allocate_no_arrays(momentum, weight_decay, loss):
     assert spy.peaks == [0, 0]
 
 
-@pytest.mark.parametrize("momentum", [0.0, 0.9])
-def test_steps_make_no_temporary_arrays(momentum):
-    """Peak traced NumPy memory during steady-state steps stays at the live buffers."""
+KINDS = {  # (network options, fit options)
+    "sigmoid-sgd": ({}, dict(lr=0.1)),
+    "sigmoid-momentum": ({}, dict(lr=0.1, momentum=0.9)),
+    "relu-softmax-adam": (dict(activation="relu", output_activation="softmax"), dict(optimizer="adam")),
+    "tanh-softmax-adamw": (dict(activation="tanh", output_activation="softmax"), dict(optimizer="adamw")),
+    "relu-nesterov-decay": (dict(activation="relu"), dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)),
+}
+
+
+@pytest.mark.parametrize("updates", ["compiled", "numpy"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_steps_make_no_temporary_arrays(kind, updates, monkeypatch):
+    """Peak traced NumPy memory during steady-state steps stays at the live buffers.
+
+    For every kind of network and optimizer, with the compiled updates and with the NumPy twins.
+    """
+    monkeypatch.setenv("GPUNN_CPU_UPDATES", updates)
+    network_options, fit_options = KINDS[kind]
     rng = np.random.default_rng(1)
     X, y = rng.random((64 * 10, 30)), rng.integers(0, 10, 64 * 10)
-    net = gpunn.Network([30, 24, 10], backend="numpy", dtype="float64")
-    net.fit(X, y, epochs=1, batch_size=64, lr=0.1, momentum=momentum)  # first steps: buffers get made
+    net = gpunn.Network([30, 24, 10], backend="numpy", dtype="float64", **network_options)
+    net.fit(X, y, epochs=1, batch_size=64, **fit_options)  # first steps: buffers get made
 
     data = net.device_samples(X, y)
     index = np.arange(64)

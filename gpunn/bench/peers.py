@@ -13,7 +13,9 @@ from the same initial parameters and use float32.  Only the implementation diffe
     gpunn itself through :meth:`gpunn.Network.fit`, one epoch per call, timed by the
     epoch's ``seconds`` in its History (the training loop only: fit's upload of the
     data and its set-up before the loop, the dense-path choice and the CUDA-graph
-    capture included, are not counted).  ``gpunn-cupy`` takes the dense path the
+    capture included, are not counted).  That set-up is timed on its own instead
+    (:meth:`GpunnPeer.fit_fixed_cost`): ``fit(epochs=0)`` on the whole data set,
+    against one ``X.astype(float32)`` copy of it.  ``gpunn-cupy`` takes the dense path the
     autotuner picks (:mod:`gpunn.training.autotune`); ``gpunn-cupy-fused`` and
     ``gpunn-cupy-cublas`` force one, to show both sides of the pick.  Their records
     say which ``dense`` path and which ``step`` path (``graph`` or ``launches``) ran.
@@ -46,8 +48,8 @@ to be timed, not to be used as trainers.
 from __future__ import annotations
 
 import abc
-
 import random
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -209,6 +211,32 @@ class GpunnPeer(Peer):
         """The dense path, why it was chosen, and the step path (``graph``, ``launches``, ``numpy``)."""
         params = self.net.history.params
         return {key: params.get(key) for key in ("dense", "dense_source", "step")}
+
+    def fit_fixed_cost(self, repeats: int = 3) -> dict:
+        """What a ``fit`` call costs before its first step, against copying X once.
+
+        Times ``fit(X, y, epochs=0)`` with the configuration's settings on a fresh network
+        built like this peer's (its validation of X and y, the copy of X into the training
+        layout, on a GPU the upload, the optimizer, the batch plan; the network's first
+        fit also decides its classes), and ``X.astype(float32)`` (one copy of X in
+        memory).  Medians of ``repeats`` calls each; ``ratio`` is fit's over the copy's.
+        """
+        config, X, labels = self.problem.config, self.problem.X, self.problem.labels
+        net = Network(config.sizes, activation=config.activation, output_activation=config.output_activation,
+                      loss=config.loss, backend=self.backend_spec, dtype="float32", seed=self.problem.seed)
+        fits, copies = [], []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            net.fit(X, labels, epochs=0, batch_size=config.batch_size, optimizer=config.optimizer, lr=config.lr,
+                    dense=self.dense)
+            net.backend.synchronize()
+            fits.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            X.astype(np.float32)
+            copies.append(time.perf_counter() - started)
+        fit_seconds, copy_seconds = statistics.median(fits), statistics.median(copies)
+        return {"fit_epochs0_seconds": fit_seconds, "astype_copy_seconds": copy_seconds,
+                "ratio": fit_seconds / copy_seconds, "repeats": repeats}
 
 
 class GpunnCupyPeer(GpunnPeer):

@@ -7,8 +7,9 @@ epoch, not timed), then ``--epochs`` timed rounds, each peer training one epoch 
 round, so that whatever else the machine is doing slows all of them alike.  A short
 idle pause precedes each epoch, so that one library's spinning worker threads do not
 steal cores from the next.  The report gives each peer's median samples per second,
-how many times faster gpunn is than each peer on the same device, and gpunn's epoch
-time over the GEMM floor's.
+how many times faster gpunn is than each peer on the same device, gpunn's epoch
+time over the GEMM floor's, and the fixed cost of a ``fit`` call (its set-up before
+the first step) as a multiple of one ``X.astype(float32)`` copy.
 
 The data is synthetic: ``--samples`` x 784 float32 pixels drawn uniformly from
 [0, 1) and labels drawn uniformly from 0..9.  It measures speed only; nothing is
@@ -33,7 +34,7 @@ import click
 import numpy as np
 
 from gpunn._version import __version__
-from gpunn.bench.peers import CONFIGS, PEER_ALIASES, PEERS, Problem
+from gpunn.bench.peers import CONFIGS, PEER_ALIASES, PEERS, GpunnPeer, Problem
 from gpunn.network import Network
 
 DEFAULT_SAMPLES = 50_000
@@ -225,7 +226,8 @@ def race(problem: Problem, names: list[str], epochs: int, settle: float, log) ->
 
     Returns ``{name: record}``; a record has ``status`` ``"ok"`` with the per-round
     ``samples``, ``seconds`` and ``samples_per_second`` lists, their medians, the median
-    time of a step (``median_step_us``) and the peer's :meth:`~gpunn.bench.peers.Peer.details`,
+    time of a step (``median_step_us``) and the peer's :meth:`~gpunn.bench.peers.Peer.details`
+    (gpunn's peers also ``fit_fixed_cost``, see :meth:`~gpunn.bench.peers.GpunnPeer.fit_fixed_cost`),
     or ``"failed"`` with the ``reason`` (a peer that fails is dropped; the others go on).
     """
     records, running = {}, {}
@@ -254,6 +256,10 @@ def race(problem: Problem, names: list[str], epochs: int, settle: float, log) ->
                     records[name]["samples"].append(samples)
                     records[name]["seconds"].append(seconds)
                     records[name].update(peer.details())
+        for name, peer in running.items():
+            if isinstance(peer, GpunnPeer):
+                time.sleep(settle)
+                records[name]["fit_fixed_cost"] = peer.fit_fixed_cost()
     finally:
         for peer in running.values():
             _close(peer)
@@ -377,7 +383,33 @@ def format_report(result: dict) -> str:
                 f"{record['median_epoch_seconds']:>10.3f}{record['median_samples_per_second']:>13,.0f}"
                 f"{(f'{speedup:.2f}' if speedup else '-'):>9}  {note}".rstrip()
             )
+        lines += summary_lines(config)
     return "\n".join(lines)
+
+
+def summary_lines(config: dict) -> list[str]:
+    """Per gpunn peer: its epoch over the floor's and how many times faster it is than each peer
+    on its device; then what one ``fit`` call costs before its first step."""
+    lines, peers = [], config["peers"]
+    for name, record in peers.items():
+        if not (name.startswith("gpunn") and record["status"] == "ok"):
+            continue
+        device = record["device"]
+        parts = []
+        over = config["gpunn_time_over_floor"].get(device)
+        if over and name in ("gpunn-numpy", "gpunn-cupy"):
+            parts.append(f"epoch {over:.2f}x the GEMM floor")
+        for peer in ("torch-cpu", "numpy-obvious") if device == "cpu" else ("torch-cuda",):
+            other = peers.get(peer, {})
+            if other.get("status") == "ok" and other.get("compared_with") == name and other.get("gpunn_speedup"):
+                parts.append(f"{other['gpunn_speedup']:.2f}x {peer}")
+        cost = record.get("fit_fixed_cost")
+        if cost:
+            parts.append(f"fit() set-up {cost['fit_epochs0_seconds'] * 1e3:,.1f} ms = {cost['ratio']:.1f}x one "
+                         f"X.astype(float32) copy ({cost['astype_copy_seconds'] * 1e3:,.2f} ms)")
+        if parts:
+            lines.append(f"  {name}: " + "; ".join(parts))
+    return lines
 
 
 def _load(values) -> str:

@@ -118,30 +118,39 @@ def build_host_library(
     when there is no compiler and :class:`~gpunn.compute.kernel_source.KernelCompileError`, with
     the compiler's messages, when the source does not compile.
     """
+    return compile_cached(host_code(code, kernel_names, defines), CXX_FLAGS, "host_kernels")
+
+
+def compile_cached(source: str, flags: tuple[str, ...], stem: str) -> Path:
+    """Compile the C++ translation unit ``source`` with ``flags`` into a cached shared library.
+
+    The library is ``<cache>/<stem>-<hash>.so``, the hash taken over the text, the
+    compiler, its version, the machine type and the flags, so it is built once per
+    change of any of them.  Errors as :func:`build_host_library`.
+    """
     cxx = _compiler()
-    source = host_code(code, kernel_names, defines)
-    key = "\0".join([source, cxx, _compiler_version(cxx), platform.machine(), *CXX_FLAGS])
+    key = "\0".join([source, cxx, _compiler_version(cxx), platform.machine(), *flags])
     digest = hashlib.sha256(key.encode()).hexdigest()
-    target = _cache_dir() / f"host_kernels-{digest[:24]}.so"
+    target = _cache_dir() / f"{stem}-{digest[:24]}.so"
     if target.exists():
         return target
     with tempfile.TemporaryDirectory(dir=target.parent) as work:
-        cpp = Path(work) / "host_kernels.cpp"
+        cpp = Path(work) / f"{stem}.cpp"
         cpp.write_text(source, encoding="utf-8")
         built = Path(work) / target.name
         result = subprocess.run(
-            [cxx, *CXX_FLAGS, str(cpp), "-o", str(built)], capture_output=True, text=True
+            [cxx, *flags, str(cpp), "-o", str(built)], capture_output=True, text=True
         )
         if result.returncode != 0:
             raise ks.KernelCompileError(
-                f"{Path(cxx).name} failed to compile the kernels for the host "
+                f"{Path(cxx).name} failed to compile {stem} for the host "
                 f"(exit {result.returncode}):\n{result.stderr}"
             )
         os.replace(built, target)  # atomic: a concurrent build of the same text is harmless
     return target
 
 
-def _load(path: Path) -> ctypes.CDLL:
+def load_library(path: Path) -> ctypes.CDLL:
     """The library at ``path``, loaded once per process."""
     with _BUILD_LOCK:
         library = _LIBRARIES.get(path)
@@ -232,7 +241,7 @@ class HostModule:
 
     def __init__(self, code: str, kernel_names: Iterable[str], defines: Iterable[str] = ()):
         names = tuple(kernel_names)
-        library = _load(build_host_library(code, names, tuple(defines)))
+        library = load_library(build_host_library(code, names, tuple(defines)))
         self._kernels = {name: _HostKernel(library, name) for name in names}
         self._shuffle = library.gpunn_host_shuffle_blocks
         self._shuffle.argtypes = (ctypes.c_ulonglong,)

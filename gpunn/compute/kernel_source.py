@@ -149,20 +149,30 @@ def kernel_code() -> str:
     ``#line`` directives keep compiler messages pointing at the original files.  Only
     the :data:`HEADER_FILES` may be included this way; a missing one is an error.
     """
-    kernels = read_source(KERNEL_FILE)
-    included = _LOCAL_INCLUDE.findall(kernels)
-    if sorted(included) != sorted(HEADER_FILES):
+    return inline_includes(KERNEL_FILE, HEADER_FILES)
+
+
+def inline_includes(name: str, headers: tuple[str, ...]) -> str:
+    """The source file ``name`` with its ``#include "<header>"`` lines replaced by the headers.
+
+    The file must include exactly ``headers`` that way (KernelCompileError otherwise), so
+    that the text handed to a compiler is all there is: a change of any header changes
+    the text, and with it the cache key of a build.
+    """
+    text = read_source(name)
+    included = _LOCAL_INCLUDE.findall(text)
+    if sorted(included) != sorted(headers):
         raise KernelCompileError(
-            f"{KERNEL_FILE} must include exactly {', '.join(HEADER_FILES)} (as #include \"name\"), "
+            f"{name} must include exactly {', '.join(headers)} (as #include \"name\"), "
             f"found {', '.join(included) or 'none'}"
         )
 
     def inline(match: re.Match) -> str:
-        next_line = kernels.count("\n", 0, match.start()) + 2
+        next_line = text.count("\n", 0, match.start()) + 2
         return (f'#line 1 "{match.group(1)}"\n{read_source(match.group(1))}\n'
-                f'#line {next_line} "{KERNEL_FILE}"')
+                f'#line {next_line} "{name}"')
 
-    return _LOCAL_INCLUDE.sub(inline, kernels)
+    return _LOCAL_INCLUDE.sub(inline, text)
 
 
 # -- NVRTC (no GPU needed) ----------------------------------------------------------

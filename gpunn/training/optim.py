@@ -14,6 +14,10 @@ network has, and keeps its state in flat buffers of the same length:
     an L2 term added to the gradient, AdamW's a decoupled ``theta *= 1 - lr * weight_decay``.
     The step counter lives in device memory, so a captured CUDA graph stays correct.
 
+On the NumPy backend the update runs as one compiled loop over the buffers
+(:mod:`gpunn.compute.cpu_updates`) when the host C++ compiler is there, else as the
+NumPy twins of the kernels; both give the same results to float rounding.
+
 Weight decay applies to every parameter in the buffer, biases included, like PyTorch's
 optimizers over all parameters.  An optimizer's :meth:`~Optimizer.settings` and
 :meth:`~Optimizer.state` are what a model file stores, so that resuming is exact.
@@ -24,6 +28,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from gpunn.compute.cpu_updates import CpuUpdates, cpu_updates
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 #: The learning rate each optimizer gets when none is given: the tutorial's eta = 3 for
@@ -90,10 +96,57 @@ def _non_negative(name: str, value) -> float:
     return value
 
 
+def update_kernels(backend):
+    """What runs an optimizer's update on ``backend``: its kernels, or on NumPy the compiled loops.
+
+    The NumPy backend gets :class:`~gpunn.compute.cpu_updates.CpuUpdates` when they build
+    (and ``GPUNN_CPU_UPDATES`` allows them), else its NumPy twins; the kernel backends
+    always run their own ``sgd_update`` / ``adam_update`` kernels.
+    """
+    if backend.name == "numpy":
+        compiled = cpu_updates()
+        if compiled is not None:
+            return compiled
+    return backend.kernels
+
+
 class Optimizer:
     """What every optimizer offers the trainer and the model files."""
 
     name = ""
+    backend = None
+    _updates = None
+    #: (params, grads, hyper-parameters, their update as a call taking 1/m), see :meth:`_update_of`
+    _bound = None
+
+    @property
+    def updates(self):
+        """What runs the update (:func:`update_kernels`), found on first use."""
+        if self._updates is None:
+            self._updates = update_kernels(self.backend)
+        return self._updates
+
+    def _update_of(self, params, grads):
+        """The update of ``params`` by ``grads`` as a call taking 1/m, made again only when something changed.
+
+        A trainer passes the same buffers at every step; binding them once saves the
+        compiled updates their checks and address look-ups at each step.  The
+        hyper-parameters are compared at every step (scikit-learn's ``partial_fit``
+        changes the weight decay of a live optimizer).
+        """
+        hyper = self._hyper()
+        bound = self._bound
+        if bound is None or bound[0] is not params or bound[1] is not grads or bound[2] != hyper:
+            bound = self._bound = (params, grads, hyper, self._bind(params, grads, hyper))
+        return bound[3]
+
+    def _hyper(self) -> tuple:
+        """The scalar hyper-parameters the update takes, in the order :meth:`_bind` passes them on."""
+        raise NotImplementedError
+
+    def _bind(self, params, grads, hyper: tuple):
+        """The update of these buffers with ``hyper`` as a call taking 1/m (see :meth:`_update_of`)."""
+        raise NotImplementedError
 
     def step(self, params, grads, m: int) -> None:
         """Apply the summed gradients ``grads`` of a batch of ``m`` samples (``grads`` is consumed)."""
@@ -140,10 +193,22 @@ class SGD(Optimizer):
                 self.lr_scale = backend.xp.asarray(_per_parameter(layout, self.layer_rates), dtype=dtype)
             if self.momentum:
                 self.velocity = backend.xp.zeros(layout.size, dtype=dtype)
+        if not self.plain:  # plain SGD on NumPy subtracts pre-scaled gradients: it may never need them
+            self._updates = update_kernels(backend)
 
     def step(self, params, grads, m: int) -> None:
-        self.backend.kernels.sgd_update(params, grads, self.velocity, self.lr, 1.0 / m, self.momentum,
-                                        self.weight_decay, self.nesterov, self.lr_scale)
+        self._update_of(params, grads)(1.0 / m)
+
+    def _hyper(self) -> tuple:
+        return self.lr, self.momentum, self.weight_decay, self.nesterov
+
+    def _bind(self, params, grads, hyper: tuple):
+        updates, velocity, lr_scale = self.updates, self.velocity, self.lr_scale
+        if isinstance(updates, CpuUpdates):
+            return updates.bind_sgd(params, grads, velocity, *hyper, lr_scale)
+        lr, momentum, weight_decay, nesterov = hyper
+        return lambda inv_m: updates.sgd_update(params, grads, velocity, lr, inv_m, momentum, weight_decay,
+                                                nesterov, lr_scale)
 
     @property
     def plain(self) -> bool:
@@ -175,6 +240,7 @@ class Adam(Optimizer):
     def __init__(self, backend, layout, dtype, lr: float = DEFAULT_LR["adam"], betas=(0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0):
         self.backend = backend
+        self._updates = update_kernels(backend)
         self.lr = _positive("the learning rate", lr)
         beta1, beta2 = betas
         self.betas = (_fraction("beta1", beta1), _fraction("beta2", beta2))
@@ -188,10 +254,17 @@ class Adam(Optimizer):
             self.steps = xp.zeros((), dtype=np.int32)
 
     def step(self, params, grads, m: int) -> None:
-        kernels = self.backend.kernels
-        kernels.advance_step(self.steps)
-        kernels.adam_update(params, grads, self.m, self.v, self.steps, 1.0 / m, self.lr, *self.betas, self.eps,
-                            self.weight_decay, self.decoupled)
+        self.backend.kernels.advance_step(self.steps)
+        self._update_of(params, grads)(1.0 / m)
+
+    def _hyper(self) -> tuple:
+        return (self.lr, *self.betas, self.eps, self.weight_decay, self.decoupled)
+
+    def _bind(self, params, grads, hyper: tuple):
+        updates, m, v, steps = self.updates, self.m, self.v, self.steps
+        if isinstance(updates, CpuUpdates):
+            return updates.bind_adam(params, grads, m, v, steps, *hyper)
+        return lambda inv_m: updates.adam_update(params, grads, m, v, steps, inv_m, *hyper)
 
     def settings(self) -> dict:
         return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps, "weight_decay": self.weight_decay}
