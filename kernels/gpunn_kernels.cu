@@ -44,6 +44,21 @@ __device__ void act_backward(T* g, const T* a, int n) {
     }
 }
 
+// One sample's (column c's) deltas and loss times the sample's weight, when weights is
+// not NULL (sample_weight); explicitly rounded, as the twin multiplies.  Shared by the
+// output deltas of class labels and of float targets.
+template <typename T>
+__device__ void weigh_sample(const T* weights, T* delta, double& column, int c, int rows, int cols) {
+    if (weights == nullptr) {
+        return;
+    }
+    const T w = weights[c];
+    for (int j = 0; j < rows; ++j) {
+        delta[j * cols + c] = mul_rn(delta[j * cols + c], w);
+    }
+    column = mul_rn(column, double(w));
+}
+
 // The output layer's delta, fused with the loss and the correct-answer count.
 // One thread per sample (column c, grid-striding if the grid is smaller):
 // it walks the rows, writes delta, adds up the column's loss in double and
@@ -89,13 +104,7 @@ __device__ void output_delta(T* a, const int* labels, const T* weights, T* delta
                 }
             }
         }
-        if (weights != nullptr) {
-            const T w = weights[c];
-            for (int j = 0; j < rows; ++j) {
-                delta[j * cols + c] = mul_rn(delta[j * cols + c], w);
-            }
-            column = mul_rn(column, double(w));
-        }
+        weigh_sample(weights, delta, column, c, rows, cols);
         loss += column;
         hits += (best == label) ? 1ULL : 0ULL;
     }
@@ -139,13 +148,7 @@ __device__ void float_target_delta(const T* a, const T* targets, const T* weight
         if constexpr (Objective == 1) {
             hits += all_right ? 1ULL : 0ULL;
         }
-        if (weights != nullptr) {
-            const T w = weights[c];
-            for (int j = 0; j < rows; ++j) {
-                delta[j * cols + c] = mul_rn(delta[j * cols + c], w);
-            }
-            column = mul_rn(column, double(w));
-        }
+        weigh_sample(weights, delta, column, c, rows, cols);
         loss += column;
     }
     sum_over_blocks(loss, hits, loss_sum, correct, block_loss, block_hits, arrivals);
