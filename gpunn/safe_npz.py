@@ -281,6 +281,13 @@ def read_npy(path, hints: Hints = Hints()) -> np.ndarray:
         return _array(file, os.fstat(file.fileno()).st_size, str(path), hints)
 
 
+def shown_names(names) -> str:
+    """Member names of an untrusted archive for a one-line message, comma-separated: a name with
+    a line break or another unprintable character (a corrupted one) is shown escaped, as Python
+    writes it."""
+    return ", ".join(name if name.isprintable() else repr(name) for name in names)
+
+
 class NpzReader:
     """The arrays of an ``.npz`` archive, each read (and checked) only when asked for.
 

@@ -155,6 +155,24 @@ def test_corrupt_member_data_is_one_line(model, tmp_path):
     assert_clean_error(run("evaluate", path), "truncated or corrupt")
 
 
+@pytest.mark.parametrize("names", [("metadata", "p\narams"), ("x\ry",)], ids=["unexpected", "no metadata"])
+def test_a_member_name_with_a_line_break_is_named_on_one_line(model, tmp_path, names):
+    """Found by the property test of corrupted archives: one byte of a member's name became a line break."""
+    members = {f"{name}.npy": npy_bytes(model[1].get(name, np.zeros(1))) for name in names}
+    path = tmp_path / "model.npz"
+    path.write_bytes(zip_members(members))
+    assert_clean_error(run("evaluate", path), repr(names[-1]))
+    with pytest.raises(ModelFileError) as caught:
+        gpunn.load(path, backend="numpy")
+    assert "\n" not in str(caught.value) and "\r" not in str(caught.value)
+
+
+def test_a_user_archive_member_name_with_a_line_break_is_named_on_one_line(tmp_path):
+    members = {"X\n.npy": GOOD_MEMBERS["X.npy"], "y.npy": GOOD_MEMBERS["y.npy"]}
+    assert_clean_error(run("train", "--dataset", user_npz(tmp_path, members), "--epochs", 1, "--backend", "numpy"),
+                       repr("X\n"))
+
+
 def test_a_corrupt_zip_named_npy_given_to_predict(model, tmp_path):
     """np.load opens anything that starts like a zip as an archive, whatever its name (BadZipFile escaped)."""
     path = tmp_path / "x.npy"

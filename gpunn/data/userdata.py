@@ -44,7 +44,7 @@ import numpy as np
 from gpunn.errors import DataError, option_name
 from gpunn.files import open_input
 from gpunn.memory import require
-from gpunn.safe_npz import Hints, NpzReader
+from gpunn.safe_npz import Hints, NpzReader, shown_names
 
 DEFAULT_TEST_SPLIT = 0.2
 SPLIT_SEED = 20260102
@@ -127,7 +127,7 @@ def _read_npz(path: Path, answers=None) -> tuple[np.ndarray, np.ndarray, tuple[n
             missing = [key for key in ("X", "y") if key not in names]
             if missing:
                 raise DataError(
-                    f"{path}: no array named {' or '.join(missing)} (found: {', '.join(sorted(names)) or 'none'}); "
+                    f"{path}: no array named {' or '.join(missing)} (found: {shown_names(sorted(names)) or 'none'}); "
                     f"save with np.savez(path, X=features, y=labels)"
                 )
             if ("X_test" in names) != ("y_test" in names):

@@ -76,7 +76,7 @@ from gpunn.nn.labels import classes_from_json, classes_to_json
 from gpunn.nn.parameters import ParameterLayout
 from gpunn.nn.preprocessing import Scaler
 from gpunn.nn.targets import TargetScaling
-from gpunn.safe_npz import ArchiveError, Hints, NpzReader
+from gpunn.safe_npz import ArchiveError, Hints, NpzReader, shown_names
 from gpunn.saving.metadata import FORMAT_NAME, FORMAT_VERSION, Invalid, check, decode, is_int, show
 from gpunn.training.loop import History
 from gpunn.training.optim import make_optimizer
@@ -239,7 +239,7 @@ def _read_archive(file, path: str) -> tuple[dict, dict, object]:
     try:
         with NpzReader(file, path) as archive:
             if "metadata" not in archive.names:
-                listed = ", ".join(sorted(archive.names)) or "none"
+                listed = shown_names(sorted(archive.names)) or "none"
                 raise ModelFileError(
                     f"{path} is an .npz archive but not a gpunn model (no gpunn metadata; arrays: {listed}); "
                     f"give a file written by gpunn train --output or Network.save"
@@ -247,7 +247,8 @@ def _read_archive(file, path: str) -> tuple[dict, dict, object]:
             known = {"metadata", "params", *STATE_ARRAYS, *SCALER_ARRAYS, *TRAJECTORY_ARRAYS}
             unexpected = sorted(set(archive.names) - known)
             if unexpected:
-                raise ModelFileError(f"{path} holds arrays a gpunn model has not ({', '.join(unexpected)}); {_REWRITE}")
+                raise ModelFileError(
+                    f"{path} holds arrays a gpunn model has not ({shown_names(unexpected)}); {_REWRITE}")
             metadata = _parse_metadata(archive.read("metadata", MAX_METADATA_BYTES), path)
             dtype = np.dtype(metadata["dtype"])
             n_params = ParameterLayout(tuple(metadata["sizes"])).size
